@@ -1,0 +1,27 @@
+"""SSD300 deployable runtime: spec, priors, box ops and (later) data, metric, backends.
+
+Importing this package never imports torch; torch, TensorRT, CUDA and ONNX Runtime are imported
+lazily inside the backend or postprocess that needs them.
+"""
+from ssd_runtime.errors import SpecError
+from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
+from ssd_runtime.spec import (
+    DETECTION_SETTINGS,
+    EVALUATION_SETTINGS,
+    VOC_CLASSES,
+    ModelSpec,
+    PostprocessSettings,
+)
+
+__all__ = [
+    "DETECTION_SETTINGS",
+    "EVALUATION_SETTINGS",
+    "VOC_CLASSES",
+    "ModelSpec",
+    "PostprocessSettings",
+    "PriorConfig",
+    "SpecError",
+    "make_priors",
+    "priors_sha256",
+]
+__version__ = "0.1.0"

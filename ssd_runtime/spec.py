@@ -1,0 +1,190 @@
+"""The model spec: everything a runtime needs to use a model, carried by every artifact.
+
+A checkpoint stores it, the ONNX export writes it into ``metadata_props`` and the TensorRT builder
+into the engine's sidecar JSON; every loader reads it back with :meth:`ModelSpec.from_dict`, which
+checks the schema version and that the priors it describes hash to the recorded value.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ssd_runtime.boxes import VARIANCES
+from ssd_runtime.errors import SpecError
+from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
+
+SCHEMA_VERSION = 1
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background",
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)  # fmt: skip
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PostprocessSettings:
+    """Decode + NMS settings: keep scores > min_score, suppress IoU > max_overlap, keep top_k."""
+
+    min_score: float
+    max_overlap: float
+    top_k: int
+
+    def to_dict(self) -> dict:
+        return {"min_score": self.min_score, "max_overlap": self.max_overlap, "top_k": self.top_k}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PostprocessSettings:
+        return cls(float(data["min_score"]), float(data["max_overlap"]), int(data["top_k"]))
+
+
+DETECTION_SETTINGS = PostprocessSettings(min_score=0.2, max_overlap=0.5, top_k=200)
+EVALUATION_SETTINGS = PostprocessSettings(min_score=0.01, max_overlap=0.45, top_k=200)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model is: classes, input, priors, box coding and postprocess defaults.
+
+    class_names: index 0 is the background class.
+    input_size: side of the square RGB input in pixels.
+    mean, std: per-channel normalisation applied to RGB values scaled to [0, 1].
+    width: channel multiplier of the network (1.0 = the reference SSD300).
+    priors_sha256: sha256 of the float32 priors generated from ``priors``.
+    provenance: plain string pairs (source checkpoint / ONNX / calibration hashes, tool versions).
+    """
+
+    class_names: tuple[str, ...]
+    priors_sha256: str
+    input_size: int = 300
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    width: float = 1.0
+    priors: PriorConfig = field(default_factory=PriorConfig)
+    variances: tuple[float, float] = VARIANCES
+    detection: PostprocessSettings = DETECTION_SETTINGS
+    evaluation: PostprocessSettings = EVALUATION_SETTINGS
+    provenance: tuple[tuple[str, str], ...] = ()
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def create(
+        cls,
+        class_names: tuple[str, ...] | list[str] = VOC_CLASSES,
+        *,
+        width: float = 1.0,
+        priors: PriorConfig | None = None,
+        **kwargs,
+    ) -> ModelSpec:
+        """A spec for a new model; computes the prior hash from the prior configuration."""
+        priors = priors or PriorConfig()
+        names = tuple(str(n) for n in class_names)
+        _check_class_names(names)
+        return cls(
+            class_names=names,
+            priors_sha256=priors_sha256(make_priors(priors)),
+            width=float(width),
+            priors=priors,
+            **kwargs,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background."""
+        return len(self.class_names)
+
+    @property
+    def num_priors(self) -> int:
+        return self.priors.num_priors
+
+    def make_priors(self) -> np.ndarray:
+        """The priors of this spec, float32 (num_priors, 4) fractional cxcywh, hash-checked."""
+        priors = make_priors(self.priors)
+        actual = priors_sha256(priors)
+        if actual != self.priors_sha256:
+            raise SpecError(
+                f"the priors generated from this spec hash to {actual[:12]}..., the spec records "
+                f"{self.priors_sha256[:12]}...: the artifact was made with another prior geometry; "
+                "re-export it with this toolkit"
+            )
+        return priors
+
+    def with_provenance(self, **items: str) -> ModelSpec:
+        """A copy with provenance entries added or replaced (keys sorted)."""
+        merged = dict(self.provenance)
+        merged.update({k: str(v) for k, v in items.items()})
+        return replace(self, provenance=tuple(sorted(merged.items())))
+
+    def to_dict(self) -> dict:
+        """Plain data (JSON-able, and loadable by ``torch.load(weights_only=True)``)."""
+        return {
+            "schema_version": self.schema_version,
+            "class_names": list(self.class_names),
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "width": self.width,
+            "priors": self.priors.to_dict(),
+            "priors_sha256": self.priors_sha256,
+            "variances": list(self.variances),
+            "detection": self.detection.to_dict(),
+            "evaluation": self.evaluation.to_dict(),
+            "provenance": dict(self.provenance),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "model spec") -> ModelSpec:
+        """Rebuild and check a spec: schema version known, priors hash to the recorded value."""
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: expected a mapping, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SpecError(
+                f"{source}: model spec schema version {version!r} is not supported "
+                f"(this toolkit reads version {SCHEMA_VERSION}); re-export the model with this toolkit"
+            )
+        try:
+            spec = cls(
+                class_names=tuple(str(n) for n in data["class_names"]),
+                priors_sha256=str(data["priors_sha256"]),
+                input_size=int(data["input_size"]),
+                mean=tuple(float(v) for v in data["mean"]),
+                std=tuple(float(v) for v in data["std"]),
+                width=float(data["width"]),
+                priors=PriorConfig.from_dict(data["priors"]),
+                variances=tuple(float(v) for v in data["variances"]),
+                detection=PostprocessSettings.from_dict(data["detection"]),
+                evaluation=PostprocessSettings.from_dict(data["evaluation"]),
+                provenance=tuple(sorted((str(k), str(v)) for k, v in data["provenance"].items())),
+                schema_version=int(version),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpecError(f"{source}: malformed model spec ({type(exc).__name__}: {exc})") from exc
+        _check_class_names(spec.class_names, source)
+        spec.make_priors()  # raises on a prior-hash mismatch
+        return spec
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "model spec") -> ModelSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{source}: model spec is not valid JSON ({exc})") from exc
+        return cls.from_dict(data, source=source)
+
+
+def _check_class_names(names: tuple[str, ...], source: str = "model spec") -> None:
+    if len(names) < 2:
+        raise SpecError(f"{source}: need background plus at least one class, got {list(names)}")
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise SpecError(f"{source}: duplicate class names {dupes}")

@@ -1,0 +1,4 @@
+"""SSD300 training: model, loss, data, training and PyTorch evaluation."""
+from ssd_train.model import SSD300
+
+__all__ = ["SSD300"]

@@ -1,0 +1,71 @@
+"""``ssd-train``: thin command line over the training API. Subcommands register in COMMANDS."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ssd_runtime.errors import SpecError
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """Build the network, run one forward pass, print a JSON summary."""
+    import torch
+
+    from ssd_runtime.spec import VOC_CLASSES, ModelSpec
+    from ssd_train.model import SSD300
+
+    spec = ModelSpec.create(VOC_CLASSES, width=args.width)
+    model = SSD300.from_spec(spec, vgg_weights=args.vgg_weights).eval()
+    images = torch.randn(args.batch, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        locs, logits = model(images)
+    seconds = time.perf_counter() - start
+    report = {
+        "width": spec.width,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "input": list(images.shape),
+        "locs": list(locs.shape),
+        "class_logits": list(logits.shape),
+        "priors_sha256": spec.priors_sha256,
+        "forward_seconds": round(seconds, 3),
+        "finite": bool(torch.isfinite(locs).all() and torch.isfinite(logits).all()),
+    }
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0 if report["finite"] else 1
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="build SSD300 and run it once on a random batch")
+    p.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = reference SSD300)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--vgg-weights", default=None, help="local torchvision VGG-16 state dict (.pth)")
+    p.add_argument("--json", action="store_true", help="one-line JSON")
+    p.set_defaults(func=_cmd_check)
+
+
+#: Each entry adds one subcommand to the parser (a later feature adds one line here).
+COMMANDS = [_add_check]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssd-train", description="Train and evaluate SSD300 in PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (SpecError, ValueError, FileNotFoundError, OSError) as exc:
+        print(f"ssd-train {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

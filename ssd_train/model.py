@@ -1,0 +1,259 @@
+"""The SSD300 network (VGG-16 base), as in the reference design (shared/reference/ssd300.md).
+
+``forward(images) -> (locs, class_logits)`` and nothing else: loss and postprocess are separate.
+Parameter names follow the reference tutorial (``base``, ``aux_convs``, ``pred_convs``,
+``rescale_factors``) so its released weights map by name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssd_runtime.priors import PriorConfig, make_priors
+from ssd_runtime.spec import ModelSpec
+
+#: Channels of the maps that feed the prediction heads, at width 1.0, in map order.
+SOURCE_CHANNELS = {"conv4_3": 512, "conv7": 1024, "conv8_2": 512, "conv9_2": 256, "conv10_2": 256, "conv11_2": 256}
+L2NORM_INIT_SCALE = 20.0
+L2NORM_EPS = 1e-10
+
+#: torchvision VGG-16 state-dict prefix of each of our base convolutions (mapped by name).
+VGG16_NAMES = {
+    "conv1_1": "features.0", "conv1_2": "features.2",
+    "conv2_1": "features.5", "conv2_2": "features.7",
+    "conv3_1": "features.10", "conv3_2": "features.12", "conv3_3": "features.14",
+    "conv4_1": "features.17", "conv4_2": "features.19", "conv4_3": "features.21",
+    "conv5_1": "features.24", "conv5_2": "features.26", "conv5_3": "features.28",
+}  # fmt: skip
+
+
+class VGGWeightsError(FileNotFoundError):
+    """The VGG-16 weights file is missing or is not a torchvision VGG-16 state dict."""
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count at a width multiplier (at least 1)."""
+    return max(1, int(round(channels * width)))
+
+
+def _conv(c_in: int, c_out: int, kernel: int, **kwargs) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size=kernel, **kwargs)
+
+
+class VGGBase(nn.Module):
+    """VGG-16 conv1_1..conv5_3, then conv6 (dilated 3x3) and conv7 (1x1) replacing fc6/fc7."""
+
+    def __init__(self, width: float = 1.0) -> None:
+        super().__init__()
+        c = lambda n: scaled(n, width)  # noqa: E731
+        self.conv1_1 = _conv(3, c(64), 3, padding=1)
+        self.conv1_2 = _conv(c(64), c(64), 3, padding=1)
+        self.conv2_1 = _conv(c(64), c(128), 3, padding=1)
+        self.conv2_2 = _conv(c(128), c(128), 3, padding=1)
+        self.conv3_1 = _conv(c(128), c(256), 3, padding=1)
+        self.conv3_2 = _conv(c(256), c(256), 3, padding=1)
+        self.conv3_3 = _conv(c(256), c(256), 3, padding=1)
+        self.conv4_1 = _conv(c(256), c(512), 3, padding=1)
+        self.conv4_2 = _conv(c(512), c(512), 3, padding=1)
+        self.conv4_3 = _conv(c(512), c(512), 3, padding=1)
+        self.conv5_1 = _conv(c(512), c(512), 3, padding=1)
+        self.conv5_2 = _conv(c(512), c(512), 3, padding=1)
+        self.conv5_3 = _conv(c(512), c(512), 3, padding=1)
+        self.conv6 = _conv(c(512), c(1024), 3, padding=6, dilation=6)
+        self.conv7 = _conv(c(1024), c(1024), 1)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, 300, 300) -> conv4_3 (N, 512w, 38, 38), conv7 (N, 1024w, 19, 19), after ReLU."""
+        x = F.relu(self.conv1_1(images))
+        x = F.max_pool2d(F.relu(self.conv1_2(x)), 2, 2)  # 150
+        x = F.relu(self.conv2_1(x))
+        x = F.max_pool2d(F.relu(self.conv2_2(x)), 2, 2)  # 75
+        x = F.relu(self.conv3_1(x))
+        x = F.relu(self.conv3_2(x))
+        x = F.max_pool2d(F.relu(self.conv3_3(x)), 2, 2, ceil_mode=True)  # 38
+        x = F.relu(self.conv4_1(x))
+        x = F.relu(self.conv4_2(x))
+        conv4_3 = F.relu(self.conv4_3(x))
+        x = F.max_pool2d(conv4_3, 2, 2)  # 19
+        x = F.relu(self.conv5_1(x))
+        x = F.relu(self.conv5_2(x))
+        x = F.max_pool2d(F.relu(self.conv5_3(x)), 3, 1, padding=1)  # stays 19
+        x = F.relu(self.conv6(x))
+        conv7 = F.relu(self.conv7(x))
+        return conv4_3, conv7
+
+
+class AuxiliaryConvolutions(nn.Module):
+    """conv8_1..conv11_2: the extra maps 10x10, 5x5, 3x3, 1x1."""
+
+    def __init__(self, width: float = 1.0) -> None:
+        super().__init__()
+        c = lambda n: scaled(n, width)  # noqa: E731
+        self.conv8_1 = _conv(c(1024), c(256), 1)
+        self.conv8_2 = _conv(c(256), c(512), 3, stride=2, padding=1)
+        self.conv9_1 = _conv(c(512), c(128), 1)
+        self.conv9_2 = _conv(c(128), c(256), 3, stride=2, padding=1)
+        self.conv10_1 = _conv(c(256), c(128), 1)
+        self.conv10_2 = _conv(c(128), c(256), 3)
+        self.conv11_1 = _conv(c(256), c(128), 1)
+        self.conv11_2 = _conv(c(128), c(256), 3)
+
+    def forward(self, conv7: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = F.relu(self.conv8_1(conv7))
+        conv8_2 = F.relu(self.conv8_2(x))  # 10
+        x = F.relu(self.conv9_1(conv8_2))
+        conv9_2 = F.relu(self.conv9_2(x))  # 5
+        x = F.relu(self.conv10_1(conv9_2))
+        conv10_2 = F.relu(self.conv10_2(x))  # 3
+        x = F.relu(self.conv11_1(conv10_2))
+        conv11_2 = F.relu(self.conv11_2(x))  # 1
+        return conv8_2, conv9_2, conv10_2, conv11_2
+
+
+class PredictionConvolutions(nn.Module):
+    """3x3 localisation and class heads on the six source maps."""
+
+    def __init__(self, n_classes: int, boxes_per_location: tuple[int, ...], width: float = 1.0) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        for (name, channels), boxes in zip(SOURCE_CHANNELS.items(), boxes_per_location, strict=True):
+            setattr(self, f"loc_{name}", _conv(scaled(channels, width), boxes * 4, 3, padding=1))
+            setattr(self, f"cl_{name}", _conv(scaled(channels, width), boxes * n_classes, 3, padding=1))
+
+    def forward(self, sources: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        n = sources[0].shape[0]
+        locs, logits = [], []
+        for name, x in zip(SOURCE_CHANNELS, sources, strict=True):
+            # (N, A*4, H, W) -> (N, H, W, A*4) -> (N, H*W*A, 4)
+            locs.append(getattr(self, f"loc_{name}")(x).permute(0, 2, 3, 1).reshape(n, -1, 4))
+            # (N, A*C, H, W) -> (N, H, W, A*C) -> (N, H*W*A, C)
+            logits.append(getattr(self, f"cl_{name}")(x).permute(0, 2, 3, 1).reshape(n, -1, self.n_classes))
+        return torch.cat(locs, 1), torch.cat(logits, 1)
+
+
+class SSD300(nn.Module):
+    """SSD300 with a VGG-16 base.
+
+    Args:
+        n_classes: classes including background (21 for Pascal VOC).
+        width: channel multiplier; 1.0 is the reference network (26,285,486 parameters at 21 classes).
+            Other widths keep the geometry (8732 priors) for fast CPU training and tests.
+        prior_config: prior geometry (default: the reference's).
+        vgg_weights: path of a torchvision VGG-16 state dict (``vgg16-397923af.pth``) to initialise the
+            base from, with fc6/fc7 decimated into conv6/conv7; ``None`` for a random initialisation.
+
+    forward: images float32 (N, 3, 300, 300), normalised RGB ->
+        locs (N, 8732, 4) box offsets against ``priors_cxcy``, class_logits (N, 8732, n_classes).
+    """
+
+    def __init__(
+        self,
+        n_classes: int = 21,
+        width: float = 1.0,
+        prior_config: PriorConfig | None = None,
+        vgg_weights: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"n_classes counts background and needs to be >= 2, got {n_classes}")
+        if width <= 0:
+            raise ValueError(f"width must be positive, got {width}")
+        self.n_classes = n_classes
+        self.width = float(width)
+        self.prior_config = prior_config or PriorConfig()
+        if len(self.prior_config.feature_map_sizes) != len(SOURCE_CHANNELS):
+            raise ValueError(f"SSD300 has {len(SOURCE_CHANNELS)} prediction maps; the prior config has "
+                             f"{len(self.prior_config.feature_map_sizes)}")
+        self.base = VGGBase(width)
+        self.aux_convs = AuxiliaryConvolutions(width)
+        self.pred_convs = PredictionConvolutions(n_classes, self.prior_config.boxes_per_location, width)
+        self.rescale_factors = nn.Parameter(torch.full((1, scaled(512, width), 1, 1), L2NORM_INIT_SCALE))
+        self.register_buffer(
+            "priors_cxcy", torch.from_numpy(make_priors(self.prior_config).copy()), persistent=False
+        )
+        self._init_weights()
+        if vgg_weights is not None:
+            load_vgg16_weights(self, vgg_weights)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, vgg_weights: str | Path | None = None) -> SSD300:
+        """The network a spec describes (classes, width, priors)."""
+        return cls(spec.num_classes, spec.width, spec.priors, vgg_weights)
+
+    def _init_weights(self) -> None:
+        for module in self.base.modules():
+            if isinstance(module, nn.Conv2d):  # torchvision's VGG initialisation
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+        for module in [*self.aux_convs.modules(), *self.pred_convs.modules()]:
+            if isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        conv4_3, conv7 = self.base(images)
+        # L2-normalise conv4_3 over channels (the reference has no epsilon), then rescale.
+        norm = conv4_3.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(L2NORM_EPS)
+        conv4_3 = conv4_3 / norm * self.rescale_factors
+        sources = (conv4_3, conv7, *self.aux_convs(conv7))
+        return self.pred_convs(sources)
+
+
+def decimate(tensor: torch.Tensor, steps: tuple[int | None, ...]) -> torch.Tensor:
+    """Keep indices 0, m, 2m, ... along each dimension with a step m (None keeps the dimension)."""
+    for dim, step in enumerate(steps):
+        if step is not None:
+            index = torch.arange(0, tensor.shape[dim], step, device=tensor.device)
+            tensor = tensor.index_select(dim, index)
+    return tensor
+
+
+def vgg16_to_ssd_base(vgg_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a torchvision VGG-16 state dict onto ``VGGBase`` parameter names (fc6/fc7 decimated)."""
+    missing = [f"{p}.{t}" for p in [*VGG16_NAMES.values(), "classifier.0", "classifier.3"]
+               for t in ("weight", "bias") if f"{p}.{t}" not in vgg_state]
+    if missing:
+        raise KeyError(f"not a torchvision VGG-16 state dict: missing {missing[:4]}"
+                       f"{' ...' if len(missing) > 4 else ''}")
+    out = {}
+    for ours, theirs in VGG16_NAMES.items():
+        out[f"{ours}.weight"] = vgg_state[f"{theirs}.weight"]
+        out[f"{ours}.bias"] = vgg_state[f"{theirs}.bias"]
+    fc6_w = vgg_state["classifier.0.weight"].reshape(4096, 512, 7, 7)
+    fc7_w = vgg_state["classifier.3.weight"].reshape(4096, 4096, 1, 1)
+    out["conv6.weight"] = decimate(fc6_w, (4, None, 3, 3))  # (1024, 512, 3, 3)
+    out["conv6.bias"] = decimate(vgg_state["classifier.0.bias"], (4,))  # (1024,)
+    out["conv7.weight"] = decimate(fc7_w, (4, 4, None, None))  # (1024, 1024, 1, 1)
+    out["conv7.bias"] = decimate(vgg_state["classifier.3.bias"], (4,))  # (1024,)
+    return out
+
+
+def load_vgg16_weights(model: SSD300, path: str | Path) -> None:
+    """Initialise ``model.base`` from a local torchvision VGG-16 state-dict file (width 1.0 only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VGGWeightsError(
+            f"VGG-16 weights file not found: {path}. Nothing can be downloaded here: copy torchvision's "
+            "vgg16-397923af.pth (ImageNet weights) to this path, or train from a random initialisation "
+            "by leaving the VGG weights unset."
+        )
+    if model.width != 1.0:
+        raise ValueError(f"pretrained VGG-16 weights fit width 1.0 only; this model has width {model.width}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise VGGWeightsError(f"cannot read VGG-16 weights {path}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        mapped = vgg16_to_ssd_base(state)
+    except KeyError as exc:
+        raise VGGWeightsError(f"{path}: {exc.args[0]}") from exc
+    own = model.base.state_dict()
+    bad = [k for k, v in mapped.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        raise VGGWeightsError(f"{path}: shape mismatch for {bad[:4]}: not a VGG-16 (16-layer, 1000-class) file")
+    model.base.load_state_dict(mapped, strict=True)
