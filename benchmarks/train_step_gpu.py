@@ -1,0 +1,113 @@
+"""GPU training-step throughput: SSD300 (this toolkit) vs torchvision's ssd300_vgg16, same run.
+
+Full width, batch 32, synthetic tensors on the device (no data loading), FP32 and AMP bf16
+(channels_last). Step = forward + MultiBox loss (matching, hard negative mining) + backward + SGD.
+Prints one JSON object; prints {"skipped": ...} without CUDA.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def _synthetic_targets(batch: int, device: torch.device, generator: torch.Generator):
+    boxes, labels = [], []
+    for _ in range(batch):
+        n = int(torch.randint(1, 6, (1,), generator=generator))
+        xy = torch.rand(n, 2, generator=generator) * 0.6
+        wh = torch.rand(n, 2, generator=generator) * 0.35 + 0.05
+        boxes.append(torch.cat([xy, xy + wh], 1).to(device))
+        labels.append(torch.randint(1, 21, (n,), generator=generator).to(device))
+    return boxes, labels
+
+
+def _time_steps(step, warmup: int, iters: int) -> float:
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / iters
+
+
+def bench_ours(batch: int, amp: bool, iters: int) -> dict:
+    from ssd_train import SSD300, MultiBoxLoss
+
+    device = torch.device("cuda")
+    g = torch.Generator().manual_seed(0)
+    model = SSD300(21).to(device)
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = MultiBoxLoss(model.priors_cxcy)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    images = torch.randn(batch, 3, 300, 300, generator=g).to(device)
+    if amp:
+        images = images.contiguous(memory_format=torch.channels_last)
+    boxes, labels = _synthetic_targets(batch, device, g)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            locs, logits = model(images)
+        loss = criterion(locs, logits, boxes, labels).total
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    seconds = _time_steps(step, 5, iters)
+    return {"images_per_s": round(batch / seconds, 1), "ms_per_step": round(seconds * 1e3, 2)}
+
+
+def bench_torchvision(batch: int, amp: bool, iters: int) -> dict:
+    import torchvision
+
+    device = torch.device("cuda")
+    g = torch.Generator().manual_seed(0)
+    model = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21).to(device)
+    model.train()
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    images = list(torch.rand(batch, 3, 300, 300, generator=g).to(device).unbind(0))
+    boxes, labels = _synthetic_targets(batch, device, g)
+    targets = [{"boxes": b * 300, "labels": lab} for b, lab in zip(boxes, labels)]
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            losses = model(images, targets)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    seconds = _time_steps(step, 5, iters)
+    return {"images_per_s": round(batch / seconds, 1), "ms_per_step": round(seconds * 1e3, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--iters", type=int, default=20)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print(json.dumps({"benchmark": "train_step_gpu", "skipped": "no CUDA device"}))
+        return 0
+    torch.backends.cudnn.benchmark = True
+    result = {"benchmark": "train_step_gpu", "device": torch.cuda.get_device_name(), "batch": args.batch, "synthetic_tensors": True}
+    for amp in (False, True):
+        mode = "amp_bf16_channels_last" if amp else "fp32"
+        result[f"torchvision_ssd300_vgg16_{mode}"] = bench_torchvision(args.batch, amp, args.iters)
+        result[f"ours_{mode}"] = bench_ours(args.batch, amp, args.iters)
+        result[f"speedup_{mode}"] = round(
+            result[f"ours_{mode}"]["images_per_s"] / result[f"torchvision_ssd300_vgg16_{mode}"]["images_per_s"], 2
+        )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

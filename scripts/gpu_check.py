@@ -1,0 +1,69 @@
+"""All GPU checks in one call: GPU-marked tests, then every GPU benchmark; one JSON report.
+
+Run by scripts/gpu_check.sh on a machine with a CUDA GPU (no internet needed). Each benchmark is a
+module under benchmarks/ whose main() prints one JSON line; baselines are measured inside each.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: GPU benchmarks: (module, extra args, time limit in seconds). Later features add one line each.
+BENCHMARKS = [
+    ("benchmarks.train_step_gpu", [], 150),
+]
+
+
+def run_tests(out_dir: Path) -> dict:
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu or tensorrt", "-p", "no:cacheprovider",
+           f"--junitxml={out_dir / 'gpu_tests.xml'}", "tests"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", summary)}
+    failures = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return {"returncode": proc.returncode, "summary": summary, "counts": counts, "failures": failures[:20],
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def run_benchmark(module: str, args: list[str], limit: int) -> dict:
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {"module": module, "error": f"timed out after {limit} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"module": module, "error": proc.stderr.strip()[-2000:] or f"exit {proc.returncode}, no JSON"}
+    result = json.loads(lines[-1])
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def main() -> int:
+    out_dir = Path(os.environ.get("OUT") or ROOT / "runs" / "gpu_check")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict = {"python": sys.version.split()[0]}
+    try:
+        import torch
+
+        report.update(torch=torch.__version__, cuda=torch.version.cuda,
+                      device=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+    except ImportError:
+        report["torch"] = None
+    report["tests"] = run_tests(out_dir)
+    report["benchmarks"] = [run_benchmark(m, a, t) for m, a, t in BENCHMARKS]
+    text = json.dumps(report, indent=1)
+    (out_dir / "gpu_check.json").write_text(text)
+    print(text)
+    return 0 if report["tests"]["returncode"] in (0, 5) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

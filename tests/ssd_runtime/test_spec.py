@@ -1,0 +1,62 @@
+import json
+from dataclasses import replace
+
+import pytest
+
+from ssd_runtime import VOC_CLASSES, ModelSpec, PriorConfig, SpecError, make_priors, priors_sha256
+
+
+def test_create_and_round_trip():
+    spec = ModelSpec.create(VOC_CLASSES, width=0.25).with_provenance(checkpoint_sha256="ab" * 32, tool="test")
+    assert spec.num_classes == 21 and spec.num_priors == 8732
+    assert spec.priors_sha256 == priors_sha256(make_priors())
+    data = spec.to_dict()
+    json.dumps(data)  # plain data
+    assert ModelSpec.from_dict(data) == spec
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    assert dict(spec.provenance) == {"checkpoint_sha256": "ab" * 32, "tool": "test"}
+
+
+def test_custom_classes_and_priors():
+    spec = ModelSpec.create(["background", "circle", "square"], priors=PriorConfig(clip="extent"))
+    back = ModelSpec.from_dict(spec.to_dict())
+    assert back.class_names == ("background", "circle", "square")
+    assert back.priors.clip == "extent"
+    assert back.make_priors().shape == (8732, 4)
+
+
+def test_unknown_schema_version_is_refused():
+    data = ModelSpec.create().to_dict()
+    data["schema_version"] = 99
+    with pytest.raises(SpecError, match="schema version 99"):
+        ModelSpec.from_dict(data, source="model.onnx")
+
+
+def test_prior_hash_mismatch_is_refused():
+    data = ModelSpec.create().to_dict()
+    data["priors"]["scales"][0] = 0.11
+    with pytest.raises(SpecError, match="re-export"):
+        ModelSpec.from_dict(data)
+
+
+def test_malformed_spec_names_source():
+    data = ModelSpec.create().to_dict()
+    del data["mean"]
+    with pytest.raises(SpecError, match="engine.json: malformed"):
+        ModelSpec.from_dict(data, source="engine.json")
+    with pytest.raises(SpecError, match="not valid JSON"):
+        ModelSpec.from_json("{nope")
+
+
+def test_class_names_checked():
+    with pytest.raises(SpecError, match="duplicate"):
+        ModelSpec.create(["background", "a", "a"])
+    with pytest.raises(SpecError, match="at least one class"):
+        ModelSpec.create(["background"])
+
+
+def test_frozen():
+    spec = ModelSpec.create()
+    with pytest.raises(AttributeError):
+        spec.width = 2.0  # type: ignore[misc]
+    assert replace(spec, width=0.5).width == 0.5
