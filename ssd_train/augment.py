@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageChops, ImageStat
 
 from ssd_runtime.boxes import iou
 
@@ -51,40 +51,110 @@ CROP_ASPECT = (0.5, 2.0)
 FLIP_P = 0.5
 
 
-def _hue(image: Image.Image, factor: float) -> Image.Image:
-    """Shift the HSV hue channel by int(factor * 255) (mod 256), as torchvision's PIL adjust_hue."""
+def _blend_lut(base: float, factor: float) -> list[int]:
+    """256-entry LUT of PIL's Image.blend(constant base, image, factor): trunc(base + f (v - base)), clipped."""
+    values = np.float32(base) + np.float32(factor) * (np.arange(256, dtype=np.float32) - np.float32(base))
+    return bytes(np.clip(values, 0, 255).astype(np.uint8)) * 3
+
+
+def _brightness(image: Image.Image, factor: float, mean: int | None = None) -> Image.Image:
+    """= ImageEnhance.Brightness(image).enhance(factor), as a lookup table."""
+    return image.point(_blend_lut(0.0, factor))
+
+
+def _contrast(image: Image.Image, factor: float, mean: int | None = None) -> Image.Image:
+    """= ImageEnhance.Contrast(image).enhance(factor); ``mean`` (of the L image) may be given."""
+    if mean is None:
+        mean = _gray_mean(image)
+    return image.point(_blend_lut(float(mean), factor))
+
+
+def _saturation(image: Image.Image, factor: float, mean: int | None = None) -> Image.Image:
+    """= ImageEnhance.Color(image).enhance(factor): blend with the grey (L) image."""
+    gray = image.convert("L")
+    return Image.blend(Image.merge("RGB", (gray, gray, gray)), image, factor)
+
+
+# out_c = v * (1 - s/255 * W_c(h)) for PIL's six HSV sectors; W_c tabulated on the 256 hue codes
+_HUE_CODES = np.arange(256) * 6.0 / 255.0
+_SECTOR, _FRAC = np.floor(_HUE_CODES).astype(int) % 6, _HUE_CODES - np.floor(_HUE_CODES)
+_ONE, _ZERO = np.ones(256), np.zeros(256)
+_HUE_PROFILES = (
+    np.choose(_SECTOR, [_ZERO, _FRAC, _ONE, _ONE, 1 - _FRAC, _ZERO]),
+    np.choose(_SECTOR, [1 - _FRAC, _ZERO, _ZERO, _FRAC, _ONE, _ONE]),
+    np.choose(_SECTOR, [_ONE, _ONE, 1 - _FRAC, _ZERO, _ZERO, _FRAC]),
+)
+
+
+def _hue(image: Image.Image, factor: float, mean: int | None = None) -> Image.Image:
+    """HSV hue shift by int(factor * 255) codes (mod 256), as torchvision's PIL ``adjust_hue``.
+
+    PIL's HSV -> RGB conversion is slow, so the way back is rebuilt from per-channel lookup tables and
+    ImageChops (within 2 grey levels of PIL's own round trip, which itself moves pixels by up to 6).
+    """
+    shift = int(factor * 255) % 256
+    h, s, v = image.convert("HSV").split()
+    channels = []
+    for profile in _HUE_PROFILES:
+        weight = h.point(bytes(np.rint(255 * np.roll(profile, -shift)).astype(np.uint8)))
+        channels.append(ImageChops.subtract(v, ImageChops.multiply(v, ImageChops.multiply(s, weight))))
+    return Image.merge("RGB", channels)
+
+
+def hue_reference(image: Image.Image, factor: float) -> Image.Image:
+    """torchvision's PIL ``adjust_hue`` itself (HSV round trip through PIL), for tests and the reference path."""
     shift = int(factor * 255) % 256
     h, s, v = image.convert("HSV").split()
     h = h.point([(i + shift) % 256 for i in range(256)])
     return Image.merge("HSV", (h, s, v)).convert("RGB")
 
 
-def _brightness(image: Image.Image, factor: float) -> Image.Image:
-    return ImageEnhance.Brightness(image).enhance(factor)
+def _gray_mean(image: Image.Image) -> int:
+    """The rounded mean of the L image, as ImageEnhance.Contrast computes it."""
+    return int(ImageStat.Stat(image.convert("L")).mean[0] + 0.5)
 
 
-def _contrast(image: Image.Image, factor: float) -> Image.Image:
-    return ImageEnhance.Contrast(image).enhance(factor)
+_DISTORTIONS = {"brightness": _brightness, "contrast": _contrast, "saturation": _saturation, "hue": _hue}
+_ORDER = ("brightness", "contrast", "saturation", "hue")
+#: Side reduction of the copy the contrast mean is measured on in the fast path.
+CONTRAST_MEAN_REDUCE = 4
+
+PhotometricPlan = list[tuple[str, float]]
 
 
-def _saturation(image: Image.Image, factor: float) -> Image.Image:
-    return ImageEnhance.Color(image).enhance(factor)
+def sample_photometric(rng: np.random.Generator) -> PhotometricPlan:
+    """Reference draws: a random order of the four ops, each kept with p = 0.5 with its factor."""
+    plan = []
+    for op_index in rng.permutation(len(_ORDER)):
+        name = _ORDER[op_index]
+        if rng.random() < PHOTOMETRIC_P:
+            if name == "hue":
+                plan.append((name, float(rng.uniform(-HUE_SHIFT, HUE_SHIFT))))
+            else:
+                plan.append((name, float(rng.uniform(*FACTOR_RANGE))))
+    return plan
 
 
-_DISTORTIONS = (_brightness, _contrast, _saturation, _hue)
+def apply_photometric(image: Image.Image, plan: PhotometricPlan, contrast_mean: int | None = None) -> Image.Image:
+    """Apply a photometric plan to an RGB PIL image; ``contrast_mean`` overrides the image's own mean."""
+    for name, factor in plan:
+        image = _DISTORTIONS[name](image, factor, contrast_mean if name == "contrast" else None)
+    return image
+
+
+def contrast_mean(image: Image.Image, plan: PhotometricPlan, reduce: int = CONTRAST_MEAN_REDUCE) -> int | None:
+    """The grey mean the contrast op of ``plan`` sees (after the ops before it), on a reduced copy."""
+    names = [name for name, _ in plan]
+    if "contrast" not in names:
+        return None
+    before = plan[: names.index("contrast")]
+    small = image.reduce(reduce) if reduce > 1 and min(image.size) >= 4 * reduce else image
+    return _gray_mean(apply_photometric(small, before))
 
 
 def photometric_distort(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Reference photometric distortion of an RGB PIL image (random order, each op with p = 0.5)."""
-    for op_index in rng.permutation(len(_DISTORTIONS)):
-        op = _DISTORTIONS[op_index]
-        if rng.random() < PHOTOMETRIC_P:
-            if op is _hue:
-                factor = rng.uniform(-HUE_SHIFT, HUE_SHIFT)
-            else:
-                factor = rng.uniform(*FACTOR_RANGE)
-            image = op(image, factor)
-    return image
+    """Reference photometric distortion of a full RGB PIL image (random order, each op with p = 0.5)."""
+    return apply_photometric(image, sample_photometric(rng))
 
 
 def sample_expand(width: int, height: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -104,34 +174,47 @@ def sample_crop(
     """Reference random crop on a width x height canvas with pixel xyxy ``boxes`` (K, 4).
 
     Returns ((left, top, right, bottom), keep) where ``keep`` (K,) bool marks boxes whose centre lies
-    strictly inside the crop. "No crop" returns the full canvas and keeps every box.
+    strictly inside the crop. "No crop" returns the full canvas and keeps every box. The 50 trials of
+    one min-IoU choice are drawn and tested at once; the first trial that passes is taken, as the
+    reference's loop would (same distribution, one NumPy pass instead of 50).
     """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     num_boxes = boxes.shape[0]
-    full = ((0, 0, width, height), np.ones(num_boxes, dtype=bool))
     centers = (boxes[:, :2] + boxes[:, 2:]) / 2.0
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     while True:
         min_iou = CROP_MIN_IOUS[int(rng.integers(len(CROP_MIN_IOUS)))]
         if min_iou is None:
-            return full
-        for _ in range(CROP_TRIALS):
-            new_h = int(rng.uniform(CROP_MIN_SCALE, 1.0) * height)
-            new_w = int(rng.uniform(CROP_MIN_SCALE, 1.0) * width)
-            if new_w <= 0 or not CROP_ASPECT[0] < new_h / new_w < CROP_ASPECT[1]:
-                continue
-            left = int(rng.integers(0, width - new_w + 1))
-            top = int(rng.integers(0, height - new_h + 1))
-            right, bottom = left + new_w, top + new_h
-            if num_boxes == 0:
-                return (left, top, right, bottom), np.zeros(0, dtype=bool)
-            crop = np.array([[left, top, right, bottom]], dtype=np.float32)
-            if iou(crop, boxes.astype(np.float32))[0].max() < min_iou:
-                continue
+            return (0, 0, width, height), np.ones(num_boxes, dtype=bool)
+        draws = rng.random((CROP_TRIALS, 4))  # scale_h, scale_w, left, top (uniform [0, 1))
+        new_h = (CROP_MIN_SCALE + (1 - CROP_MIN_SCALE) * draws[:, 0]) * height
+        new_w = (CROP_MIN_SCALE + (1 - CROP_MIN_SCALE) * draws[:, 1]) * width
+        new_h, new_w = new_h.astype(np.int64), new_w.astype(np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            aspect = new_h / new_w
+        ok = (new_w > 0) & (aspect > CROP_ASPECT[0]) & (aspect < CROP_ASPECT[1])
+        left = np.floor(draws[:, 2] * (width - new_w + 1)).astype(np.int64)  # randint(0, width - new_w)
+        top = np.floor(draws[:, 3] * (height - new_h + 1)).astype(np.int64)
+        right, bottom = left + new_w, top + new_h
+        if num_boxes == 0:
+            passed = ok
+            keep = np.zeros((CROP_TRIALS, 0), dtype=bool)
+        else:
+            # (T, K) IoU of each trial crop with each box, and centres strictly inside
+            iw = np.clip(np.minimum(right[:, None], boxes[None, :, 2]) - np.maximum(left[:, None], boxes[None, :, 0]), 0, None)
+            ih = np.clip(np.minimum(bottom[:, None], boxes[None, :, 3]) - np.maximum(top[:, None], boxes[None, :, 1]), 0, None)
+            inter = iw * ih
+            union = (new_w * new_h)[:, None] + areas[None, :] - inter
+            overlap = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
             keep = (
-                (centers[:, 0] > left) & (centers[:, 0] < right) & (centers[:, 1] > top) & (centers[:, 1] < bottom)
-            )
-            if not keep.any():
-                continue
-            return (left, top, right, bottom), keep
+                (centers[None, :, 0] > left[:, None]) & (centers[None, :, 0] < right[:, None])
+                & (centers[None, :, 1] > top[:, None]) & (centers[None, :, 1] < bottom[:, None])
+            )  # fmt: skip
+            passed = ok & (overlap.max(axis=1) >= min_iou) & keep.any(axis=1)
+        hits = np.flatnonzero(passed)
+        if hits.size:
+            t = int(hits[0])
+            return (int(left[t]), int(top[t]), int(right[t]), int(bottom[t])), keep[t]
 
 
 def render_window(
@@ -186,6 +269,23 @@ def render_window(
     return out
 
 
+def _crop_boxes(canvas_boxes: np.ndarray, window: tuple[int, int, int, int], keep: np.ndarray) -> np.ndarray:
+    """Reference crop of pixel boxes: keep, clamp to the window, shift to its origin."""
+    crop = np.array(window, dtype=np.float32)
+    new_boxes = canvas_boxes[keep]
+    new_boxes[:, :2] = np.maximum(new_boxes[:, :2], crop[:2]) - crop[:2]
+    new_boxes[:, 2:] = np.minimum(new_boxes[:, 2:], crop[2:]) - crop[:2]
+    return new_boxes
+
+
+def _finish_boxes(boxes: np.ndarray, crop_w: int, crop_h: int, flip: bool) -> np.ndarray:
+    """Flip (x -> W - 1 - x, reference convention) and divide by the crop size; clip to [0, 1]."""
+    if flip:
+        boxes = np.stack([crop_w - boxes[:, 2] - 1, boxes[:, 1], crop_w - boxes[:, 0] - 1, boxes[:, 3]], axis=1)
+    fractional = boxes / np.array([crop_w, crop_h, crop_w, crop_h], dtype=np.float32)
+    return np.clip(fractional, 0.0, 1.0).astype(np.float32).reshape(-1, 4)
+
+
 def train_transform(
     image: Image.Image,
     boxes: np.ndarray,
@@ -194,7 +294,15 @@ def train_transform(
     rng: np.random.Generator,
     size: int = 300,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Reference training augmentation.
+    """Reference training augmentation, fast path.
+
+    The random draws happen in the reference's order (photometric, expand, crop, flip). The
+    geometry is rendered first (:func:`render_window`, no canvas) and the photometric plan is then
+    applied to the ``size`` x ``size`` result: the ops are per-pixel, so they commute with crop and
+    flip, and with the bilinear resize up to clipping at 0/255 and hue's non-linearity at colour
+    edges; the contrast op's mean is that of the whole distorted image (measured on a 4x-reduced
+    copy), and the zoom-out filler is restored so that it stays undistorted as in the reference.
+    :func:`reference_train_transform` is the literal version; a test holds the two close.
 
     Args:
         image: RGB PIL image. boxes: float32 (K, 4) pixel xyxy (reference frame). labels (K,),
@@ -204,27 +312,70 @@ def train_transform(
         difficult (K',)) with K' <= K the objects kept by the crop.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    image = photometric_distort(image, rng)
+    plan = sample_photometric(rng)
+    mean = contrast_mean(image, plan)
     width, height = image.size
     canvas_w, canvas_h, left, top = sample_expand(width, height, rng)
     canvas_boxes = boxes + np.array([left, top, left, top], dtype=np.float32)
-    (cx0, cy0, cx1, cy1), keep = sample_crop(canvas_w, canvas_h, canvas_boxes, rng)
-    crop = np.array([cx0, cy0, cx1, cy1], dtype=np.float32)
-    new_boxes = canvas_boxes[keep]
-    new_boxes[:, :2] = np.maximum(new_boxes[:, :2], crop[:2]) - crop[:2]
-    new_boxes[:, 2:] = np.minimum(new_boxes[:, 2:], crop[2:]) - crop[:2]
-    crop_w, crop_h = cx1 - cx0, cy1 - cy0
+    window, keep = sample_crop(canvas_w, canvas_h, canvas_boxes, rng)
     flip = rng.random() < FLIP_P
-    pixels = np.asarray(render_window(image, (left, top), (cx0, cy0, cx1, cy1), size))
+    new_boxes = _crop_boxes(canvas_boxes, window, keep)
+    crop_w, crop_h = window[2] - window[0], window[3] - window[1]
+
+    rendered = render_window(image, (left, top), window, size)
+    if plan:
+        distorted = apply_photometric(rendered, plan, mean)
+        # output pixels that see only filler: restore them (the reference distorts before expanding)
+        sx, sy = size / crop_w, size / crop_h
+        ox0 = min(size, max(0, math.floor((left - window[0]) * sx)))
+        oy0 = min(size, max(0, math.floor((top - window[1]) * sy)))
+        ox1 = min(size, max(0, math.ceil((left + width - window[0]) * sx)))
+        oy1 = min(size, max(0, math.ceil((top + height - window[1]) * sy)))
+        if (ox0, oy0, ox1, oy1) != (0, 0, size, size):
+            if ox1 > ox0 and oy1 > oy0:
+                rendered.paste(distorted.crop((ox0, oy0, ox1, oy1)), (ox0, oy0))
+        else:
+            rendered = distorted
     if flip:
-        pixels = pixels[:, ::-1]
-        new_boxes = np.stack(
-            [crop_w - new_boxes[:, 2] - 1, new_boxes[:, 1], crop_w - new_boxes[:, 0] - 1, new_boxes[:, 3]], axis=1
-        )
-    fractional = np.clip(new_boxes / np.array([crop_w, crop_h, crop_w, crop_h], dtype=np.float32), 0.0, 1.0)
+        rendered = rendered.transpose(Image.FLIP_LEFT_RIGHT)
+    return (
+        np.array(rendered),
+        _finish_boxes(new_boxes, crop_w, crop_h, flip),
+        np.asarray(labels)[keep],
+        np.asarray(difficult)[keep],
+    )
+
+
+def reference_train_transform(
+    image: Image.Image,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    difficult: np.ndarray,
+    rng: np.random.Generator,
+    size: int = 300,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The literal reference pipeline (full-size distortion with PIL's own HSV hue, materialised
+    zoom-out canvas, crop, flip, resize) with the same draws as :func:`train_transform`. Slow: tests only."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    plan = sample_photometric(rng)
+    for name, factor in plan:
+        image = hue_reference(image, factor) if name == "hue" else _DISTORTIONS[name](image, factor)
+    width, height = image.size
+    canvas_w, canvas_h, left, top = sample_expand(width, height, rng)
+    canvas = Image.new("RGB", (canvas_w, canvas_h), FILLER)
+    canvas.paste(image, (left, top))
+    canvas_boxes = boxes + np.array([left, top, left, top], dtype=np.float32)
+    window, keep = sample_crop(canvas_w, canvas_h, canvas_boxes, rng)
+    flip = rng.random() < FLIP_P
+    new_boxes = _crop_boxes(canvas_boxes, window, keep)
+    cropped = canvas.crop(window)
+    if flip:
+        cropped = cropped.transpose(Image.FLIP_LEFT_RIGHT)
+    pixels = np.asarray(cropped.resize((size, size), Image.BILINEAR))
+    crop_w, crop_h = window[2] - window[0], window[3] - window[1]
     return (
         np.ascontiguousarray(pixels),
-        fractional.astype(np.float32).reshape(-1, 4),
+        _finish_boxes(new_boxes, crop_w, crop_h, flip),
         np.asarray(labels)[keep],
         np.asarray(difficult)[keep],
     )
@@ -233,7 +384,7 @@ def train_transform(
 def test_transform(image: Image.Image, boxes: np.ndarray, size: int = 300) -> tuple[np.ndarray, np.ndarray]:
     """Resize to size x size (bilinear): (uint8 (size, size, 3) RGB, float32 (K, 4) fractional xyxy boxes)."""
     width, height = image.size
-    pixels = np.asarray(image.resize((size, size), Image.BILINEAR))
+    pixels = np.array(image.resize((size, size), Image.BILINEAR))
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     fractional = boxes / np.array([width, height, width, height], dtype=np.float32)
-    return np.ascontiguousarray(pixels), fractional.astype(np.float32)
+    return pixels, fractional.astype(np.float32)

@@ -72,9 +72,9 @@ class VOCDetection(Dataset):
         self.seed = int(seed)
         self.size = int(size)
         self.on_bad_image = on_bad_image
-        # normalise uint8 directly: (x / 255 - mean) / std = (x - 255 mean) * (1 / (255 std))
-        self._offset = torch.tensor([255.0 * m for m in mean], dtype=torch.float32).view(3, 1, 1)
+        # normalise uint8 directly: (x / 255 - mean) / std = x * scale + bias
         self._scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1)
+        self._bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(3, 1, 1)
         self.skipped: list[str] = []
 
     @classmethod
@@ -132,8 +132,7 @@ class VOCDetection(Dataset):
         else:
             pixels, frac = test_transform(image, boxes, self.size)
         # (S, S, 3) uint8 HWC -> (3, S, S) float32 CHW, normalised
-        tensor = torch.from_numpy(pixels).permute(2, 0, 1).float()
-        tensor.sub_(self._offset).mul_(self._scale)
+        tensor = torch.addcmul(self._bias, torch.from_numpy(pixels).permute(2, 0, 1).float(), self._scale)
         return (
             tensor,
             torch.from_numpy(np.ascontiguousarray(frac, dtype=np.float32)),

@@ -357,9 +357,9 @@ def generate_voc_dataset(
     out = Path(out)
     if images < 1:
         raise ValueError(f"images must be >= 1, got {images}")
-    test = int(round(DEFAULT_TEST_FRACTION * images)) if test is None else int(test)
-    if images >= 2 and test == 0 and test is None:
-        test = 1
+    if test is None:
+        test = max(1, int(round(DEFAULT_TEST_FRACTION * images))) if images >= 2 else 0
+    test = int(test)
     if not 0 <= test <= images:
         raise ValueError(f"test must be in [0, images={images}], got {test}")
     if (out / "Annotations").exists() and any((out / "Annotations").iterdir()) and not overwrite:
