@@ -16,7 +16,7 @@ Order, probabilities and ranges follow ``../shared/reference/ssd300.md`` ("Data"
 Efficiency: the expanded canvas (up to 16x the image) is never built. Steps 2-5 are composed into one
 window on the virtual canvas; :func:`render_window` resizes only the image part (plus a margin of
 filler as wide as the filter support) and pastes it on a filler-coloured output, which gives the same
-pixels as resizing the materialised crop (to within 1 grey level of fixed-point rounding). The flip is
+pixels as resizing the materialised crop (up to fixed-point rounding: at most 2 grey levels, rarely). The flip is
 applied to the 300x300 output (a bilinear resize commutes with a mirror).
 
 Box frame: pixel xyxy in the reference's convention (0-based inclusive pixel indices, so a flip maps
