@@ -4,3 +4,15 @@ from __future__ import annotations
 
 class SpecError(ValueError):
     """A model spec is missing, of an unknown schema, or does not match the artifact it came with."""
+
+
+class ImageError(ValueError):
+    """An image file cannot be used: not an image, an unsupported format, truncated, or too large."""
+
+
+class AnnotationError(ValueError):
+    """A VOC annotation (or split file) is malformed, unsafe, or names a class the model does not know."""
+
+
+class DatasetError(FileNotFoundError):
+    """A dataset folder is not in the expected layout, or files listed by a split are missing."""

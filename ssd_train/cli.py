@@ -46,8 +46,43 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_check)
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    """Write the generated VOC-format dataset; print a JSON report."""
+    from ssd_train.synthetic import generate_voc_dataset
+
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.images, unit="img", desc="ssd-train data")
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+    report = generate_voc_dataset(
+        args.out, images=args.images, test=args.test, seed=args.seed, workers=args.workers, overwrite=args.overwrite,
+        progress=progress,
+    )  # fmt: skip
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    from ssd_train.synthetic import DEFAULT_IMAGES
+
+    p = sub.add_parser("data", help="write the generated Pascal-VOC-format dataset (shapes) to a folder")
+    p.add_argument("--out", required=True, help="folder to write (becomes a VOC root: Annotations/, JPEGImages/, ...)")
+    p.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="total images (default %(default)s)")
+    p.add_argument("--test", type=int, default=None, help="images in the test split (default 20%% of --images)")
+    p.add_argument("--seed", type=int, default=0, help="the dataset is a pure function of the seed")
+    p.add_argument("--workers", type=int, default=1, help="processes to render with")
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds a dataset")
+    p.add_argument("--json", action="store_true", help="one-line JSON")
+    p.set_defaults(func=_cmd_data)
+
+
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS = [_add_check]
+COMMANDS = [_add_check, _add_data]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,78 @@
+"""Data-loading benchmark: training images/s through the DataLoader with the full augmentation.
+
+Generates (or reuses) the VOC-sized JPEGs of the embedded dataset, then times whole epochs-worth of
+batches through :func:`ssd_train.data.make_loader` with 1 and 2 workers (and 0 = in-process, for
+reference), after a warm-up batch per worker. Prints one JSON object.
+
+    python benchmarks/data_loading.py [--data DIR] [--images 400] [--batches 20] [--batch-size 32]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ssd_runtime.voc import split_roots
+from ssd_train.data import VOCDetection, make_loader
+from ssd_train.synthetic import CLASS_NAMES, generate_voc_dataset
+
+
+def measure(dataset: VOCDetection, workers: int, batch_size: int, batches: int, seed: int) -> dict:
+    """images/s over ``batches`` batches after one warm-up batch per worker (workers started)."""
+    loader = make_loader(dataset, batch_size, seed=seed, workers=workers, prefetch_factor=2 if workers else None)
+    iterator = iter(loader)
+    for _ in range(max(1, workers)):  # warm-up: start workers, fill caches
+        next(iterator)
+    count = 0
+    start = time.perf_counter()
+    for _ in range(batches):
+        try:
+            images, *_ = next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            images, *_ = next(iterator)
+        count += images.shape[0]
+    seconds = time.perf_counter() - start
+    del iterator
+    return {"workers": workers, "images": count, "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="a VOC root to read (default: generate into a temp folder)")
+    parser.add_argument("--images", type=int, default=400, help="images to generate when --data is not given")
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.data) if args.data else Path(tmp) / "voc"
+        if not args.data:
+            generate_voc_dataset(root, images=args.images, test=0, seed=args.seed)
+        dataset = VOCDetection.from_voc(split_roots(root, "trainval"), "trainval", class_names=None, train=True, seed=args.seed)
+        results = [measure(dataset, w, args.batch_size, args.batches, args.seed) for w in args.workers]
+    report = {
+        "benchmark": "data_loading",
+        "pipeline": "decode + photometric + zoom-out + crop + flip + resize 300 + normalise, collate",
+        "dataset": {"root": str(args.data or "generated"), "images": len(dataset), "classes": len(dataset.class_names) - 1},
+        "batch_size": args.batch_size,
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "results": results,
+    }
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

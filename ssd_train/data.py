@@ -1,0 +1,227 @@
+"""Torch dataset, collate and loader for VOC-format detection data (real VOC or the generated set).
+
+The dataset wraps :mod:`ssd_runtime.voc` records and the safe loader :func:`ssd_runtime.images.open_image`
+(one reader for training, PyTorch evaluation and runtime evaluation), applies
+:func:`ssd_train.augment.train_transform` or :func:`~ssd_train.augment.test_transform`, and normalises.
+
+Randomness: every sample draws from its own ``numpy.random.Generator`` seeded by
+``(seed, epoch, index)``, so a sample's augmentation does not depend on the worker that makes it,
+on the number of workers, or on what was loaded before (a resumed run sees the same data).
+:class:`EpochSampler` yields ``(epoch, index)`` keys; an ``int`` key means epoch 0.
+:func:`seed_worker` additionally gives each DataLoader worker its own seed for Python's ``random``
+and NumPy's global state, derived from the loader's generator (itself seeded from ``seed``).
+"""
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ssd_runtime.errors import ImageError
+from ssd_runtime.images import open_image
+from ssd_runtime.spec import IMAGENET_MEAN, IMAGENET_STD
+from ssd_runtime.voc import ReadReport, VOCRecord, dataset_class_names, read_voc_split, split_roots
+from ssd_train.augment import test_transform, train_transform
+
+#: One sample: image float32 (3, S, S) normalised; boxes float32 (K, 4) fractional xyxy; labels int64
+#: (K,); difficult bool (K,).
+Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+#: A batch: images (N, 3, S, S) and per-image lists of boxes, labels, difficult.
+Batch = tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
+
+
+class VOCDetection(Dataset):
+    """VOC-format detection dataset.
+
+    Args:
+        records: from :func:`ssd_runtime.voc.read_voc_split`.
+        class_names: background first; travels into the model spec.
+        train: apply the reference augmentation (else resize + normalise only).
+        seed: base seed of the per-sample generators.
+        size: output side in pixels (300 for SSD300).
+        mean, std: RGB normalisation of [0, 1] values (from the model spec).
+        on_bad_image: ``"error"`` raises :class:`~ssd_runtime.errors.ImageError` naming the file;
+            ``"skip"`` warns and serves the next readable image instead (deterministically).
+    """
+
+    def __init__(
+        self,
+        records: list[VOCRecord],
+        class_names: tuple[str, ...],
+        *,
+        train: bool,
+        seed: int = 0,
+        size: int = 300,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        on_bad_image: str = "error",
+    ) -> None:
+        if on_bad_image not in ("error", "skip"):
+            raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+        if not records:
+            raise ValueError("the dataset has no images; check the split file")
+        self.records = list(records)
+        self.class_names = tuple(class_names)
+        self.train = train
+        self.seed = int(seed)
+        self.size = int(size)
+        self.on_bad_image = on_bad_image
+        # normalise uint8 directly: (x / 255 - mean) / std = x * scale + bias
+        self._scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1)
+        self._bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(3, 1, 1)
+        self.skipped: list[str] = []
+
+    @classmethod
+    def from_voc(
+        cls,
+        path: str | os.PathLike | list[str | os.PathLike],
+        split: str,
+        *,
+        class_names: tuple[str, ...] | None = None,
+        train: bool,
+        strict: bool = False,
+        skip_unknown: bool = False,
+        report: ReadReport | None = None,
+        **kwargs,
+    ) -> VOCDetection:
+        """Read ``split`` of a VOC root, a VOCdevkit (07+12 for trainval, 07 for test) or a list of roots.
+
+        ``class_names`` defaults to the dataset's own (:func:`ssd_runtime.voc.dataset_class_names`).
+        """
+        roots = [Path(p) for p in path] if isinstance(path, list) else split_roots(path, split)
+        if class_names is None:
+            class_names = dataset_class_names(roots, split)
+        records = read_voc_split(roots, split, class_names, strict=strict, skip_unknown=skip_unknown, report=report)
+        return cls(records, class_names, train=train, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def generator(self, epoch: int, index: int) -> np.random.Generator:
+        """The generator of sample ``index`` in ``epoch`` (independent of worker and order)."""
+        return np.random.default_rng([self.seed, epoch, index])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        for attempt in range(len(self.records)):
+            record = self.records[(index + attempt) % len(self.records)]
+            try:
+                return self._sample(record, epoch, (index + attempt) % len(self.records))
+            except ImageError as exc:
+                if self.on_bad_image == "error":
+                    raise
+                self.skipped.append(str(record.image_path))
+                warnings.warn(f"skipping unreadable image (on_bad_image='skip'): {exc}", stacklevel=2)
+        raise ImageError("no readable image in the dataset (every image failed to decode)")
+
+    def _sample(self, record: VOCRecord, epoch: int, index: int) -> Sample:
+        image = open_image(record.image_path)
+        boxes, labels, difficult = record.boxes, record.labels, record.difficult
+        if image.size != (record.width, record.height):
+            boxes, labels, difficult = _fit_boxes(record, image.size)
+        if self.train:
+            pixels, frac, labels, difficult = train_transform(
+                image, boxes, labels, difficult, self.generator(epoch, index), self.size
+            )
+        else:
+            pixels, frac = test_transform(image, boxes, self.size)
+        # (S, S, 3) uint8 HWC -> (3, S, S) float32 CHW, normalised
+        tensor = torch.addcmul(self._bias, torch.from_numpy(pixels).permute(2, 0, 1).float(), self._scale)
+        return (
+            tensor,
+            torch.from_numpy(np.ascontiguousarray(frac, dtype=np.float32)),
+            torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+            torch.from_numpy(np.asarray(difficult, dtype=bool)),
+        )
+
+
+def _fit_boxes(record: VOCRecord, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The annotation's <size> disagrees with the decoded image: clip boxes to the image, drop empty ones."""
+    width, height = size
+    warnings.warn(
+        f"{record.annotation_path}: <size> says {record.width}x{record.height} but {record.image_path} is "
+        f"{width}x{height}; boxes clipped to the image",
+        stacklevel=3,
+    )
+    boxes = record.boxes.copy()
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep], record.labels[keep], record.difficult[keep]
+
+
+def collate(batch: list[Sample]) -> Batch:
+    """Stack images into (N, 3, S, S); keep per-image boxes (K_i, 4), labels (K_i,), difficult (K_i,) as lists."""
+    images = torch.stack([sample[0] for sample in batch])
+    return images, [s[1] for s in batch], [s[2] for s in batch], [s[3] for s in batch]
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` keys: a permutation seeded by ``(seed, epoch)`` (or in order), from ``start``.
+
+    ``start`` skips the first keys of the epoch (resuming mid-epoch). Call :meth:`set_epoch` per epoch.
+    """
+
+    def __init__(self, num_items: int, *, seed: int = 0, shuffle: bool = True, epoch: int = 0, start: int = 0) -> None:
+        self.num_items = int(num_items)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = int(epoch)
+        self.start = int(start)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start)
+
+    def order(self) -> np.ndarray:
+        """Indices of the current epoch, int64 (num_items,)."""
+        if not self.shuffle:
+            return np.arange(self.num_items)
+        return np.random.default_rng([self.seed, self.epoch, 0x5A]).permutation(self.num_items)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.order()[self.start :]:
+            yield (self.epoch, int(index))
+
+    def __len__(self) -> int:
+        return max(0, self.num_items - self.start)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed ``random`` and NumPy's global state from this worker's torch seed."""
+    worker_seed = torch.initial_seed() % 2**32
+    random.seed(worker_seed)
+    np.random.seed(worker_seed)
+
+
+def make_loader(
+    dataset: VOCDetection,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    shuffle: bool = True,
+    epoch: int = 0,
+    workers: int = 0,
+    drop_last: bool = False,
+    persistent_workers: bool = False,
+    prefetch_factor: int | None = None,
+) -> DataLoader:
+    """A reproducible DataLoader over ``dataset`` (an :class:`EpochSampler`; ``loader.sampler.set_epoch``)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), seed=seed, shuffle=shuffle, epoch=epoch),
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=seed_worker if workers > 0 else None,
+        generator=generator,
+        drop_last=drop_last,
+        persistent_workers=persistent_workers and workers > 0,
+        prefetch_factor=prefetch_factor if workers > 0 else None,
+    )
