@@ -1,0 +1,548 @@
+"""Training: the reference recipe by default, iteration-based, exactly resumable, DDP under torchrun.
+
+``fit(TrainConfig(...))`` trains, evaluates periodically, and writes ``last.pt`` / ``best.pt``
+checkpoints (atomic, weights-only loadable) plus ``metrics.csv`` into ``config.out``.
+
+Reproducibility: the data a step sees is a pure function of (seed, iteration) - the sample order of
+an epoch comes from (seed, epoch) and each sample's augmentation from (seed, epoch, index) - and the
+learning rate is a pure function of the iteration, so a run stopped and resumed with ``resume=True``
+reproduces the uninterrupted run's losses on the CPU.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ssd_runtime.priors import PriorConfig
+from ssd_runtime.spec import ModelSpec
+from ssd_train.checkpoint import load_checkpoint, save_checkpoint
+from ssd_train.data import VOCDetection, collate, seed_worker
+from ssd_train.loss import MultiBoxLoss
+from ssd_train.model import SSD300
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "cosine")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, a resume that does not fit the run)."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults are the reference recipe (SGD, lr 1e-3, 120k iterations at batch 32).
+
+    data: VOC roots (a VOCdevkit reads VOC2007+VOC2012 trainval for training and VOC2007 test for
+        evaluation) or the folder of a generated dataset.
+    classes: class names without background; ``None`` reads them from the dataset.
+    lr_steps: iterations at which the learning rate is multiplied by ``lr_gamma`` ("step" schedule).
+    warmup: iterations of linear warm-up from ``warmup_factor * lr``.
+    batch_size: the global batch; under torchrun each of the W processes takes batch_size / W.
+    eval_every / save_every / log_every: iterations (0 disables periodic evaluation).
+    eval_images: evaluate on at most this many test images (0 = all).
+    """
+
+    data: list[str]
+    out: str
+    classes: list[str] | None = None
+    width: float = 1.0
+    vgg_weights: str | None = None
+    init_from: str | None = None
+    prior_clip: str = "reference"
+    loc_loss: str = "smooth_l1"
+    batch_size: int = 32
+    iterations: int = 120_000
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    bias_lr_factor: float = 2.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step"
+    lr_steps: list[int] = field(default_factory=lambda: [80_000, 100_000])
+    lr_gamma: float = 0.1
+    warmup: int = 0
+    warmup_factor: float = 0.001
+    grad_clip: float | None = None
+    device: str = "cpu"
+    amp: str = "none"
+    channels_last: bool = False
+    workers: int = 2
+    seed: int = 0
+    eval_every: int = 0
+    eval_images: int = 0
+    eval_batch_size: int = 32
+    save_every: int = 1000
+    log_every: int = 20
+    resume: bool = False
+    stop_at: int | None = None  # stop (as if killed) after this iteration; for tests and time-boxed runs
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, (str, os.PathLike)):
+            self.data = [str(self.data)]
+        for name, value, allowed in (
+            ("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
+            ("amp", self.amp, AMP_MODES),
+        ):  # fmt: skip
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.device == "cpu" and (self.amp != "none"):
+            raise ValueError("AMP (bf16/fp16) is for --device cuda; train in FP32 on the CPU")
+        if self.batch_size < 1 or self.iterations < 1:
+            raise ValueError("batch_size and iterations must be positive")
+
+    #: Fields that define the run: a resume must match them exactly.
+    RUN_FIELDS = ("classes", "width", "prior_clip", "loc_loss", "batch_size", "iterations", "optimizer", "lr",
+                  "bias_lr_factor", "momentum", "weight_decay", "schedule", "lr_steps", "lr_gamma", "warmup",
+                  "warmup_factor", "grad_clip", "seed", "amp")  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def lr_factor(config: TrainConfig, iteration: int) -> float:
+    """Multiplier of the base learning rate at ``iteration`` (0-based): warm-up, then step or cosine."""
+    if config.warmup and iteration < config.warmup:
+        alpha = iteration / config.warmup
+        return config.warmup_factor * (1 - alpha) + alpha
+    if config.schedule == "cosine":
+        progress = (iteration - config.warmup) / max(1, config.iterations - config.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return config.lr_gamma ** sum(iteration >= step for step in config.lr_steps)
+
+
+class GlobalBatchSampler(Sampler):
+    """Yields ``(epoch, index)`` keys of one process's share of each global batch, from an iteration on.
+
+    The order of an epoch is a permutation seeded by (seed, epoch); global batch b of the epoch is
+    order[b*G:(b+1)*G] (G = the global batch, incomplete batches dropped), and process ``rank`` of
+    ``world`` takes its slice. One process and W processes therefore see the same global batches.
+    """
+
+    def __init__(self, num_items: int, global_batch: int, *, seed: int, rank: int = 0, world: int = 1) -> None:
+        if num_items < global_batch:
+            raise ValueError(f"the training set has {num_items} images, fewer than one batch of {global_batch}")
+        self.num_items, self.global_batch, self.seed = num_items, global_batch, seed
+        self.rank, self.world = rank, world
+        self.per_rank = global_batch // world
+        self.batches_per_epoch = num_items // global_batch
+        self.start_iteration = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        iteration = self.start_iteration
+        while True:
+            epoch, batch = divmod(iteration, self.batches_per_epoch)
+            order = np.random.default_rng([self.seed, epoch, 0x5A]).permutation(self.num_items)
+            for b in range(batch, self.batches_per_epoch):
+                chunk = order[b * self.global_batch : (b + 1) * self.global_batch]
+                for index in chunk[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]:
+                    yield (epoch, int(index))
+            iteration = (epoch + 1) * self.batches_per_epoch
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: str) -> _Dist:
+    """Join the torchrun process group when launched by torchrun (RANK/WORLD_SIZE set)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2:
+        return _Dist()
+    import torch.distributed as dist
+
+    backend = "nccl" if device == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state_to_plain(np.random.get_state()),
+        "python": _python_state_to_plain(random.getstate()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(_plain_to_numpy_state(state["numpy"]))
+    random.setstate(_plain_to_python_state(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _plain_to_numpy_state(state: dict[str, Any]) -> tuple:
+    keys = state["keys"].numpy().astype(np.uint32)
+    return (state["name"], keys, state["pos"], state["has_gauss"], state["cached"])
+
+
+def _python_state_to_plain(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _plain_to_python_state(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (or AdamW) with the reference's parameter groups: biases at ``bias_lr_factor`` x lr."""
+    biases = [p for n, p in model.named_parameters() if n.endswith(".bias")]
+    others = [p for n, p in model.named_parameters() if not n.endswith(".bias")]
+    groups = [
+        {"params": biases, "base_lr": config.lr * config.bias_lr_factor, "lr": config.lr * config.bias_lr_factor},
+        {"params": others, "base_lr": config.lr, "lr": config.lr},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _init_from(model: SSD300, path: str, class_names: tuple[str, ...]) -> list[str]:
+    """Copy weights from a checkpoint; class heads are left re-initialised when the class list differs."""
+    source = load_checkpoint(path)
+    if source.spec.width != model.width:
+        raise ValueError(f"--init-from {path}: width {source.spec.width} does not match --width {model.width}")
+    state = dict(source.model_state)
+    skipped = []
+    if tuple(source.spec.class_names) != tuple(class_names):
+        skipped = [k for k in state if k.startswith("pred_convs.cl_")]
+        for k in skipped:
+            del state[k]
+    model.load_state_dict(state, strict=False)
+    return skipped
+
+
+@dataclass
+class FitResult:
+    """What a run produced: final iteration, the last evaluation, best mAP and checkpoint paths."""
+
+    iteration: int
+    last_checkpoint: str
+    best_checkpoint: str | None
+    best_map: float | None
+    history: list[dict[str, float]]
+    seconds: float
+    images_per_s: float
+    stopped_early: bool = False
+
+
+def fit(config: TrainConfig) -> FitResult:
+    """Train SSD300 as configured; see the module docstring."""
+    dist_info = _init_distributed(config.device)
+    device = torch.device(config.device, dist_info.local_rank) if config.device == "cuda" else torch.device("cpu")
+    if config.device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    out = Path(config.out)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+
+    train_set = VOCDetection.from_voc(
+        _data_paths(config.data, "trainval"), "trainval",
+        class_names=_with_background(config.classes), train=True, seed=config.seed,
+    )  # fmt: skip
+    class_names = train_set.class_names
+    spec = ModelSpec.create(class_names, width=config.width, priors=PriorConfig(clip=config.prior_clip))
+
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    model = SSD300.from_spec(spec, vgg_weights=config.vgg_weights)
+    reinitialised: list[str] = []
+    if config.init_from and not config.resume:
+        reinitialised = _init_from(model, config.init_from, class_names)
+    model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, config)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
+
+    start_iteration, best_map, history = 0, None, []
+    if config.resume:
+        start_iteration, best_map, history = _resume(last_path, config, model, optimizer, scaler, spec)
+    if start_iteration >= config.iterations:
+        return FitResult(start_iteration, str(last_path), str(best_path) if best_path.exists() else None,
+                         best_map, history, 0.0, 0.0)
+    spec = spec.with_provenance(
+        trained_by="ssd-train fit", data=";".join(str(Path(d).resolve()) for d in config.data),
+        **({"init_from": config.init_from} if config.init_from else {}),
+    )
+
+    train_model: torch.nn.Module = model
+    if dist_info.world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.batch_size % dist_info.world:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {dist_info.world} processes")
+    sampler = GlobalBatchSampler(len(train_set), config.batch_size, seed=config.seed,
+                                 rank=dist_info.rank, world=dist_info.world)
+    sampler.start_iteration = start_iteration
+    loader = DataLoader(
+        train_set, batch_size=sampler.per_rank, sampler=sampler, num_workers=config.workers, collate_fn=collate,
+        worker_init_fn=seed_worker if config.workers else None, pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed + 7919 * dist_info.rank),
+        persistent_workers=False, prefetch_factor=4 if config.workers else None,
+    )
+    criterion = MultiBoxLoss(model.priors_cxcy, loc_loss=config.loc_loss).to(device)
+    eval_set = None
+    if config.eval_every and dist_info.main:
+        eval_set = _eval_dataset(config, class_names, spec)
+
+    metrics_file = out / "metrics.csv"
+    logger = _Logger(metrics_file, enabled=dist_info.main, append=config.resume and metrics_file.exists())
+    if reinitialised and dist_info.main:
+        logger.note(f"init-from {config.init_from}: class list differs, re-initialised {len(reinitialised)} class-head tensors")
+    bar = _progress(config, start_iteration, enabled=dist_info.main)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+    model.train()
+    start_time = time.perf_counter()
+    window_start, window_images = start_time, 0
+    stop_at = min(config.iterations, config.stop_at if config.stop_at is not None else config.iterations)
+    iteration = start_iteration
+    running: dict[str, float] = {}
+    for images, boxes, labels, _difficult in loader:
+        lr_now = config.lr * lr_factor(config, iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * lr_factor(config, iteration)
+        images = images.to(device, non_blocking=True)
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        boxes = [b.to(device, non_blocking=True) for b in boxes]
+        labels = [lab.to(device, non_blocking=True) for lab in labels]
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            locs, logits = train_model(images)
+        parts = criterion(locs, logits, boxes, labels)
+        # One sync per step: a non-finite loss must stop the run before the step is applied.
+        values = torch.stack([parts.total.detach(), parts.loc.detach(), parts.conf.detach()]).float().cpu()
+        if not torch.isfinite(values).all():
+            raise TrainingError(
+                f"non-finite loss at iteration {iteration + 1}: total {values[0].item()}, loc {values[1].item()}, "
+                f"conf {values[2].item()}, lr {lr_now:g}; no checkpoint was written for it (the last good one is "
+                f"{last_path}). Lower the learning rate, add --warmup or --grad-clip, then --resume"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(parts.total).backward()
+        if config.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        iteration += 1
+        window_images += images.shape[0] * dist_info.world
+        for key, value in zip(("loss", "loc", "conf"), values.tolist()):
+            running[key] = running.get(key, 0.0) + value
+        running["n"] = running.get("n", 0) + 1
+        if bar is not None:
+            bar.update(1)
+        if iteration % config.log_every == 0 or iteration == stop_at:
+            now = time.perf_counter()
+            row = {k: running[k] / running["n"] for k in ("loss", "loc", "conf")}
+            row.update(iteration=iteration, lr=lr_now, images_per_s=window_images / max(now - window_start, 1e-9))
+            running, window_start, window_images = {}, now, 0
+            logger.log(row)
+            if bar is not None:
+                bar.set_postfix(loss=f"{row['loss']:.3f}", loc=f"{row['loc']:.3f}", conf=f"{row['conf']:.3f}",
+                                lr=f"{lr_now:.2g}", img_s=f"{row['images_per_s']:.1f}")
+        evaluate_now = eval_set is not None and (iteration % config.eval_every == 0 or iteration == config.iterations)
+        if evaluate_now:
+            result = evaluate(model, eval_set, spec, device, config.eval_batch_size, channels_last=config.channels_last)
+            model.train()
+            history.append({"iteration": iteration, "map": result.map})
+            logger.log({"iteration": iteration, "map": result.map})
+            if best_map is None or result.map > best_map:
+                best_map = result.map
+                if dist_info.main:
+                    save_checkpoint(best_path, model, spec, _training_state(
+                        config, iteration, optimizer, scaler, best_map, history))
+        if dist_info.main and (iteration % config.save_every == 0 or iteration == stop_at):
+            save_checkpoint(last_path, model, spec, _training_state(config, iteration, optimizer, scaler, best_map, history))
+        if iteration >= stop_at:
+            break
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - start_time
+    images_seen = (iteration - start_iteration) * config.batch_size
+    if dist_info.world > 1:
+        torch.distributed.barrier()
+    logger.close()
+    return FitResult(
+        iteration=iteration, last_checkpoint=str(last_path),
+        best_checkpoint=str(best_path) if best_path.exists() else None, best_map=best_map, history=history,
+        seconds=seconds, images_per_s=images_seen / max(seconds, 1e-9), stopped_early=iteration < config.iterations,
+    )
+
+
+def _data_paths(data: list[str], split: str) -> str | list[str]:
+    """A single path may be a VOCdevkit (years picked per split) or a VOC root; several are roots."""
+    return data[0] if len(data) == 1 else list(data)
+
+
+def _with_background(classes: list[str] | None) -> tuple[str, ...] | None:
+    if classes is None:
+        return None
+    names = [c for c in classes if c != "background"]
+    return ("background", *names)
+
+
+def _eval_dataset(config: TrainConfig, class_names: tuple[str, ...], spec: ModelSpec) -> VOCDetection:
+    test_set = VOCDetection.from_voc(_data_paths(config.data, "test"), "test", class_names=class_names, train=False,
+                                     mean=spec.mean, std=spec.std, size=spec.input_size)
+    if config.eval_images and config.eval_images < len(test_set):
+        test_set.records = test_set.records[: config.eval_images]
+    return test_set
+
+
+def _training_state(config, iteration, optimizer, scaler, best_map, history) -> dict[str, Any]:
+    return {
+        "iteration": iteration,
+        "config": config.to_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": _rng_state(),
+        "best_map": best_map,
+        "history": history,
+    }
+
+
+def _resume(path: Path, config: TrainConfig, model, optimizer, scaler, spec: ModelSpec):
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint to resume at {path}; start without --resume")
+    checkpoint = load_checkpoint(path)
+    training = checkpoint.training or {}
+    saved = training.get("config", {})
+    differ = [f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in TrainConfig.RUN_FIELDS
+              if k in saved and saved.get(k) != getattr(config, k)]
+    if differ:
+        raise TrainingError(f"--resume {path}: the run was started with other settings ({'; '.join(differ)}); "
+                            "resume with the same settings or start a new --out folder")
+    if checkpoint.spec.class_names != spec.class_names or checkpoint.spec.priors_sha256 != spec.priors_sha256:
+        raise TrainingError(f"--resume {path}: the checkpoint's classes or priors differ from this run's data")
+    model.load_state_dict(checkpoint.model_state)
+    optimizer.load_state_dict(training["optimizer"])
+    scaler.load_state_dict(training["scaler"])
+    _set_rng_state(training["rng"])
+    return int(training["iteration"]), training.get("best_map"), list(training.get("history", []))
+
+
+@torch.no_grad()
+def evaluate(
+    model: SSD300,
+    dataset: VOCDetection,
+    spec: ModelSpec,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    *,
+    ap_method: str = "11point",
+    channels_last: bool = False,
+    workers: int = 0,
+):
+    """VOC mAP of ``model`` on ``dataset`` at the spec's evaluation settings (torch postprocess, NumPy metric)."""
+    from ssd_runtime.metric import GroundTruth, voc_map
+    from ssd_runtime.postprocess_torch import postprocess_torch
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
+    detections, truths = [], []
+    for images, boxes, labels, difficult in loader:
+        images = images.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        locs, logits = model(images)
+        detections.extend(postprocess_torch(locs.float(), logits.float(), model.priors_cxcy, spec.evaluation, spec.variances))
+        truths.extend(GroundTruth.create(b.numpy(), lab.numpy(), d.numpy()) for b, lab, d in zip(boxes, labels, difficult))
+    model.train(was_training)
+    return voc_map(detections, truths, spec.class_names, ap_method=ap_method)
+
+
+class _Logger:
+    """metrics.csv (one row per log step or evaluation) and TensorBoard when it is installed."""
+
+    COLUMNS = ("iteration", "loss", "loc", "conf", "lr", "images_per_s", "map")
+
+    def __init__(self, path: Path, *, enabled: bool, append: bool) -> None:
+        self.enabled = enabled
+        self.tensorboard = None
+        if not enabled:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a" if append else "w", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.COLUMNS)
+        if not append:
+            self.writer.writeheader()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"))
+        except ImportError:
+            pass
+
+    def log(self, row: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.writer.writerow({k: row.get(k, "") for k in self.COLUMNS})
+        self.file.flush()
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "iteration":
+                    self.tensorboard.add_scalar(key, value, row["iteration"])
+
+    def note(self, text: str) -> None:
+        print(text, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+
+
+def _progress(config: TrainConfig, start: int, *, enabled: bool):
+    if not (enabled and config.progress):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=min(config.iterations, config.stop_at or config.iterations), initial=start,
+                desc="train", unit="it", dynamic_ncols=True)
+
+
+def fit_summary(result: FitResult) -> str:
+    return json.dumps(dataclasses.asdict(result))
