@@ -103,15 +103,11 @@ def postprocess(
         return [Detections.empty() for _ in range(class_logits.shape[0])]
     score_thr = float32_threshold(settings.min_score)
     iou_thr = float32_threshold(settings.max_overlap)
-    scores = _softmax(class_logits)  # (N, P, C)
     results = []
-    for n in range(scores.shape[0]):
-        # (P, C) -> (C-1, P): candidates come out of nonzero in (class asc, prior asc) order
-        fg_scores = scores[n, :, 1:].T
-        cls0, prior = np.nonzero(fg_scores > score_thr)
-        cand_scores = fg_scores[cls0, prior]
+    for n in range(class_logits.shape[0]):
+        cand_scores, cand_cls0, cand_prior = _candidates(class_logits[n], score_thr)
         results.append(
-            _nms_top_k(cand_scores, cls0, prior, locs[n], priors, variances, iou_thr, settings.top_k)
+            _nms_top_k(cand_scores, cand_cls0, cand_prior, locs[n], priors, variances, iou_thr, settings.top_k)
         )
     return results
 
@@ -126,16 +122,59 @@ def _check_shapes(locs_shape: tuple, logits_shape: tuple, priors_shape: tuple) -
         raise ValueError(f"priors must be (P, 4) = {(p, 4)} fractional cxcywh, got {priors_shape}")
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, float32, as torch computes it (exp(x - max) / sum)."""
-    out = logits - logits.max(axis=-1, keepdims=True)
-    np.exp(out, out=out)
-    out /= out.sum(axis=-1, keepdims=True)
-    return out
+#: Below this min_score nearly every prior has a candidate: score all priors instead of prefiltering.
+_PREFILTER_MIN_SCORE = 0.05
+#: |logit| bound under which exp(x) cannot overflow or underflow to a zero sum in float32.
+_SAFE_LOGIT = 80.0
 
 
-def _score_order_chunks(scores: np.ndarray, first: int) -> Iterator[np.ndarray]:
-    """Indices of ``scores`` in output order (score desc, then index asc), in chunks of >= ``first``.
+def _candidates(logits: np.ndarray, score_thr: np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's (P, C) logits -> candidates with softmax score > score_thr, in (prior, class) order.
+
+    Returns (scores float32, cls0 = class - 1, prior), each (M,). Scores are exp(x - max) / sum as
+    torch computes them; when all |logits| < 80 the max is not subtracted (same value up to float32
+    rounding, within the admissible differences). At high thresholds (detection settings) only the
+    priors that can have a candidate are scored: score_c > t needs exp(x_c) / (exp(x_0) + exp(x_c))
+    > t, i.e. x_c - x_0 > log(t / (1 - t)) (checked with a margin).
+    """
+    num_priors, num_classes = logits.shape
+    t = float(score_thr)
+    if _PREFILTER_MIN_SCORE <= t < 1.0:
+        logit_t = np.float32(np.log(t / (1.0 - t)) - 1e-3)
+        # (P, C-1): necessary condition, against the background logit
+        maybe = np.flatnonzero(logits[:, 1:] > logits[:, :1] + logit_t)
+        prior, cls0 = np.divmod(maybe, num_classes - 1)
+        row_flag = np.zeros(num_priors, dtype=bool)
+        row_flag[prior] = True
+        rows = np.flatnonzero(row_flag)
+        local = (np.cumsum(row_flag) - 1)[prior]  # prior -> row in `rows`
+        x = np.take(logits, rows, axis=0)  # (R, C)
+        x -= x.max(axis=1, keepdims=True)
+        np.exp(x, out=x)
+        # np.take on flat indices: much faster than 2-D fancy indexing
+        scores = np.take(x.ravel(), local * num_classes + cls0 + 1) / np.take(x.sum(axis=1), local)
+        keep = scores > score_thr
+        return scores[keep], cls0[keep], prior[keep]
+    if float(np.abs(logits).max(initial=0.0)) < _SAFE_LOGIT:
+        exp = np.exp(logits)  # (P, C)
+    else:
+        exp = logits - logits.max(axis=1, keepdims=True)
+        np.exp(exp, out=exp)
+    total = exp @ np.ones(num_classes, dtype=np.float32)  # (P,) row sums
+    # slightly loose prefilter on exp_c > t * sum, then the exact test on the divided scores
+    loose = total * np.float32(t * (1.0 - 1e-5))
+    maybe = np.flatnonzero(exp[:, 1:] > loose[:, None])
+    prior, cls0 = np.divmod(maybe, num_classes - 1)
+    # flat index in (P, C): maybe = prior * (C-1) + cls0 -> prior * C + cls0 + 1
+    scores = np.take(exp.ravel(), maybe + prior + 1) / np.take(total, prior)
+    keep = scores > score_thr
+    return scores[keep], cls0[keep], prior[keep]
+
+
+def _score_order_chunks(
+    scores: np.ndarray, cls: np.ndarray, prior: np.ndarray, first: int
+) -> Iterator[np.ndarray]:
+    """Indices of candidates in output order (score desc, class asc, prior asc), in chunks >= ``first``.
 
     Only the chunks a caller consumes are sorted: each chunk takes every remaining candidate scoring
     at least the chunk's partition value, so ties never straddle a chunk boundary.
@@ -147,13 +186,13 @@ def _score_order_chunks(scores: np.ndarray, first: int) -> Iterator[np.ndarray]:
         if remaining.size > size:
             kth = np.partition(rem_scores, remaining.size - size)[remaining.size - size]
             take = rem_scores >= kth
-            chunk, rem_scores_chunk = remaining[take], rem_scores[take]
+            chunk = remaining[take]
             remaining = remaining[~take]
         else:
-            chunk, rem_scores_chunk = remaining, rem_scores
+            chunk = remaining
             remaining = remaining[:0]
-        # stable sort keeps index asc (class asc, prior asc) among equal scores
-        yield chunk[np.argsort(-rem_scores_chunk, kind="stable")]
+        # lexsort: last key is the primary one
+        yield chunk[np.lexsort((prior[chunk], cls[chunk], -scores[chunk]))]
         size *= 2
 
 
@@ -169,7 +208,7 @@ def _nms_top_k(
 ) -> Detections:
     """Greedy per-class NMS of one image's candidates, processed in output order until top_k kept.
 
-    cand_*: (M,) candidates in (class asc, prior asc) order; locs (P, 4); priors (P, 4) cxcywh.
+    cand_*: (M,) candidates in any order; locs (P, 4); priors (P, 4) cxcywh.
     """
     if cand_scores.size == 0:
         return Detections.empty()
@@ -179,18 +218,20 @@ def _nms_top_k(
     kept_cls = np.zeros((0,), np.int64)
     kept_scores = np.zeros((0,), np.float32)
     first = max(64, 2 * top_k)
-    for block in _score_order_chunks(cand_scores, first):
-        prior = cand_prior[block]
+    for block in _score_order_chunks(cand_scores, cand_cls0, cand_prior, first):
+        prior = np.take(cand_prior, block)
         # (B, 4) fractional cxcywh -> xyxy, float32
-        boxes = cxcywh_to_xyxy(decode(locs[prior], priors[prior], variances))
+        boxes = cxcywh_to_xyxy(
+            decode(np.take(locs, prior, axis=0), np.take(priors, prior, axis=0), variances)
+        )
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        cls = cand_cls0[block]
+        cls = np.take(cand_cls0, block)
         keep = _greedy_block(kept_boxes, kept_area, kept_cls, boxes, area, cls, iou_thr)
         take = np.flatnonzero(keep)[: top_k - kept_cls.shape[0]]
-        kept_boxes = np.concatenate([kept_boxes, boxes[take]])
-        kept_area = np.concatenate([kept_area, area[take]])
-        kept_cls = np.concatenate([kept_cls, cls[take]])
-        kept_scores = np.concatenate([kept_scores, cand_scores[block[take]]])
+        kept_boxes = np.concatenate([kept_boxes, np.take(boxes, take, axis=0)])
+        kept_area = np.concatenate([kept_area, np.take(area, take)])
+        kept_cls = np.concatenate([kept_cls, np.take(cls, take)])
+        kept_scores = np.concatenate([kept_scores, np.take(cand_scores, np.take(block, take))])
         if kept_cls.shape[0] >= top_k:
             break
     return Detections(kept_boxes, kept_cls + 1, kept_scores)
@@ -214,47 +255,46 @@ def _greedy_block(
     all_cls = np.concatenate([kept_cls, cls])
     # positions grouped by class, ascending inside each group (stable sort)
     by_cls = np.argsort(all_cls, kind="stable")
-    sorted_cls = all_cls[by_cls]
-    group_start = np.flatnonzero(np.r_[True, sorted_cls[1:] != sorted_cls[:-1]])
-    group_len = np.diff(np.r_[group_start, sorted_cls.shape[0]])
+    sorted_cls = np.take(all_cls, by_cls)
+    group_start = np.flatnonzero(np.concatenate([[True], sorted_cls[1:] != sorted_cls[:-1]]))
+    group_len = np.diff(np.append(group_start, sorted_cls.shape[0]))
     # offset of each position inside its class group
     offset = np.arange(sorted_cls.shape[0]) - np.repeat(group_start, group_len)
-    is_block = by_cls >= num_kept
-    q_sorted = np.flatnonzero(is_block)
-    num_pairs_q = offset[q_sorted]  # a block position pairs with every earlier one of its class
+    q_sorted = np.flatnonzero(by_cls >= num_kept)
+    num_pairs_q = np.take(offset, q_sorted)  # a block position pairs with every earlier one of its class
     total = int(num_pairs_q.sum())
     if total == 0:
         return np.ones(num_block, dtype=bool)
     # pair lists in sorted coordinates: q repeated, p = group start .. q-1
     q_rep = np.repeat(q_sorted, num_pairs_q)
     pair_start = np.cumsum(num_pairs_q) - num_pairs_q
-    p_rep = q_rep - offset[q_rep] + (np.arange(total) - np.repeat(pair_start, num_pairs_q))
-    p = by_cls[p_rep]  # original positions, p < q
-    q = by_cls[q_rep] - num_kept  # block index
-    all_boxes = np.concatenate([kept_boxes, boxes])
+    p_rep = q_rep - np.take(offset, q_rep) + (np.arange(total) - np.repeat(pair_start, num_pairs_q))
+    p = np.take(by_cls, p_rep)  # positions in kept + block, p < q
+    q = np.take(by_cls, q_rep)
+    # structure of arrays (4, K+B) and np.take: 1-D gathers are much faster than row indexing
+    x1, y1, x2, y2 = np.concatenate([kept_boxes, boxes]).T.copy()
     all_area = np.concatenate([kept_area, area])
-    bp, bq = all_boxes[p], boxes[q]
     # IoU as torchvision's NMS computes it: inter / (area_p + area_q - inter), float32
-    w = np.minimum(bp[:, 2], bq[:, 2]) - np.maximum(bp[:, 0], bq[:, 0])
-    h = np.minimum(bp[:, 3], bq[:, 3]) - np.maximum(bp[:, 1], bq[:, 1])
+    w = np.minimum(np.take(x2, p), np.take(x2, q)) - np.maximum(np.take(x1, p), np.take(x1, q))
+    h = np.minimum(np.take(y2, p), np.take(y2, q)) - np.maximum(np.take(y1, p), np.take(y1, q))
     np.maximum(w, 0, out=w)
     np.maximum(h, 0, out=h)
     inter = w * h
-    overlap = inter / (all_area[p] + area[q] - inter)
+    overlap = inter / (np.take(all_area, p) + np.take(all_area, q) - inter)
     suppress = overlap > iou_thr
-    p, q = p[suppress], q[suppress]
+    p, q = p[suppress], q[suppress] - num_kept
     from_kept = p < num_kept
     # candidates suppressed by an already kept detection are out for good
     alive = np.ones(num_block, dtype=bool)
     alive[q[from_kept]] = False
     p, q = p[~from_kept] - num_kept, q[~from_kept]
-    live_pair = alive[p] & alive[q]
+    live_pair = np.take(alive, p) & np.take(alive, q)
     p, q = p[live_pair], q[live_pair]
     keep = alive
     # fixed-point iteration: converges to the greedy result (prefixes become exact one by one)
     while True:
         suppressed = np.zeros(num_block, dtype=bool)
-        suppressed[q[keep[p]]] = True
+        suppressed[q[np.take(keep, p)]] = True
         new_keep = alive & ~suppressed
         if np.array_equal(new_keep, keep):
             return keep
