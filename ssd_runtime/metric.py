@@ -145,23 +145,26 @@ def voc_map(
             "pass one of each per image, in the same order"
         )
     num_images = len(detections)
-    # all detections, in image order then in-image order
+    # all detections, in image order then in-image order (one concatenation per field)
     det_count = np.array([len(d) for d in detections], dtype=np.int64)
     det_image = np.repeat(np.arange(num_images), det_count)
-    det_boxes = _concat([np.asarray(d.boxes, np.float64).reshape(-1, 4) for d in detections], (0, 4))
-    det_labels = _concat([np.asarray(d.labels, np.int64).reshape(-1) for d in detections], (0,), np.int64)
-    det_scores = _concat([np.asarray(d.scores, np.float64).reshape(-1) for d in detections], (0,))
+    det_boxes = _concat([d.boxes for d in detections], np.float64).reshape(-1, 4)
+    det_labels = _concat([d.labels for d in detections], np.int64)
+    det_scores = _concat([d.scores for d in detections], np.float64)
     gt_count = np.array([len(g.labels) for g in ground_truths], dtype=np.int64)
     gt_image = np.repeat(np.arange(num_images), gt_count)
-    gt_boxes = _concat([g.boxes.reshape(-1, 4).astype(np.float64) for g in ground_truths], (0, 4))
-    gt_labels = _concat([g.labels.reshape(-1).astype(np.int64) for g in ground_truths], (0,), np.int64)
-    gt_difficult = _concat([g.difficult.reshape(-1).astype(bool) for g in ground_truths], (0,), bool)
+    gt_boxes = _concat([g.boxes for g in ground_truths], np.float64).reshape(-1, 4)
+    gt_labels = _concat([g.labels for g in ground_truths], np.int64)
+    gt_difficult = _concat([g.difficult for g in ground_truths], bool)
 
-    # group by class once (stable: keeps image order inside each class)
-    det_by_class = np.argsort(det_labels, kind="stable")
-    det_bounds = np.searchsorted(det_labels[det_by_class], np.arange(len(class_names) + 1))
-    gt_by_class = np.argsort(gt_labels, kind="stable")
-    gt_bounds = np.searchsorted(gt_labels[gt_by_class], np.arange(len(class_names) + 1))
+    # rank all detections once by score desc (stable: image order, then in-image order), then
+    # group by class keeping rank order (a stable sort on small ints is a radix sort)
+    rank = np.argsort(-det_scores, kind="stable")
+    small = np.int16 if len(class_names) < 2**15 else np.int64
+    det_by_class = np.take(rank, np.argsort(np.take(det_labels, rank).astype(small), kind="stable"))
+    det_bounds = np.searchsorted(np.take(det_labels, det_by_class), np.arange(len(class_names) + 1))
+    gt_by_class = np.argsort(gt_labels.astype(small), kind="stable")
+    gt_bounds = np.searchsorted(np.take(gt_labels, gt_by_class), np.arange(len(class_names) + 1))
 
     classes = []
     for c in range(1, len(class_names)):
@@ -170,8 +173,8 @@ def voc_map(
         classes.append(
             _class_result(
                 str(class_names[c]),
-                det_image[d_idx], det_boxes[d_idx], det_scores[d_idx],
-                gt_image[g_idx], gt_boxes[g_idx], gt_difficult[g_idx],
+                np.take(det_image, d_idx), np.take(det_boxes, d_idx, axis=0), np.take(det_scores, d_idx),
+                np.take(gt_image, g_idx), np.take(gt_boxes, g_idx, axis=0), np.take(gt_difficult, g_idx),
                 num_images, iou_threshold, ap_method,
             )  # fmt: skip
         )
@@ -180,8 +183,10 @@ def voc_map(
     return VOCResult(mean, ap_method, iou_threshold, classes)
 
 
-def _concat(parts: list[np.ndarray], empty_shape: tuple, dtype=np.float64) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(empty_shape, dtype=dtype)
+def _concat(parts: list, dtype) -> np.ndarray:
+    if not parts:
+        return np.zeros((0,), dtype=dtype)
+    return np.concatenate([np.asarray(p).reshape(-1) for p in parts]).astype(dtype, copy=False)
 
 
 def _class_result(
@@ -196,7 +201,7 @@ def _class_result(
     iou_threshold: float,
     ap_method: str,
 ) -> ClassResult:
-    """Match one class's detections (in image order) to its ground truth (in image order)."""
+    """Match one class's detections (in rank order) to its ground truth (in image order)."""
     num_det = det_image.shape[0]
     num_pos = int(np.count_nonzero(~gt_difficult))
     # ground truth of each image: a contiguous range [gt_start, gt_start + gt_n) (image order)
@@ -209,7 +214,7 @@ def _class_result(
     pair_gt = np.repeat(gt_start[det_image], pairs_per_det) + (
         np.arange(pair_det.shape[0]) - np.repeat(pair_first, pairs_per_det)
     )
-    overlap = _pair_iou(det_boxes[pair_det], gt_boxes[pair_gt])
+    overlap = _pair_iou(np.take(det_boxes, pair_det, axis=0), np.take(gt_boxes, pair_gt, axis=0))
     # per detection: best IoU and the first ground truth reaching it
     has_pairs = pairs_per_det > 0
     best = np.full(num_det, -1.0)
@@ -223,9 +228,7 @@ def _class_result(
     hit = best > iou_threshold
     ignored = np.zeros(num_det, dtype=bool)
     ignored[hit] = gt_difficult[best_gt[hit]]  # hits always have a ground truth
-    # rank by score desc (stable: image order, then in-image order)
-    rank = np.argsort(-det_scores, kind="stable")
-    hit_r, ignored_r, gt_r = hit[rank], ignored[rank], best_gt[rank]
+    hit_r, ignored_r, gt_r = hit, ignored, best_gt  # already in rank order
     counted = ~ignored_r
     # TP: the first-ranked hit of each non-difficult ground truth
     tp_r = np.zeros(num_det, dtype=bool)
@@ -247,7 +250,7 @@ def _class_result(
         num_true_positives=int(tp_cum[-1]) if tp.size else 0,
         precision=precision,
         recall=recall,
-        scores=det_scores[rank][counted],
+        scores=det_scores[counted],
     )
 
 
