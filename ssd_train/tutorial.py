@@ -135,13 +135,15 @@ class _StorageRef:
     def element_size(self) -> int:
         return torch.empty(0, dtype=self.dtype).element_size()
 
-    def fill(self, data: bytes) -> None:
-        if len(data) != self.nbytes:
-            raise _Corrupt(f"storage holds {len(data)} bytes, expected {self.nbytes}")
-        if data:
-            self.buffer[self.byte_offset : self.byte_offset + self.nbytes] = torch.frombuffer(
-                bytearray(data), dtype=torch.uint8
-            )
+    def fill_from(self, stream: io.RawIOBase | io.BufferedIOBase) -> None:
+        """Read exactly ``nbytes`` from ``stream`` straight into the buffer."""
+        view = memoryview(self.buffer.numpy())[self.byte_offset : self.byte_offset + self.nbytes]
+        done = 0
+        while done < self.nbytes:
+            count = stream.readinto(view[done:])
+            if not count:
+                raise _Corrupt(f"storage data ends after {done} of {self.nbytes} bytes")
+            done += count
         self.filled = True
 
 
@@ -381,7 +383,8 @@ def _read_zip(path: Path) -> Any:
                 if info.file_size != nbytes:
                     raise _Corrupt(f"storage {key!r} has {info.file_size} bytes, expected {nbytes}")
                 storages[key] = _StorageRef.allocate(storage_type.dtype, nbytes)
-                storages[key].fill(archive.read(info))
+                with archive.open(info) as stream:
+                    storages[key].fill_from(stream)
             return storages[key]
 
         data = archive.read(pickles[0])
@@ -431,7 +434,7 @@ def _read_legacy(path: Path) -> Any:
             count = int.from_bytes(f.read(8), "little", signed=True)  # elements, then the raw bytes
             if count * root.element_size != root.nbytes:
                 raise _Corrupt(f"storage {key!r} holds {count} elements, expected {root.nbytes // root.element_size}")
-            root.fill(f.read(root.nbytes))
+            root.fill_from(f)
     missing = [k for k, r in roots.items() if not r.filled]
     if missing:
         raise _Corrupt(f"no data for storages {missing[:4]}")
@@ -566,7 +569,9 @@ def convert_tutorial_checkpoint(src: str | Path, dst: str | Path) -> ModelSpec:
     the spec is the VOC spec with provenance: source file name and sha256, tutorial epoch.
     Returns the spec written to ``dst``.
     """
-    src = Path(src)
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"refusing to overwrite the tutorial checkpoint {src} with its conversion: choose another output")
     tutorial = load_tutorial_checkpoint(src)
     spec = ModelSpec.create(VOC_CLASSES, width=1.0).with_provenance(
         converted_from="sgrvinod tutorial",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import types
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -92,6 +93,28 @@ def fake_model_module() -> types.ModuleType:
     return module
 
 
+def _sgd_after_one_step(model: nn.Module, stepped: list[nn.Parameter], lr: float = 1e-3, momentum: float = 0.9,
+                        weight_decay: float = 5e-4) -> torch.optim.SGD:
+    """A torch SGD over ``model``'s parameters as after one step in which only ``stepped`` had gradients.
+
+    Built without ``SGD.__init__`` (which imports torch._dynamo: 4-7 s on a 2-core machine); it pickles
+    the same way, through ``Optimizer.__getstate__`` (defaults, state keyed by parameter, param_groups).
+    Only a few parameters get momentum buffers, which keeps the file small.
+    """
+    defaults = {"lr": lr, "momentum": momentum, "dampening": 0, "weight_decay": weight_decay, "nesterov": False,
+                "maximize": False, "foreach": None, "differentiable": False, "fused": None}
+    optimizer = object.__new__(torch.optim.SGD)
+    state: defaultdict = defaultdict(dict)
+    with torch.no_grad():
+        for p in stepped:  # the first SGD step with gradient 1: buf = g + wd * p; p -= lr * buf
+            buf = torch.ones_like(p) + weight_decay * p
+            p -= lr * buf
+            state[p] = {"momentum_buffer": buf}
+    optimizer.__dict__.update(defaults=defaults, state=state,
+                              param_groups=[{"params": list(model.parameters()), **defaults}])
+    return optimizer
+
+
 def save_tutorial_like(path: Path, ours: OurSSD300, *, legacy: bool, epoch: int = 3, extra: dict | None = None,
                        drop: str | None = None) -> Path:
     """Save ``{'epoch', 'model', 'optimizer'}`` built around ``ours`` the way the tutorial did.
@@ -107,11 +130,7 @@ def save_tutorial_like(path: Path, ours: OurSSD300, *, legacy: bool, epoch: int 
         if drop is not None:
             parent, _, leaf = drop.rpartition(".")
             delattr(model.get_submodule(parent), leaf)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-        # Momentum state for a few parameters only (keeps the file small): one step with their gradients.
-        for p in (model.rescale_factors, model.pred_convs.loc_conv4_3.weight):
-            p.grad = torch.ones_like(p)
-        optimizer.step()
+        optimizer = _sgd_after_one_step(model, [model.rescale_factors, model.pred_convs.loc_conv4_3.weight])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Couldn't retrieve source code for container ..."
             torch.save({"epoch": epoch, "model": model, "optimizer": optimizer}, path,
