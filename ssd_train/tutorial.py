@@ -46,6 +46,8 @@ LEGACY_PROTOCOL_VERSION = 1001
 TUTORIAL_CLASSES = frozenset({"SSD300", "VGGBase", "AuxiliaryConvolutions", "PredictionConvolutions"})
 #: torch packages whose classes (layers, containers, optimizers) may appear, as inert stand-ins.
 STANDIN_PACKAGES = ("torch.nn.modules.", "torch.optim.")
+#: The tutorial's module tree is 2 levels deep (model.base.conv1_1); anything far deeper is refused.
+MAX_MODULE_DEPTH = 8
 #: Largest difference allowed between the file's ``priors_cxcy`` and ours (float32 rounding).
 PRIORS_ATOL = 1e-5
 
@@ -372,6 +374,7 @@ def _read_zip(path: Path) -> Any:
         if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder") != b"little":
             raise _Corrupt("big-endian checkpoints are not supported")
         storages: dict[str, _StorageRef] = {}
+        archive_size, allocated = path.stat().st_size, [0]
 
         def load_storage(args: tuple) -> _StorageRef:
             storage_type, key, nbytes, _ = _storage_args(args, 4)
@@ -380,8 +383,11 @@ def _read_zip(path: Path) -> Any:
                     info = archive.getinfo(f"{prefix}data/{key}")
                 except KeyError:
                     raise _Corrupt(f"storage {key!r} is missing from the archive") from None
-                if info.file_size != nbytes:
-                    raise _Corrupt(f"storage {key!r} has {info.file_size} bytes, expected {nbytes}")
+                if info.file_size != nbytes or info.compress_type != zipfile.ZIP_STORED:
+                    raise _Corrupt(f"storage {key!r} is not {nbytes} stored (uncompressed) bytes")
+                allocated[0] += nbytes
+                if allocated[0] > archive_size:  # torch stores storages uncompressed: they fit in the file
+                    raise _Corrupt("storages claim more bytes than the whole file")
                 storages[key] = _StorageRef.allocate(storage_type.dtype, nbytes)
                 with archive.open(info) as stream:
                     storages[key].fill_from(stream)
@@ -403,12 +409,14 @@ def _read_legacy(path: Path) -> Any:
         if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
             raise _Corrupt("big-endian checkpoints are not supported")
         roots: dict[str, _StorageRef] = {}
+        allocated = [0]
 
         def load_storage(args: tuple) -> _StorageRef:
             storage_type, key, nbytes, view = _storage_args(args, 5)
             if key not in roots:
-                if nbytes > file_size:
-                    raise _Corrupt(f"storage {key!r} claims {nbytes} bytes, more than the whole file")
+                allocated[0] += nbytes
+                if allocated[0] > file_size:  # every storage's bytes follow in the file
+                    raise _Corrupt("storages claim more bytes than the whole file")
                 roots[key] = _StorageRef.allocate(storage_type.dtype, nbytes)
             root = roots[key]
             if root.dtype != storage_type.dtype:
@@ -490,6 +498,8 @@ def _our_parameter_names() -> tuple[str, ...]:
 
 def _modules_state(node: StandIn, prefix: str, out: dict[str, torch.Tensor], seen: set[int], path: Path) -> None:
     """Collect ``_parameters`` (and persistent ``_buffers``) of a stand-in module tree into ``out``."""
+    if prefix.count(".") > MAX_MODULE_DEPTH:
+        raise TutorialCheckpointError(f"{path}: modules nested deeper than {MAX_MODULE_DEPTH} levels")
     if id(node) in seen:
         raise TutorialCheckpointError(f"{path}: module {prefix or 'model'} appears twice in the tree")
     seen.add(id(node))

@@ -4,6 +4,7 @@ import os
 import pickle
 import sys
 import zipfile
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -180,4 +181,29 @@ def test_wrong_priors_are_refused(tmp_path):
     ours.priors_cxcy[0, 2] += 0.01
     path = save_tutorial_like(tmp_path / "other_priors.pth.tar", ours, legacy=False)
     with pytest.raises(TutorialCheckpointError, match="priors_cxcy .* differ"):
+        read_tutorial_checkpoint(path)
+
+
+class _HugeStorage:
+    """Pickled as a storage id claiming 10**12 float32 elements."""
+
+
+class _TensorOnHugeStorage:
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, (_HugeStorage(), 0, (1,), (1,), False, OrderedDict()))
+
+
+class _StoragePickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, _HugeStorage):
+            return ("storage", torch.FloatStorage, "0", "cpu", 10**12, None)
+        return None
+
+
+def test_storages_larger_than_the_file_are_refused_before_allocation(tmp_path):
+    stream = io.BytesIO()
+    _StoragePickler(stream, protocol=2).dump({"model": _TensorOnHugeStorage()})
+    path = tmp_path / "bomb.pth.tar"
+    path.write_bytes(_legacy_layout(stream.getvalue()))  # a few hundred bytes claiming 4 TB
+    with pytest.raises(TutorialCheckpointError, match="more bytes than the whole file"):
         read_tutorial_checkpoint(path)
