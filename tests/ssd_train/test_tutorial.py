@@ -207,3 +207,29 @@ def test_storages_larger_than_the_file_are_refused_before_allocation(tmp_path):
     path.write_bytes(_legacy_layout(stream.getvalue()))  # a few hundred bytes claiming 4 TB
     with pytest.raises(TutorialCheckpointError, match="more bytes than the whole file"):
         read_tutorial_checkpoint(path)
+
+
+class _ViewPickler(pickle.Pickler):
+    """Pickles _HugeStorage as a PyTorch < 1.0 storage view: elements 2..4 of a 5-element root."""
+
+    def persistent_id(self, obj):
+        if isinstance(obj, _HugeStorage):
+            return ("storage", torch.FloatStorage, "root", "cuda:0", 5, ("view", 2, 3))
+        return None
+
+
+def test_legacy_storage_views_and_gpu_locations(tmp_path):
+    class TensorOnView:
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2, (_HugeStorage(), 1, (2,), (1,), False, OrderedDict()))
+
+    stream = io.BytesIO()
+    _ViewPickler(stream, protocol=2).dump([TensorOnView()])
+    data = torch.arange(5, dtype=torch.float32).numpy().tobytes()
+    path = tmp_path / "view.pth.tar"
+    path.write_bytes(_legacy_layout(stream.getvalue())[: -len(pickle.dumps([], protocol=2))]
+                     + pickle.dumps(["root"], protocol=2) + (5).to_bytes(8, "little") + data)
+    from ssd_train.tutorial import unpickle_checkpoint
+
+    (tensor,) = unpickle_checkpoint(path)
+    assert tensor.tolist() == [3.0, 4.0] and tensor.device.type == "cpu"
