@@ -67,6 +67,23 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_tutorial(args: argparse.Namespace) -> int:
+    """Convert the tutorial's released checkpoint into a toolkit checkpoint; print a JSON summary."""
+    from ssd_train.tutorial import convert_tutorial_checkpoint
+
+    spec = convert_tutorial_checkpoint(args.src, args.output)
+    report = {
+        "source": args.src,
+        "output": args.output,
+        "classes": spec.num_classes,
+        "width": spec.width,
+        "priors_sha256": spec.priors_sha256,
+        "provenance": dict(spec.provenance),
+    }
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     from ssd_train.synthetic import DEFAULT_IMAGES
 
@@ -81,8 +98,19 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_data)
 
 
+def _add_import_tutorial(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import-tutorial",
+        help="convert the tutorial's checkpoint_ssd300.pth.tar (weights only; its pickle is never run)",
+    )
+    p.add_argument("src", help="the tutorial's checkpoint (PyTorch 0.4 legacy or zip format)")
+    p.add_argument("-o", "--output", required=True, help="toolkit checkpoint to write (.pt)")
+    p.add_argument("--json", action="store_true", help="one-line JSON")
+    p.set_defaults(func=_cmd_import_tutorial)
+
+
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS = [_add_check, _add_data]
+COMMANDS = [_add_check, _add_data, _add_import_tutorial]
 
 
 def build_parser() -> argparse.ArgumentParser:
