@@ -49,6 +49,7 @@ class TrainConfig:
     data: VOC roots (a VOCdevkit reads VOC2007+VOC2012 trainval for training and VOC2007 test for
         evaluation) or the folder of a generated dataset.
     classes: class names without background; ``None`` reads them from the dataset.
+    skip_unknown_classes: drop objects whose class is not in ``classes`` (counted) instead of failing.
     lr_steps: iterations at which the learning rate is multiplied by ``lr_gamma`` ("step" schedule).
     warmup: iterations of linear warm-up from ``warmup_factor * lr``.
     batch_size: the global batch; under torchrun each of the W processes takes batch_size / W.
@@ -59,6 +60,7 @@ class TrainConfig:
     data: list[str]
     out: str
     classes: list[str] | None = None
+    skip_unknown_classes: bool = False
     width: float = 1.0
     vgg_weights: str | None = None
     init_from: str | None = None
@@ -274,6 +276,7 @@ def fit(config: TrainConfig) -> FitResult:
     train_set = VOCDetection.from_voc(
         _data_paths(config.data, "trainval"), "trainval",
         class_names=_with_background(config.classes), train=True, seed=config.seed,
+        skip_unknown=config.skip_unknown_classes,
     )  # fmt: skip
     class_names = train_set.class_names
     spec = ModelSpec.create(class_names, width=config.width, priors=PriorConfig(clip=config.prior_clip))
@@ -421,7 +424,7 @@ def _with_background(classes: list[str] | None) -> tuple[str, ...] | None:
 
 def _eval_dataset(config: TrainConfig, class_names: tuple[str, ...], spec: ModelSpec) -> VOCDetection:
     test_set = VOCDetection.from_voc(_data_paths(config.data, "test"), "test", class_names=class_names, train=False,
-                                     mean=spec.mean, std=spec.std, size=spec.input_size)
+                                     skip_unknown=config.skip_unknown_classes, mean=spec.mean, std=spec.std, size=spec.input_size)
     if config.eval_images and config.eval_images < len(test_set):
         test_set.records = test_set.records[: config.eval_images]
     return test_set

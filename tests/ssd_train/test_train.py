@@ -1,0 +1,85 @@
+"""Training: exact resume on the CPU, NaN stop, fine-tuning with another class list, the LR schedule."""
+import csv
+import math
+
+import pytest
+import torch
+
+from ssd_train.checkpoint import load_checkpoint
+from ssd_train.synthetic import generate_voc_dataset
+from ssd_train.train import TrainConfig, TrainingError, fit, lr_factor
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    generate_voc_dataset(root, images=28, test=8, seed=3)
+    return root
+
+
+def config(dataset, out, **overrides) -> TrainConfig:
+    base = dict(data=[str(dataset)], out=str(out), width=0.0625, batch_size=4, iterations=6, optimizer="sgd",
+                lr=1e-3, workers=0, log_every=1, save_every=100, progress=False, seed=5)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def losses(out) -> list[tuple[int, str]]:
+    with open(out / "metrics.csv") as f:
+        return [(int(r["iteration"]), r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+
+
+def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path):
+    torch.set_num_threads(1)  # bit-exact arithmetic across the two runs
+    full = fit(config(dataset, tmp_path / "full"))
+    assert full.iteration == 6 and not full.stopped_early
+    first = fit(config(dataset, tmp_path / "split", stop_at=3))
+    assert first.iteration == 3 and first.stopped_early
+    second = fit(config(dataset, tmp_path / "split", resume=True))
+    assert second.iteration == 6
+    assert losses(tmp_path / "split") == losses(tmp_path / "full")
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    for key in a.model_state:
+        torch.testing.assert_close(a.model_state[key], b.model_state[key], rtol=0, atol=0, msg=key)
+    assert a.training["iteration"] == 6
+
+
+def test_resume_with_other_settings_is_refused(dataset, tmp_path):
+    fit(config(dataset, tmp_path, stop_at=1))
+    with pytest.raises(TrainingError, match="lr: 0.001 -> 0.01"):
+        fit(config(dataset, tmp_path, lr=1e-2, resume=True))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
+    with pytest.raises(TrainingError, match=r"non-finite loss at iteration \d+: total .*loc .*conf") as info:
+        fit(config(dataset, tmp_path, lr=1e5, iterations=30, save_every=1))
+    bad = int(str(info.value).split("iteration ")[1].split(":")[0])
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last.training["iteration"] == bad - 1
+    assert all(torch.isfinite(v).all() for v in last.model_state.values())
+
+
+def test_init_from_with_another_class_list(dataset, tmp_path):
+    fit(config(dataset, tmp_path / "a", iterations=1))
+    result = fit(config(dataset, tmp_path / "b", iterations=1, init_from=str(tmp_path / "a" / "last.pt"),
+                        classes=["circle", "square", "triangle"], skip_unknown_classes=True))
+    ckpt = load_checkpoint(result.last_checkpoint)
+    assert ckpt.spec.class_names == ("background", "circle", "square", "triangle")
+    assert ckpt.model_state["pred_convs.cl_conv4_3.weight"].shape[0] == 4 * 4
+
+
+def test_periodic_evaluation_writes_best(dataset, tmp_path):
+    result = fit(config(dataset, tmp_path, iterations=2, eval_every=2))
+    assert result.best_checkpoint and len(result.history) == 1
+    assert 0.0 <= result.best_map <= 1.0
+
+
+def test_lr_schedule():
+    c = TrainConfig(data=["x"], out="y")
+    assert lr_factor(c, 0) == 1.0 and lr_factor(c, 80_000) == pytest.approx(0.1) and lr_factor(c, 100_000) == pytest.approx(0.01)
+    w = TrainConfig(data=["x"], out="y", warmup=10, schedule="cosine", iterations=110)
+    assert lr_factor(w, 0) == pytest.approx(0.001) and lr_factor(w, 10) == pytest.approx(1.0)
+    assert lr_factor(w, 60) == pytest.approx(0.5) and lr_factor(w, 110) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(data=["x"], out="y", optimizer="lion")
+    assert math.isclose(lr_factor(c, 79_999), 1.0)
