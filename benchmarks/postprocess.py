@@ -33,7 +33,7 @@ def baseline_torchvision(locs, class_logits, priors, settings: PostprocessSettin
 
     from ssd_runtime.boxes_torch import cxcywh_to_xyxy, decode
 
-    locs_t, logits_t, priors_t = (torch.from_numpy(np.asarray(a)) for a in (locs, class_logits, priors))
+    locs_t, logits_t, priors_t = (torch.from_numpy(np.array(a)) for a in (locs, class_logits, priors))
     out = []
     for n in range(logits_t.shape[0]):
         scores = torch.softmax(logits_t[n], dim=-1)[:, 1:]
