@@ -128,6 +128,11 @@ _PREFILTER_MIN_SCORE = 0.05
 _SAFE_LOGIT = 80.0
 
 
+def _flatnonzero(mask: np.ndarray) -> np.ndarray:
+    """np.flatnonzero without its Python-level wrapper (these helpers run per image and block)."""
+    return mask.ravel().nonzero()[0]
+
+
 def _candidates(logits: np.ndarray, score_thr: np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image's (P, C) logits -> candidates with softmax score > score_thr, in (prior, class) order.
 
@@ -145,17 +150,17 @@ def _candidates(logits: np.ndarray, score_thr: np.float32) -> tuple[np.ndarray, 
         # columns is faster than over the strided foreground view; column 0 is then cleared)
         passed = logits > logits[:, :1] + logit_t
         passed[:, 0] = False
-        prior, cls = np.divmod(np.flatnonzero(passed), num_classes)
+        prior, cls = np.divmod(_flatnonzero(passed), num_classes)
         cls0 = cls - 1
         row_flag = np.zeros(num_priors, dtype=bool)
         row_flag[prior] = True
-        rows = np.flatnonzero(row_flag)
+        rows = _flatnonzero(row_flag)
         local = (np.cumsum(row_flag) - 1)[prior]  # prior -> row in `rows`
-        x = np.take(logits, rows, axis=0)  # (R, C)
+        x = logits.take(rows, axis=0)  # (R, C)
         x -= x.max(axis=1, keepdims=True)
         np.exp(x, out=x)
-        # np.take on flat indices: much faster than 2-D fancy indexing
-        scores = np.take(x.ravel(), local * num_classes + cls) / np.take(x.sum(axis=1), local)
+        # take on flat indices: much faster than 2-D fancy indexing
+        scores = x.ravel().take(local * num_classes + cls) / x.sum(axis=1).take(local)
         keep = scores > score_thr
         return scores[keep], cls0[keep], prior[keep]
     if float(np.abs(logits).max(initial=0.0)) < _SAFE_LOGIT:
@@ -166,10 +171,10 @@ def _candidates(logits: np.ndarray, score_thr: np.float32) -> tuple[np.ndarray, 
     total = exp @ np.ones(num_classes, dtype=np.float32)  # (P,) row sums
     # slightly loose prefilter on exp_c > t * sum, then the exact test on the divided scores
     loose = total * np.float32(t * (1.0 - 1e-5))
-    maybe = np.flatnonzero(exp[:, 1:] > loose[:, None])
+    maybe = _flatnonzero(exp[:, 1:] > loose[:, None])
     prior, cls0 = np.divmod(maybe, num_classes - 1)
     # flat index in (P, C): maybe = prior * (C-1) + cls0 -> prior * C + cls0 + 1
-    scores = np.take(exp.ravel(), maybe + prior + 1) / np.take(total, prior)
+    scores = exp.ravel().take(maybe + prior + 1) / total.take(prior)
     keep = scores > score_thr
     return scores[keep], cls0[keep], prior[keep]
 
@@ -222,19 +227,19 @@ def _nms_top_k(
     kept_scores = np.zeros((0,), np.float32)
     first = max(64, 2 * top_k)
     for block in _score_order_chunks(cand_scores, cand_cls0, cand_prior, first):
-        prior = np.take(cand_prior, block)
+        prior = cand_prior.take(block)
         # (B, 4) fractional cxcywh -> xyxy, float32
         boxes = cxcywh_to_xyxy(
-            decode(np.take(locs, prior, axis=0), np.take(priors, prior, axis=0), variances)
+            decode(locs.take(prior, axis=0), priors.take(prior, axis=0), variances)
         )
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        cls = np.take(cand_cls0, block)
+        cls = cand_cls0.take(block)
         keep = _greedy_block(kept_boxes, kept_area, kept_cls, boxes, area, cls, iou_thr)
-        take = np.flatnonzero(keep)[: top_k - kept_cls.shape[0]]
-        kept_boxes = np.concatenate([kept_boxes, np.take(boxes, take, axis=0)])
-        kept_area = np.concatenate([kept_area, np.take(area, take)])
-        kept_cls = np.concatenate([kept_cls, np.take(cls, take)])
-        kept_scores = np.concatenate([kept_scores, np.take(cand_scores, np.take(block, take))])
+        take = _flatnonzero(keep)[: top_k - kept_cls.shape[0]]
+        kept_boxes = np.concatenate([kept_boxes, boxes.take(take, axis=0)])
+        kept_area = np.concatenate([kept_area, area.take(take)])
+        kept_cls = np.concatenate([kept_cls, cls.take(take)])
+        kept_scores = np.concatenate([kept_scores, cand_scores.take(block.take(take))])
         if kept_cls.shape[0] >= top_k:
             break
     return Detections(kept_boxes, kept_cls + 1, kept_scores)
@@ -258,33 +263,33 @@ def _greedy_block(
     all_cls = np.concatenate([kept_cls, cls]) if num_kept else cls
     # positions grouped by class, ascending inside each group (stable sort)
     by_cls = np.argsort(all_cls, kind="stable")
-    sorted_cls = np.take(all_cls, by_cls)
-    group_start = np.flatnonzero(np.concatenate([[True], sorted_cls[1:] != sorted_cls[:-1]]))
-    group_len = np.diff(np.append(group_start, sorted_cls.shape[0]))
+    sorted_cls = all_cls.take(by_cls)
+    group_start = _flatnonzero(np.concatenate([[True], sorted_cls[1:] != sorted_cls[:-1]]))
+    group_len = np.concatenate([group_start[1:], [sorted_cls.shape[0]]]) - group_start
     # offset of each position inside its class group
-    offset = np.arange(sorted_cls.shape[0]) - np.repeat(group_start, group_len)
-    q_sorted = np.flatnonzero(by_cls >= num_kept)
-    num_pairs_q = np.take(offset, q_sorted)  # a block position pairs with every earlier one of its class
+    offset = np.arange(sorted_cls.shape[0]) - group_start.repeat(group_len)
+    q_sorted = _flatnonzero(by_cls >= num_kept)
+    num_pairs_q = offset.take(q_sorted)  # a block position pairs with every earlier one of its class
     total = int(num_pairs_q.sum())
     if total == 0:
         return np.ones(num_block, dtype=bool)
     # pair lists in sorted coordinates: q repeated, p = group start .. q-1
-    q_rep = np.repeat(q_sorted, num_pairs_q)
-    pair_start = np.cumsum(num_pairs_q) - num_pairs_q
-    p_rep = q_rep - np.take(offset, q_rep) + (np.arange(total) - np.repeat(pair_start, num_pairs_q))
-    p = np.take(by_cls, p_rep)  # positions in kept + block, p < q
-    q = np.take(by_cls, q_rep)
+    q_rep = q_sorted.repeat(num_pairs_q)
+    pair_start = num_pairs_q.cumsum() - num_pairs_q
+    p_rep = q_rep - offset.take(q_rep) + (np.arange(total) - pair_start.repeat(num_pairs_q))
+    p = by_cls.take(p_rep)  # positions in kept + block, p < q
+    q = by_cls.take(q_rep)
     # np.take of whole rows: much faster than fancy indexing
     all_boxes = np.concatenate([kept_boxes, boxes]) if num_kept else boxes
     all_area = np.concatenate([kept_area, area]) if num_kept else area
-    bp, bq = np.take(all_boxes, p, axis=0), np.take(all_boxes, q, axis=0)
+    bp, bq = all_boxes.take(p, axis=0), all_boxes.take(q, axis=0)
     # IoU as torchvision's NMS computes it: inter / (area_p + area_q - inter), float32
     w = np.minimum(bp[:, 2], bq[:, 2]) - np.maximum(bp[:, 0], bq[:, 0])
     h = np.minimum(bp[:, 3], bq[:, 3]) - np.maximum(bp[:, 1], bq[:, 1])
     np.maximum(w, 0, out=w)
     np.maximum(h, 0, out=h)
     inter = w * h
-    overlap = inter / (np.take(all_area, p) + np.take(all_area, q) - inter)
+    overlap = inter / (all_area.take(p) + all_area.take(q) - inter)
     suppress = overlap > iou_thr
     p, q = p[suppress], q[suppress] - num_kept
     from_kept = p < num_kept
@@ -292,15 +297,15 @@ def _greedy_block(
     alive = np.ones(num_block, dtype=bool)
     alive[q[from_kept]] = False
     p, q = p[~from_kept] - num_kept, q[~from_kept]
-    live_pair = np.take(alive, p) & np.take(alive, q)
+    live_pair = alive.take(p) & alive.take(q)
     p, q = p[live_pair], q[live_pair]
     keep = alive
     # fixed-point iteration: converges to the greedy result (prefixes become exact one by one)
     while True:
         suppressed = np.zeros(num_block, dtype=bool)
-        suppressed[q[np.take(keep, p)]] = True
+        suppressed[q[keep.take(p)]] = True
         new_keep = alive & ~suppressed
-        if np.array_equal(new_keep, keep):
+        if not (new_keep ^ keep).any():
             return keep
         keep = new_keep
 
