@@ -144,7 +144,9 @@ def _candidates(logits: np.ndarray, score_thr: np.float32) -> tuple[np.ndarray, 
     """
     num_priors, num_classes = logits.shape
     t = float(score_thr)
-    if _PREFILTER_MIN_SCORE <= t < 1.0:
+    # the prefilter's float32 rounding of x_0 + log(t / (1 - t)) stays far below its 1e-3 margin
+    # while |x_0| < 1000 (real logits are tens at most); otherwise score every prior
+    if _PREFILTER_MIN_SCORE <= t < 1.0 and float(np.abs(logits[:, 0]).max(initial=0.0)) < 1000.0:
         logit_t = np.float32(np.log(t / (1.0 - t)) - 1e-3)
         # (P, C): necessary condition, against the background logit (contiguous compare over all
         # columns is faster than over the strided foreground view; column 0 is then cleared)
