@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ssd_runtime.boxes import VARIANCES, cxcywh_to_xyxy, decode
+from ssd_runtime.boxes import VARIANCES, cxcywh_to_xyxy, decode, iou
 from ssd_runtime.spec import PostprocessSettings
 
 __all__ = [
@@ -451,14 +451,8 @@ def _compare_image(
 
 
 def _pair_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    box = box.astype(np.float64)
-    boxes = boxes.astype(np.float64)
-    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = w * h
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-30)
+    """IoU of one xyxy box (4,) with boxes (K, 4) -> (K,), float64."""
+    return iou(box[None].astype(np.float64), boxes.astype(np.float64))[0]
 
 
 def _higher_same_class(dets: Detections, k: int, da: Detections, db: Detections) -> np.ndarray:
