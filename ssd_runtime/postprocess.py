@@ -22,6 +22,8 @@ higher-ranked candidates of its class, so candidates are processed in the global
 blocks, and processing stops as soon as ``top_k`` detections are kept. Inside a block only pairs of
 the same class are formed, and the greedy NMS is resolved exactly by a fixed-point iteration (the
 greedy result is the unique fixed point of ``keep[i] = not any(keep[j] and iou[j, i] > t, j < i)``).
+Its cost grows with top_k times the detections kept per class: it is built for top_k in the hundreds
+(the reference settings); at top_k in the thousands torchvision's C++ NMS is faster.
 """
 from __future__ import annotations
 
@@ -124,6 +126,8 @@ def _check_shapes(locs_shape: tuple, logits_shape: tuple, priors_shape: tuple) -
 
 #: Below this min_score nearly every prior has a candidate: score all priors instead of prefiltering.
 _PREFILTER_MIN_SCORE = 0.05
+#: Largest block of candidates resolved at once by the NumPy NMS (ties may make a block larger).
+_MAX_BLOCK = 1024
 #: |logit| bound under which exp(x) cannot overflow or underflow to a zero sum in float32.
 _SAFE_LOGIT = 80.0
 
@@ -203,7 +207,7 @@ def _score_order_chunks(
             remaining = remaining[:0]
         # lexsort: last key is the primary one
         yield chunk[np.lexsort((prior[chunk], cls[chunk], -scores[chunk]))]
-        size *= 2
+        size = min(2 * size, _MAX_BLOCK)
 
 
 def _nms_top_k(
@@ -227,7 +231,8 @@ def _nms_top_k(
     kept_area = np.zeros((0,), np.float32)
     kept_cls = np.zeros((0,), np.int64)
     kept_scores = np.zeros((0,), np.float32)
-    first = max(64, 2 * top_k)
+    # blocks bound the pair lists' memory: pairs <= block * (kept of its class + block)
+    first = min(max(64, 2 * top_k), _MAX_BLOCK)
     for block in _score_order_chunks(cand_scores, cand_cls0, cand_prior, first):
         prior = cand_prior.take(block)
         # (B, 4) fractional cxcywh -> xyxy, float32
