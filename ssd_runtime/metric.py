@@ -201,7 +201,10 @@ def _rank_descending(scores: np.ndarray) -> np.ndarray:
 def _concat(parts: list, dtype) -> np.ndarray:
     if not parts:
         return np.zeros((0,), dtype=dtype)
-    return np.concatenate([np.asarray(p).reshape(-1) for p in parts]).astype(dtype, copy=False)
+    try:  # the common case: arrays of matching rank (Detections, GroundTruth.create)
+        return np.concatenate(parts).astype(dtype, copy=False).reshape(-1)
+    except ValueError:
+        return np.concatenate([np.asarray(p).reshape(-1) for p in parts]).astype(dtype, copy=False)
 
 
 def _class_result(
