@@ -22,6 +22,8 @@ higher-ranked candidates of its class, so candidates are processed in the global
 blocks, and processing stops as soon as ``top_k`` detections are kept. Inside a block only pairs of
 the same class are formed, and the greedy NMS is resolved exactly by a fixed-point iteration (the
 greedy result is the unique fixed point of ``keep[i] = not any(keep[j] and iou[j, i] > t, j < i)``).
+Its cost grows with top_k times the detections kept per class: it is built for top_k in the hundreds
+(the reference settings); at top_k in the thousands torchvision's C++ NMS is faster.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ssd_runtime.boxes import VARIANCES, cxcywh_to_xyxy, decode
+from ssd_runtime.boxes import VARIANCES, cxcywh_to_xyxy, decode, iou
 from ssd_runtime.spec import PostprocessSettings
 
 __all__ = [
@@ -124,8 +126,15 @@ def _check_shapes(locs_shape: tuple, logits_shape: tuple, priors_shape: tuple) -
 
 #: Below this min_score nearly every prior has a candidate: score all priors instead of prefiltering.
 _PREFILTER_MIN_SCORE = 0.05
+#: Largest block of candidates resolved at once by the NumPy NMS (ties may make a block larger).
+_MAX_BLOCK = 1024
 #: |logit| bound under which exp(x) cannot overflow or underflow to a zero sum in float32.
 _SAFE_LOGIT = 80.0
+
+
+def _flatnonzero(mask: np.ndarray) -> np.ndarray:
+    """np.flatnonzero without its Python-level wrapper (these helpers run per image and block)."""
+    return mask.ravel().nonzero()[0]
 
 
 def _candidates(logits: np.ndarray, score_thr: np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -139,20 +148,25 @@ def _candidates(logits: np.ndarray, score_thr: np.float32) -> tuple[np.ndarray, 
     """
     num_priors, num_classes = logits.shape
     t = float(score_thr)
-    if _PREFILTER_MIN_SCORE <= t < 1.0:
+    # the prefilter's float32 rounding of x_0 + log(t / (1 - t)) stays far below its 1e-3 margin
+    # while |x_0| < 1000 (real logits are tens at most); otherwise score every prior
+    if _PREFILTER_MIN_SCORE <= t < 1.0 and float(np.abs(logits[:, 0]).max(initial=0.0)) < 1000.0:
         logit_t = np.float32(np.log(t / (1.0 - t)) - 1e-3)
-        # (P, C-1): necessary condition, against the background logit
-        maybe = np.flatnonzero(logits[:, 1:] > logits[:, :1] + logit_t)
-        prior, cls0 = np.divmod(maybe, num_classes - 1)
+        # (P, C): necessary condition, against the background logit (contiguous compare over all
+        # columns is faster than over the strided foreground view; column 0 is then cleared)
+        passed = logits > logits[:, :1] + logit_t
+        passed[:, 0] = False
+        prior, cls = np.divmod(_flatnonzero(passed), num_classes)
+        cls0 = cls - 1
         row_flag = np.zeros(num_priors, dtype=bool)
         row_flag[prior] = True
-        rows = np.flatnonzero(row_flag)
+        rows = _flatnonzero(row_flag)
         local = (np.cumsum(row_flag) - 1)[prior]  # prior -> row in `rows`
-        x = np.take(logits, rows, axis=0)  # (R, C)
+        x = logits.take(rows, axis=0)  # (R, C)
         x -= x.max(axis=1, keepdims=True)
         np.exp(x, out=x)
-        # np.take on flat indices: much faster than 2-D fancy indexing
-        scores = np.take(x.ravel(), local * num_classes + cls0 + 1) / np.take(x.sum(axis=1), local)
+        # take on flat indices: much faster than 2-D fancy indexing
+        scores = x.ravel().take(local * num_classes + cls) / x.sum(axis=1).take(local)
         keep = scores > score_thr
         return scores[keep], cls0[keep], prior[keep]
     if float(np.abs(logits).max(initial=0.0)) < _SAFE_LOGIT:
@@ -163,10 +177,10 @@ def _candidates(logits: np.ndarray, score_thr: np.float32) -> tuple[np.ndarray, 
     total = exp @ np.ones(num_classes, dtype=np.float32)  # (P,) row sums
     # slightly loose prefilter on exp_c > t * sum, then the exact test on the divided scores
     loose = total * np.float32(t * (1.0 - 1e-5))
-    maybe = np.flatnonzero(exp[:, 1:] > loose[:, None])
+    maybe = _flatnonzero(exp[:, 1:] > loose[:, None])
     prior, cls0 = np.divmod(maybe, num_classes - 1)
     # flat index in (P, C): maybe = prior * (C-1) + cls0 -> prior * C + cls0 + 1
-    scores = np.take(exp.ravel(), maybe + prior + 1) / np.take(total, prior)
+    scores = exp.ravel().take(maybe + prior + 1) / total.take(prior)
     keep = scores > score_thr
     return scores[keep], cls0[keep], prior[keep]
 
@@ -193,7 +207,7 @@ def _score_order_chunks(
             remaining = remaining[:0]
         # lexsort: last key is the primary one
         yield chunk[np.lexsort((prior[chunk], cls[chunk], -scores[chunk]))]
-        size *= 2
+        size = min(2 * size, _MAX_BLOCK)
 
 
 def _nms_top_k(
@@ -217,21 +231,22 @@ def _nms_top_k(
     kept_area = np.zeros((0,), np.float32)
     kept_cls = np.zeros((0,), np.int64)
     kept_scores = np.zeros((0,), np.float32)
-    first = max(64, 2 * top_k)
+    # blocks bound the pair lists' memory: pairs <= block * (kept of its class + block)
+    first = min(max(64, 2 * top_k), _MAX_BLOCK)
     for block in _score_order_chunks(cand_scores, cand_cls0, cand_prior, first):
-        prior = np.take(cand_prior, block)
+        prior = cand_prior.take(block)
         # (B, 4) fractional cxcywh -> xyxy, float32
         boxes = cxcywh_to_xyxy(
-            decode(np.take(locs, prior, axis=0), np.take(priors, prior, axis=0), variances)
+            decode(locs.take(prior, axis=0), priors.take(prior, axis=0), variances)
         )
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        cls = np.take(cand_cls0, block)
+        cls = cand_cls0.take(block)
         keep = _greedy_block(kept_boxes, kept_area, kept_cls, boxes, area, cls, iou_thr)
-        take = np.flatnonzero(keep)[: top_k - kept_cls.shape[0]]
-        kept_boxes = np.concatenate([kept_boxes, np.take(boxes, take, axis=0)])
-        kept_area = np.concatenate([kept_area, np.take(area, take)])
-        kept_cls = np.concatenate([kept_cls, np.take(cls, take)])
-        kept_scores = np.concatenate([kept_scores, np.take(cand_scores, np.take(block, take))])
+        take = _flatnonzero(keep)[: top_k - kept_cls.shape[0]]
+        kept_boxes = np.concatenate([kept_boxes, boxes.take(take, axis=0)])
+        kept_area = np.concatenate([kept_area, area.take(take)])
+        kept_cls = np.concatenate([kept_cls, cls.take(take)])
+        kept_scores = np.concatenate([kept_scores, cand_scores.take(block.take(take))])
         if kept_cls.shape[0] >= top_k:
             break
     return Detections(kept_boxes, kept_cls + 1, kept_scores)
@@ -252,35 +267,36 @@ def _greedy_block(
     (p, q), p < q, of the same class with q in the block are formed by grouping positions by class.
     """
     num_kept, num_block = kept_cls.shape[0], cls.shape[0]
-    all_cls = np.concatenate([kept_cls, cls])
+    all_cls = np.concatenate([kept_cls, cls]) if num_kept else cls
     # positions grouped by class, ascending inside each group (stable sort)
     by_cls = np.argsort(all_cls, kind="stable")
-    sorted_cls = np.take(all_cls, by_cls)
-    group_start = np.flatnonzero(np.concatenate([[True], sorted_cls[1:] != sorted_cls[:-1]]))
-    group_len = np.diff(np.append(group_start, sorted_cls.shape[0]))
+    sorted_cls = all_cls.take(by_cls)
+    group_start = _flatnonzero(np.concatenate([[True], sorted_cls[1:] != sorted_cls[:-1]]))
+    group_len = np.concatenate([group_start[1:], [sorted_cls.shape[0]]]) - group_start
     # offset of each position inside its class group
-    offset = np.arange(sorted_cls.shape[0]) - np.repeat(group_start, group_len)
-    q_sorted = np.flatnonzero(by_cls >= num_kept)
-    num_pairs_q = np.take(offset, q_sorted)  # a block position pairs with every earlier one of its class
+    offset = np.arange(sorted_cls.shape[0]) - group_start.repeat(group_len)
+    q_sorted = _flatnonzero(by_cls >= num_kept)
+    num_pairs_q = offset.take(q_sorted)  # a block position pairs with every earlier one of its class
     total = int(num_pairs_q.sum())
     if total == 0:
         return np.ones(num_block, dtype=bool)
     # pair lists in sorted coordinates: q repeated, p = group start .. q-1
-    q_rep = np.repeat(q_sorted, num_pairs_q)
-    pair_start = np.cumsum(num_pairs_q) - num_pairs_q
-    p_rep = q_rep - np.take(offset, q_rep) + (np.arange(total) - np.repeat(pair_start, num_pairs_q))
-    p = np.take(by_cls, p_rep)  # positions in kept + block, p < q
-    q = np.take(by_cls, q_rep)
-    # structure of arrays (4, K+B) and np.take: 1-D gathers are much faster than row indexing
-    x1, y1, x2, y2 = np.concatenate([kept_boxes, boxes]).T.copy()
-    all_area = np.concatenate([kept_area, area])
+    q_rep = q_sorted.repeat(num_pairs_q)
+    pair_start = num_pairs_q.cumsum() - num_pairs_q
+    p_rep = q_rep - offset.take(q_rep) + (np.arange(total) - pair_start.repeat(num_pairs_q))
+    p = by_cls.take(p_rep)  # positions in kept + block, p < q
+    q = by_cls.take(q_rep)
+    # np.take of whole rows: much faster than fancy indexing
+    all_boxes = np.concatenate([kept_boxes, boxes]) if num_kept else boxes
+    all_area = np.concatenate([kept_area, area]) if num_kept else area
+    bp, bq = all_boxes.take(p, axis=0), all_boxes.take(q, axis=0)
     # IoU as torchvision's NMS computes it: inter / (area_p + area_q - inter), float32
-    w = np.minimum(np.take(x2, p), np.take(x2, q)) - np.maximum(np.take(x1, p), np.take(x1, q))
-    h = np.minimum(np.take(y2, p), np.take(y2, q)) - np.maximum(np.take(y1, p), np.take(y1, q))
+    w = np.minimum(bp[:, 2], bq[:, 2]) - np.maximum(bp[:, 0], bq[:, 0])
+    h = np.minimum(bp[:, 3], bq[:, 3]) - np.maximum(bp[:, 1], bq[:, 1])
     np.maximum(w, 0, out=w)
     np.maximum(h, 0, out=h)
     inter = w * h
-    overlap = inter / (np.take(all_area, p) + np.take(all_area, q) - inter)
+    overlap = inter / (all_area.take(p) + all_area.take(q) - inter)
     suppress = overlap > iou_thr
     p, q = p[suppress], q[suppress] - num_kept
     from_kept = p < num_kept
@@ -288,15 +304,15 @@ def _greedy_block(
     alive = np.ones(num_block, dtype=bool)
     alive[q[from_kept]] = False
     p, q = p[~from_kept] - num_kept, q[~from_kept]
-    live_pair = np.take(alive, p) & np.take(alive, q)
+    live_pair = alive.take(p) & alive.take(q)
     p, q = p[live_pair], q[live_pair]
     keep = alive
     # fixed-point iteration: converges to the greedy result (prefixes become exact one by one)
     while True:
         suppressed = np.zeros(num_block, dtype=bool)
-        suppressed[q[np.take(keep, p)]] = True
+        suppressed[q[keep.take(p)]] = True
         new_keep = alive & ~suppressed
-        if np.array_equal(new_keep, keep):
+        if not (new_keep ^ keep).any():
             return keep
         keep = new_keep
 
@@ -440,14 +456,8 @@ def _compare_image(
 
 
 def _pair_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    box = box.astype(np.float64)
-    boxes = boxes.astype(np.float64)
-    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = w * h
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-30)
+    """IoU of one xyxy box (4,) with boxes (K, 4) -> (K,), float64."""
+    return iou(box[None].astype(np.float64), boxes.astype(np.float64))[0]
 
 
 def _higher_same_class(dets: Detections, k: int, da: Detections, db: Detections) -> np.ndarray:

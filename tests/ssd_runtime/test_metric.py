@@ -158,3 +158,13 @@ def test_empty_inputs_and_class_without_ground_truth():
 def test_mismatched_lengths_raise():
     with pytest.raises(ValueError, match="same order"):
         voc_map([Detections.empty()], [], NAMES)
+
+
+def test_rank_descending_is_a_stable_sort():
+    from ssd_runtime.metric import _rank_descending
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=1000), 1).astype(np.float32).astype(np.float64)  # ties, negatives
+    np.testing.assert_array_equal(_rank_descending(scores), np.argsort(-scores, kind="stable"))
+    scores = rng.random(100)  # not float32-exact: fallback
+    np.testing.assert_array_equal(_rank_descending(scores), np.argsort(-scores, kind="stable"))

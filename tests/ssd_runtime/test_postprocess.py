@@ -186,3 +186,13 @@ def test_importing_runtime_postprocess_and_metric_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("settings", SETTINGS[:2])
+def test_huge_logits_take_the_stable_paths(settings):
+    locs, logits, priors = random_problem(4, peaky=True)
+    logits = logits * 50  # |logits| in the thousands: max-subtracted softmax, no prefilter
+    report = compare_detections(
+        postprocess(locs, logits, priors, settings), slow_postprocess(locs, logits, priors, settings), settings
+    )
+    assert report.identical, report.mismatches

@@ -7,7 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
+from benchmarks.synthetic import synthetic_outputs  # noqa: E402
 from ssd_runtime.postprocess import compare_detections, postprocess  # noqa: E402
+from ssd_runtime.priors import make_priors  # noqa: E402
 from ssd_runtime.postprocess_torch import postprocess_torch, postprocess_torch_padded  # noqa: E402
 from ssd_runtime.spec import PostprocessSettings  # noqa: E402
 
@@ -96,20 +98,23 @@ def test_padded_fewer_slots_than_top_k():
     assert compare_detections(padded.to_list(), postprocess(locs, logits, priors, s), s).identical
 
 
+@pytest.mark.parametrize("settings", [PostprocessSettings(0.01, 0.45, 200), PostprocessSettings(0.2, 0.5, 200)])
+def test_trained_looking_outputs_identical(settings):
+    """Real SSD300 priors and outputs shaped like a trained model's (about 400 candidates per class)."""
+    priors = make_priors()
+    locs, logits = synthetic_outputs(priors, 2, seed=3)
+    expected = postprocess(locs, logits, priors, settings)
+    report = compare_detections(postprocess_torch(*to_t(locs, logits), priors, settings), expected, settings)
+    assert report.identical, report.mismatches
+    assert sum(len(d) for d in expected) > 50
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("settings", [PostprocessSettings(0.01, 0.45, 200), PostprocessSettings(0.2, 0.5, 200)])
 def test_cuda_identical_to_numpy(settings):
-    from ssd_runtime.priors import make_priors
-
-    import importlib
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    synthetic = importlib.import_module("benchmarks.synthetic")
     priors = make_priors()
-    locs, logits = synthetic.synthetic_outputs(priors, 4, seed=1)
+    locs, logits = synthetic_outputs(priors, 4, seed=1)
     expected = postprocess(locs, logits, priors, settings)
     locs_d, logits_d = to_t(locs, logits, device="cuda")
     ref = postprocess_torch(locs_d, logits_d, priors, settings)
@@ -118,5 +123,6 @@ def test_cuda_identical_to_numpy(settings):
     padded = postprocess_torch_padded(
         locs_d, logits_d, torch.from_numpy(np.array(priors)).cuda(), settings, nms_iterations=32
     )
+    assert padded.boxes.device.type == "cuda"
     report = compare_detections(padded.to_list(), expected, settings)
     assert report.identical, report.mismatches
