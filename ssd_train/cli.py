@@ -108,9 +108,127 @@ def _add_import_tutorial(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one-line JSON")
     p.set_defaults(func=_cmd_import_tutorial)
 
+#: Named recipes: defaults for flags the user did not give. "reference" is TrainConfig's own defaults.
+RECIPES: dict[str, dict] = {
+    "reference": {},
+    # The CPU quick start: a narrow network, AdamW with warm-up and a cosine schedule, small batches.
+    "cpu-quick": {"width": 0.25, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4,
+                  "schedule": "cosine", "warmup": 100, "iterations": 1500, "workers": 1, "eval_every": 500,
+                  "eval_images": 200, "save_every": 250, "log_every": 10, "grad_clip": 10.0},
+}
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    """Train; print a JSON summary."""
+    import dataclasses
+
+    from ssd_train.train import TrainConfig, fit
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = dict(RECIPES[args.recipe])
+    values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
+    if args.no_progress:
+        values["progress"] = False
+    if args.device == "cuda" and "channels_last" not in values:
+        values["channels_last"] = True
+    result = fit(TrainConfig(**values))
+    report = dataclasses.asdict(result)
+    report["recipe"] = args.recipe
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="train SSD300 on VOC-format data (the reference recipe by default)")
+    p.add_argument("--data", nargs="+", required=True, help="VOCdevkit, VOC root(s), or a generated dataset folder")
+    p.add_argument("--out", required=True, help="run folder: last.pt, best.pt, metrics.csv")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="reference",
+                   help="defaults for flags not given (reference = the paper/tutorial recipe)")
+    p.add_argument("--classes", nargs="+", default=None, help="class names (default: the dataset's own)")
+    p.add_argument("--skip-unknown-classes", dest="skip_unknown_classes", action="store_true", default=None)
+    p.add_argument("--width", type=float)
+    p.add_argument("--vgg-weights", help="local torchvision VGG-16 state dict (width 1.0)")
+    p.add_argument("--init-from", help="fine-tune from a toolkit checkpoint (class heads re-initialised if classes differ)")
+    p.add_argument("--prior-clip", choices=["reference", "extent", "none"])
+    p.add_argument("--loc-loss", choices=["smooth_l1", "reference_l1"])
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=["step", "cosine"])
+    p.add_argument("--lr-steps", type=int, nargs="+")
+    p.add_argument("--warmup", type=int, help="iterations of linear warm-up")
+    p.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"])
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--eval-images", type=int)
+    p.add_argument("--save-every", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--stop-at", type=int, help="stop after this iteration (resume later with --resume)")
+    p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt exactly")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="one-line JSON summary")
+    p.set_defaults(func=_cmd_fit)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """VOC mAP of a checkpoint on a VOC-format split; table or JSON, optional PR plot."""
+    import torch
+
+    from ssd_train.checkpoint import load_model
+    from ssd_train.data import VOCDetection
+    from ssd_train.train import evaluate
+
+    model, spec = load_model(args.checkpoint)
+    device = torch.device(args.device)
+    dataset = VOCDetection.from_voc(args.data if len(args.data) > 1 else args.data[0], args.split,
+                                    class_names=spec.class_names, train=False, mean=spec.mean, std=spec.std,
+                                    size=spec.input_size, skip_unknown=args.skip_unknown_classes)
+    if args.images:
+        dataset.records = dataset.records[: args.images]
+    result = evaluate(model.to(device), dataset, spec, device, args.batch_size, ap_method=args.ap_method,
+                      workers=args.workers)
+    report = {"checkpoint": args.checkpoint, "split": args.split, "images": len(dataset), **result.to_dict()}
+    if args.plot:
+        from ssd_train.plots import plot_precision_recall
+
+        plot_precision_recall(result, args.plot)
+        report["plot"] = args.plot
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"VOC mAP ({result.ap_method}, IoU > {result.iou_threshold}) on {len(dataset)} images: {result.map:.4f}")
+        print(f"{'class':<16}{'AP':>8}{'GT':>7}{'dets':>8}{'TP':>7}")
+        for c in result.classes:
+            ap = "n/a" if c.ap != c.ap else f"{c.ap:.4f}"
+            print(f"{c.name:<16}{ap:>8}{c.num_positives:>7}{c.num_detections:>8}{c.num_true_positives:>7}")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="VOC mAP of a checkpoint (PyTorch) at the evaluation settings")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", nargs="+", required=True, help="VOCdevkit, VOC root(s), or a generated dataset folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--ap-method", choices=["11point", "allpoint"], default="11point")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--images", type=int, default=0, help="evaluate the first N images only (0 = all)")
+    p.add_argument("--skip-unknown-classes", action="store_true")
+    p.add_argument("--plot", help="write a precision-recall plot (PNG; needs matplotlib)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
 
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS = [_add_check, _add_data, _add_import_tutorial]
+COMMANDS = [_add_check, _add_data, _add_fit, _add_eval, _add_import_tutorial]
 
 
 def build_parser() -> argparse.ArgumentParser:
