@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ssd_runtime.errors import SpecError
+from ssd_runtime.errors import SpecError, ToolkitError
 
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
 COMMANDS: list = []
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not COMMANDS else 2
     try:
         return int(args.func(args) or 0)
-    except (SpecError, ValueError, FileNotFoundError, OSError) as exc:
+    except (SpecError, ToolkitError, ValueError, FileNotFoundError, OSError) as exc:
         print(f"ssd-export {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

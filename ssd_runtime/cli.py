@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from ssd_runtime.errors import SpecError
+from ssd_runtime.errors import SpecError, ToolkitError
 
 
 def _cmd_priors(args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (SpecError, ValueError, FileNotFoundError, OSError) as exc:
+    except (SpecError, ToolkitError, ValueError, FileNotFoundError, OSError) as exc:
         print(f"ssd-runtime {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

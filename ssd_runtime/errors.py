@@ -2,6 +2,13 @@
 from __future__ import annotations
 
 
+class ToolkitError(Exception):
+    """Base of errors that are not ValueError/FileNotFoundError (e.g. a training run that cannot go on).
+
+    The CLIs turn every ToolkitError, ValueError and FileNotFoundError into a short message and exit 2.
+    """
+
+
 class SpecError(ValueError):
     """A model spec is missing, of an unknown schema, or does not match the artifact it came with."""
 

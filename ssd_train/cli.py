@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from ssd_runtime.errors import SpecError
+from ssd_runtime.errors import SpecError, ToolkitError
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (SpecError, ValueError, FileNotFoundError, OSError) as exc:
+    except (SpecError, ToolkitError, ValueError, FileNotFoundError, OSError) as exc:
         print(f"ssd-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -83,3 +83,37 @@ def test_lr_schedule():
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(data=["x"], out="y", optimizer="lion")
     assert math.isclose(lr_factor(c, 79_999), 1.0)
+
+
+def test_cli_fit_and_eval(dataset, tmp_path, capsys):
+    import json
+
+    from ssd_train.cli import main
+
+    out = tmp_path / "run"
+    assert main(["fit", "--data", str(dataset), "--out", str(out), "--width", "0.0625", "--batch-size", "4",
+                 "--iterations", "2", "--workers", "0", "--no-progress", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["iteration"] == 2 and summary["recipe"] == "reference"
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--data", str(dataset), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 8 and 0.0 <= report["map"] <= 1.0 and report["ap_method"] == "11point"
+    assert main(["fit", "--data", str(dataset), "--out", str(out), "--lr", "0.5", "--resume", "--width", "0.0625",
+                 "--batch-size", "4", "--iterations", "2", "--no-progress"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_distributed_two_gloo_processes(dataset, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "ssd_train.cli", "fit", "--data", str(dataset), "--out", str(out), "--width", "0.0625",
+           "--batch-size", "4", "--iterations", "3", "--workers", "0", "--log-every", "1", "--no-progress", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "last.pt").is_file()
+    assert [i for i, _ in losses(out)] == [1, 2, 3]  # rank 0 alone logs
+    assert load_checkpoint(out / "last.pt").training["iteration"] == 3
