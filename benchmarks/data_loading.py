@@ -30,6 +30,8 @@ def measure(dataset: VOCDetection, workers: int, batch_size: int, batches: int, 
     for _ in range(max(1, workers)):  # warm-up: start workers, fill caches
         next(iterator)
     count = 0
+    pids = [w.pid for w in getattr(iterator, "_workers", [])]
+    cpu_start = _cpu_seconds(pids)
     start = time.perf_counter()
     for _ in range(batches):
         try:
@@ -39,8 +41,33 @@ def measure(dataset: VOCDetection, workers: int, batch_size: int, batches: int, 
             images, *_ = next(iterator)
         count += images.shape[0]
     seconds = time.perf_counter() - start
+    cpu = _cpu_seconds(pids) - cpu_start
     del iterator
-    return {"workers": workers, "images": count, "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1)}
+    return {
+        "workers": workers,
+        "images": count,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(count / seconds, 1),
+        # CPU time of the loading processes (the workers, or this process for workers=0): what one
+        # uncontended core would deliver, less sensitive to other jobs on a shared machine
+        "cpu_ms_per_image": round(1000 * cpu / count, 2),
+        "images_per_cpu_s": round(count / cpu, 1) if cpu > 0 else None,
+    }
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU seconds of the given processes (Linux /proc), or of this process if none."""
+    if not pids:
+        return time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,7 +132,8 @@ class VOCDetection(Dataset):
         else:
             pixels, frac = test_transform(image, boxes, self.size)
         # (S, S, 3) uint8 HWC -> (3, S, S) float32 CHW, normalised
-        tensor = torch.addcmul(self._bias, torch.from_numpy(pixels).permute(2, 0, 1).float(), self._scale)
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)).astype(np.float32))
+        tensor.mul_(self._scale).add_(self._bias)
         return (
             tensor,
             torch.from_numpy(np.ascontiguousarray(frac, dtype=np.float32)),
@@ -157,9 +158,23 @@ def _fit_boxes(record: VOCRecord, size: tuple[int, int]) -> tuple[np.ndarray, np
 
 
 def collate(batch: list[Sample]) -> Batch:
-    """Stack images into (N, 3, S, S); keep per-image boxes (K_i, 4), labels (K_i,), difficult (K_i,) as lists."""
-    images = torch.stack([sample[0] for sample in batch])
-    return images, [s[1] for s in batch], [s[2] for s in batch], [s[3] for s in batch]
+    """Stack images into (N, 3, S, S); keep per-image boxes (K_i, 4), labels (K_i,), difficult (K_i,) as lists.
+
+    In a DataLoader worker the images are stacked straight into shared memory (as torch's default
+    collate does) and each per-image list is a set of views of one tensor, so a batch crosses to the
+    main process as four shared buffers instead of one per image and field.
+    """
+    images = [sample[0] for sample in batch]
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        storage = images[0]._typed_storage()._new_shared(len(images) * images[0].numel(), device=images[0].device)
+        out = images[0].new(storage).resize_(len(images), *images[0].shape)
+    stacked = torch.stack(images, 0, out=out)
+    counts = [int(sample[1].shape[0]) for sample in batch]
+    boxes = torch.cat([sample[1] for sample in batch]).split(counts)
+    labels = torch.cat([sample[2] for sample in batch]).split(counts)
+    difficult = torch.cat([sample[3] for sample in batch]).split(counts)
+    return stacked, list(boxes), list(labels), list(difficult)
 
 
 class EpochSampler(Sampler):
