@@ -70,6 +70,23 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def transform_cpu_ms(dataset: VOCDetection, count: int, seed: int) -> dict:
+    """CPU ms per image of the fast and the literal reference augmentation (decode included), in-process."""
+    import numpy as np
+
+    from ssd_runtime.images import open_image
+    from ssd_train.augment import reference_train_transform, train_transform
+
+    out = {}
+    for name, fn in (("fast", train_transform), ("reference_literal", reference_train_transform)):
+        start = time.process_time()
+        for i in range(count):
+            record = dataset.records[i % len(dataset)]
+            fn(open_image(record.image_path), record.boxes, record.labels, record.difficult, np.random.default_rng([seed, i]))
+        out[name] = round(1000 * (time.process_time() - start) / count, 2)
+    return {"images": count, "cpu_ms_per_image": out}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="a VOC root to read (default: generate into a temp folder)")
@@ -78,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare", type=int, default=100, help="images for the fast vs literal-reference transform timing (0: skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             generate_voc_dataset(root, images=args.images, test=0, seed=args.seed)
         dataset = VOCDetection.from_voc(split_roots(root, "trainval"), "trainval", class_names=None, train=True, seed=args.seed)
         results = [measure(dataset, w, args.batch_size, args.batches, args.seed) for w in args.workers]
+        compare = transform_cpu_ms(dataset, args.compare, args.seed) if args.compare else None
     report = {
         "benchmark": "data_loading",
         "pipeline": "decode + photometric + zoom-out + crop + flip + resize 300 + normalise, collate",
@@ -96,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "results": results,
+        "transform_only": compare,
     }
     print(json.dumps(report))
     return 0

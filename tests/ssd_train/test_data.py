@@ -140,3 +140,14 @@ def test_bad_arguments(root):
         VOCDetection(ds.records, CLASS_NAMES, train=False, on_bad_image="ignore")
     with pytest.raises(ValueError, match="no images"):
         VOCDetection([], CLASS_NAMES, train=False)
+
+
+def test_loader_batches_equal_normalised_samples(root):
+    ds = VOCDetection.from_voc(root, "trainval", train=True, seed=4)
+    loader = make_loader(ds, 5, seed=2, workers=1)
+    keys = list(loader.sampler)[:5]
+    images, boxes, labels, difficult = next(iter(loader))
+    expected = collate([ds[k] for k in keys])
+    torch.testing.assert_close(images, expected[0], atol=1e-6, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(boxes, expected[1]))
+    assert images.dtype == torch.float32 and images.shape == (5, 3, 300, 300)
