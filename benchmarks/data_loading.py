@@ -30,6 +30,8 @@ def measure(dataset: VOCDetection, workers: int, batch_size: int, batches: int, 
     for _ in range(max(1, workers)):  # warm-up: start workers, fill caches
         next(iterator)
     count = 0
+    pids = [w.pid for w in getattr(iterator, "_workers", [])]
+    cpu_start = _cpu_seconds(pids)
     start = time.perf_counter()
     for _ in range(batches):
         try:
@@ -39,8 +41,50 @@ def measure(dataset: VOCDetection, workers: int, batch_size: int, batches: int, 
             images, *_ = next(iterator)
         count += images.shape[0]
     seconds = time.perf_counter() - start
+    cpu = _cpu_seconds(pids) - cpu_start
     del iterator
-    return {"workers": workers, "images": count, "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1)}
+    return {
+        "workers": workers,
+        "images": count,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(count / seconds, 1),
+        # CPU time of the loading processes (the workers, or this process for workers=0): what one
+        # uncontended core would deliver, less sensitive to other jobs on a shared machine
+        "cpu_ms_per_image": round(1000 * cpu / count, 2),
+        "images_per_cpu_s": round(count / cpu, 1) if cpu > 0 else None,
+    }
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU seconds of the given processes (Linux /proc), or of this process if none."""
+    if not pids:
+        return time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def transform_cpu_ms(dataset: VOCDetection, count: int, seed: int) -> dict:
+    """CPU ms per image of the fast and the literal reference augmentation (decode included), in-process."""
+    import numpy as np
+
+    from ssd_runtime.images import open_image
+    from ssd_train.augment import reference_train_transform, train_transform
+
+    out = {}
+    for name, fn in (("fast", train_transform), ("reference_literal", reference_train_transform)):
+        start = time.process_time()
+        for i in range(count):
+            record = dataset.records[i % len(dataset)]
+            fn(open_image(record.image_path), record.boxes, record.labels, record.difficult, np.random.default_rng([seed, i]))
+        out[name] = round(1000 * (time.process_time() - start) / count, 2)
+    return {"images": count, "cpu_ms_per_image": out}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare", type=int, default=100, help="images for the fast vs literal-reference transform timing (0: skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             generate_voc_dataset(root, images=args.images, test=0, seed=args.seed)
         dataset = VOCDetection.from_voc(split_roots(root, "trainval"), "trainval", class_names=None, train=True, seed=args.seed)
         results = [measure(dataset, w, args.batch_size, args.batches, args.seed) for w in args.workers]
+        compare = transform_cpu_ms(dataset, args.compare, args.seed) if args.compare else None
     report = {
         "benchmark": "data_loading",
         "pipeline": "decode + photometric + zoom-out + crop + flip + resize 300 + normalise, collate",
@@ -69,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "results": results,
+        "transform_only": compare,
     }
     print(json.dumps(report))
     return 0

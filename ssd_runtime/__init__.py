@@ -3,7 +3,7 @@
 Importing this package never imports torch; torch, TensorRT, CUDA and ONNX Runtime are imported
 lazily inside the backend or postprocess that needs them.
 """
-from ssd_runtime.errors import SpecError
+from ssd_runtime.errors import AnnotationError, DatasetError, ImageError, SpecError
 from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
 from ssd_runtime.spec import (
     DETECTION_SETTINGS,
@@ -14,6 +14,9 @@ from ssd_runtime.spec import (
 )
 
 __all__ = [
+    "AnnotationError",
+    "DatasetError",
+    "ImageError",
     "DETECTION_SETTINGS",
     "EVALUATION_SETTINGS",
     "VOC_CLASSES",

@@ -332,7 +332,7 @@ def parse_annotation(
                 continue
             raise AnnotationError(
                 f"{where}: unknown class {name!r}; known classes are {list(class_names[1:])} "
-                "(pass the dataset's class list, or skip_unknown=True / --skip-unknown-classes to drop them)"
+                "(pass the dataset's class list, or skip_unknown=True to drop them)"
             )
         bnd = obj.find("bndbox")
         try:
@@ -416,7 +416,7 @@ def read_voc_split(
             f"split {split!r}: {len(unknown)} class name(s) not in the class list {list(names[1:])}:\n"
             + "\n".join(lines)
             + "\npass the dataset's own class list (a classes.txt in the VOC root), or skip_unknown=True "
-            "(--skip-unknown-classes) to drop those objects"
+            "to drop those objects"
         )
     dropped = {k: v for k, v in report.counts.items() if k not in ("difficult_defaulted",)}
     if warn and dropped:

@@ -324,18 +324,17 @@ def train_transform(
 
     rendered = render_window(image, (left, top), window, size)
     if plan:
-        distorted = apply_photometric(rendered, plan, mean)
-        # output pixels that see only filler: restore them (the reference distorts before expanding)
+        # distort only the output pixels that see the image: the filler stays undistorted, as in the
+        # reference (which distorts before expanding), and a zoomed-out image costs only its own area
         sx, sy = size / crop_w, size / crop_h
         ox0 = min(size, max(0, math.floor((left - window[0]) * sx)))
         oy0 = min(size, max(0, math.floor((top - window[1]) * sy)))
         ox1 = min(size, max(0, math.ceil((left + width - window[0]) * sx)))
         oy1 = min(size, max(0, math.ceil((top + height - window[1]) * sy)))
-        if (ox0, oy0, ox1, oy1) != (0, 0, size, size):
-            if ox1 > ox0 and oy1 > oy0:
-                rendered.paste(distorted.crop((ox0, oy0, ox1, oy1)), (ox0, oy0))
-        else:
-            rendered = distorted
+        if (ox0, oy0, ox1, oy1) == (0, 0, size, size):
+            rendered = apply_photometric(rendered, plan, mean)
+        elif ox1 > ox0 and oy1 > oy0:
+            rendered.paste(apply_photometric(rendered.crop((ox0, oy0, ox1, oy1)), plan, mean), (ox0, oy0))
     if flip:
         rendered = rendered.transpose(Image.FLIP_LEFT_RIGHT)
     return (

@@ -72,6 +72,7 @@ class VOCDetection(Dataset):
         self.seed = int(seed)
         self.size = int(size)
         self.on_bad_image = on_bad_image
+        self.mean, self.std = tuple(mean), tuple(std)
         # normalise uint8 directly: (x / 255 - mean) / std = x * scale + bias
         self._scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1)
         self._bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(3, 1, 1)
@@ -108,11 +109,16 @@ class VOCDetection(Dataset):
         return np.random.default_rng([self.seed, epoch, index])
 
     def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        return self.load(key)
+
+    def load(self, key: int | tuple[int, int], *, normalize: bool = True) -> Sample:
+        """Sample ``key`` (an index, or (epoch, index)); ``normalize=False`` keeps the image uint8 (3, S, S)
+        for :class:`Collate` to normalise a whole batch at once (what :func:`make_loader` does)."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
         for attempt in range(len(self.records)):
             record = self.records[(index + attempt) % len(self.records)]
             try:
-                return self._sample(record, epoch, (index + attempt) % len(self.records))
+                return self._sample(record, epoch, (index + attempt) % len(self.records), normalize)
             except ImageError as exc:
                 if self.on_bad_image == "error":
                     raise
@@ -120,7 +126,7 @@ class VOCDetection(Dataset):
                 warnings.warn(f"skipping unreadable image (on_bad_image='skip'): {exc}", stacklevel=2)
         raise ImageError("no readable image in the dataset (every image failed to decode)")
 
-    def _sample(self, record: VOCRecord, epoch: int, index: int) -> Sample:
+    def _sample(self, record: VOCRecord, epoch: int, index: int, normalize: bool) -> Sample:
         image = open_image(record.image_path)
         boxes, labels, difficult = record.boxes, record.labels, record.difficult
         if image.size != (record.width, record.height):
@@ -131,8 +137,12 @@ class VOCDetection(Dataset):
             )
         else:
             pixels, frac = test_transform(image, boxes, self.size)
-        # (S, S, 3) uint8 HWC -> (3, S, S) float32 CHW, normalised
-        tensor = torch.addcmul(self._bias, torch.from_numpy(pixels).permute(2, 0, 1).float(), self._scale)
+        # (S, S, 3) uint8 HWC -> (3, S, S) CHW
+        chw = np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        if normalize:
+            tensor = torch.from_numpy(chw.astype(np.float32)).mul_(self._scale).add_(self._bias)
+        else:
+            tensor = torch.from_numpy(chw)
         return (
             tensor,
             torch.from_numpy(np.ascontiguousarray(frac, dtype=np.float32)),
@@ -156,10 +166,67 @@ def _fit_boxes(record: VOCRecord, size: tuple[int, int]) -> tuple[np.ndarray, np
     return boxes[keep], record.labels[keep], record.difficult[keep]
 
 
-def collate(batch: list[Sample]) -> Batch:
-    """Stack images into (N, 3, S, S); keep per-image boxes (K_i, 4), labels (K_i,), difficult (K_i,) as lists."""
-    images = torch.stack([sample[0] for sample in batch])
-    return images, [s[1] for s in batch], [s[2] for s in batch], [s[3] for s in batch]
+class Collate:
+    """Batch samples: images (N, 3, S, S) float32 normalised; per-image boxes (K_i, 4), labels (K_i,),
+    difficult (K_i,) as lists.
+
+    uint8 images (``VOCDetection.load(normalize=False)``) are converted and normalised straight into
+    the batch tensor - one pass instead of a float copy per image plus a stack. In a DataLoader worker
+    the batch is allocated in shared memory (as torch's default collate does) and each per-image list
+    is a set of views of one tensor, so a batch crosses to the main process as four shared buffers.
+    Already-normalised float images are stacked as they are.
+    """
+
+    def __init__(self, mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD) -> None:
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1)
+        self._bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, batch: list[Sample]) -> Batch:
+        images = [sample[0] for sample in batch]
+        shape = (len(images), *images[0].shape)
+        if torch.utils.data.get_worker_info() is not None:
+            numel = len(images) * images[0].numel()
+            storage = torch.empty(0).untyped_storage()._new_shared(numel * 4)
+            out = torch.empty(0).set_(storage, 0, shape)
+        else:
+            out = torch.empty(shape, dtype=torch.float32)
+        if images[0].dtype == torch.uint8:
+            for i, image in enumerate(images):
+                torch.mul(image, self._scale, out=out[i])
+            out.add_(self._bias)
+        else:
+            torch.stack(images, 0, out=out)
+        counts = [int(sample[1].shape[0]) for sample in batch]
+        boxes = torch.cat([sample[1] for sample in batch]).split(counts)
+        labels = torch.cat([sample[2] for sample in batch]).split(counts)
+        difficult = torch.cat([sample[3] for sample in batch]).split(counts)
+        return out, list(boxes), list(labels), list(difficult)
+
+
+#: Collate with the ImageNet normalisation of the reference (use ``Collate(spec.mean, spec.std)`` otherwise).
+collate = Collate()
+
+
+class UInt8View(Dataset):
+    """``dataset.load(key, normalize=False)``: uint8 images, normalised per batch by :class:`Collate`.
+
+    The fast way to feed a DataLoader (what :func:`make_loader` does)::
+
+        DataLoader(UInt8View(ds), sampler=..., collate_fn=Collate(ds.mean, ds.std), ...)
+
+    gives the same batches as ``DataLoader(ds, collate_fn=collate)`` with one float pass per batch
+    instead of a float copy per image plus a stack.
+    """
+
+    def __init__(self, dataset: VOCDetection) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        return self.dataset.load(key, normalize=False)
 
 
 class EpochSampler(Sampler):
@@ -211,14 +278,17 @@ def make_loader(
     persistent_workers: bool = False,
     prefetch_factor: int | None = None,
 ) -> DataLoader:
-    """A reproducible DataLoader over ``dataset`` (an :class:`EpochSampler`; ``loader.sampler.set_epoch``)."""
+    """A reproducible DataLoader over ``dataset`` (an :class:`EpochSampler`; ``loader.sampler.set_epoch``).
+
+    Workers produce uint8 images and :class:`Collate` normalises each batch with the dataset's mean/std.
+    """
     generator = torch.Generator().manual_seed(int(seed))
     return DataLoader(
-        dataset,
+        UInt8View(dataset),
         batch_size=batch_size,
         sampler=EpochSampler(len(dataset), seed=seed, shuffle=shuffle, epoch=epoch),
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=Collate(dataset.mean, dataset.std),
         worker_init_fn=seed_worker if workers > 0 else None,
         generator=generator,
         drop_last=drop_last,

@@ -17,7 +17,8 @@ What is in it (each image is a pure function of ``(seed, index)``):
 - Cluttered backgrounds: a smooth colour field, fine noise and 6-30 distractors (lines, arcs,
   irregular blobs and polygons, dots) that are none of the classes.
 - ``<difficult>1`` for tiny objects (visible box side < 4.5% of the shorter side) and heavily occluded
-  ones (< 35% of the shape visible); objects with no visible pixel are not annotated.
+  ones (< 35% of the shape visible); objects with almost no visible pixel (a visible box under 3
+  pixels wide or high) are not annotated.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from ssd_runtime.voc import BACKGROUND, CLASSES_FILE, write_class_file
 #: Object classes of the generated dataset (background is index 0 in the model's class list).
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring", "crescent")
 CLASS_NAMES: tuple[str, ...] = (BACKGROUND, *CLASSES)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_IMAGES = 2500
 DEFAULT_TEST_FRACTION = 0.2
 
@@ -62,6 +63,9 @@ _TRUNCATE_P = 0.15
 _DIFFICULT_SIDE = 0.045
 _DIFFICULT_VISIBLE = 0.35
 _JPEG_QUALITY = 90
+#: Objects whose visible box spans fewer pixels (xmax - xmin, 1-based inclusive) are not annotated:
+#: the reference frame (VOC - 1 on all four) would make a 1-pixel sliver an empty box.
+_MIN_VISIBLE_SPAN = 2
 
 
 @dataclass(frozen=True)
@@ -280,6 +284,8 @@ def render_image(seed: int, index: int, noise: np.ndarray | None = None) -> tupl
         cols = np.flatnonzero(visible.any(axis=0))
         vx0, vx1 = cx0 + int(cols[0]), cx0 + int(cols[-1])  # inclusive 0-based pixel indices
         vy0, vy1 = cy0 + int(rows[0]), cy0 + int(rows[-1])
+        if min(vx1 - vx0, vy1 - vy0) < _MIN_VISIBLE_SPAN:  # a sliver: empty in the reference's frame
+            continue
         tiny = min(vx1 - vx0 + 1, vy1 - vy0 + 1) < _DIFFICULT_SIDE * side
         occluded = count_visible < _DIFFICULT_VISIBLE * area
         objects.append(SyntheticObject(name, vx0 + 1, vy0 + 1, vx1 + 1, vy1 + 1, tiny or occluded, truncated))

@@ -260,3 +260,38 @@ def test_class_names_must_start_with_background(tmp_path):
     root = make_root(tmp_path, {"a": xml([obj()])})
     with pytest.raises(AnnotationError, match="background"):
         read_voc_split([root], "trainval", ("cat", "dog"))
+
+
+def test_person_parts_are_not_objects(tmp_path):
+    part = "<part><name>head</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></part>"
+    root = make_root(tmp_path, {"a": xml([obj("cat", extra=part)])})
+    (rec,) = read_voc_split([root], "trainval", CLASSES)
+    assert rec.labels.tolist() == [1]
+    np.testing.assert_array_equal(rec.boxes, [[10, 20, 59, 79]])
+
+
+@pytest.mark.parametrize("size", ["<size><width>0</width><height>0</height></size>", "<size><width>abc</width></size>", "<size/>"])
+def test_invalid_size_falls_back_to_the_image(tmp_path, size):
+    text = f"<annotation>{size}{obj()}</annotation>"
+    root = make_root(tmp_path, {"a": text}, image_size=(130, 95))
+    (rec,) = read_voc_split([root], "trainval", CLASSES, warn=False)
+    assert (rec.width, rec.height) == (130, 95)
+
+
+def test_crlf_split_file_extra_columns_and_latin1_xml(tmp_path):
+    text = '<?xml version="1.0" encoding="ISO-8859-1"?>\n' + xml([obj()]).replace("x.jpg", "caf\xe9.jpg")
+    root = make_root(tmp_path, {"a": "", "b": xml([obj("dog")])})
+    (root / "Annotations" / "a.xml").write_bytes(text.encode("latin-1"))
+    (root / "ImageSets" / "Main" / "trainval.txt").write_bytes(b"a\r\n\r\nb  1\r\n")
+    a, b = read_voc_split([root], "trainval", CLASSES)
+    assert a.labels.tolist() == [1] and b.labels.tolist() == [2]
+
+
+def test_verify_images_reports_unreadable_files(tmp_path):
+    from ssd_runtime.voc import verify_images
+
+    root = make_root(tmp_path, {"a": xml([obj()]), "b": xml([obj()])})
+    (root / "JPEGImages" / "b.jpg").write_bytes(b"garbage")
+    records = read_voc_split([root], "trainval", CLASSES)
+    bad = verify_images(records)
+    assert [r.image_id for r, _ in bad] == ["b"] and "b.jpg" in bad[0][1]

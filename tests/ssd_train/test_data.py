@@ -140,3 +140,27 @@ def test_bad_arguments(root):
         VOCDetection(ds.records, CLASS_NAMES, train=False, on_bad_image="ignore")
     with pytest.raises(ValueError, match="no images"):
         VOCDetection([], CLASS_NAMES, train=False)
+
+
+def test_loader_batches_equal_normalised_samples(root):
+    ds = VOCDetection.from_voc(root, "trainval", train=True, seed=4)
+    loader = make_loader(ds, 5, seed=2, workers=1)
+    keys = list(loader.sampler)[:5]
+    images, boxes, labels, difficult = next(iter(loader))
+    expected = collate([ds[k] for k in keys])
+    torch.testing.assert_close(images, expected[0], atol=1e-6, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(boxes, expected[1]))
+    assert images.dtype == torch.float32 and images.shape == (5, 3, 300, 300)
+
+
+def test_plain_dataloader_with_collate_matches_uint8_view(root):
+    from torch.utils.data import DataLoader
+
+    from ssd_train.data import Collate, UInt8View
+
+    ds = VOCDetection.from_voc(root, "trainval", train=True, seed=9)
+    keys = [(0, i) for i in range(6)]
+    plain = next(iter(DataLoader(ds, batch_size=6, sampler=keys, num_workers=1, collate_fn=collate)))
+    fast = next(iter(DataLoader(UInt8View(ds), batch_size=6, sampler=keys, num_workers=0, collate_fn=Collate(ds.mean, ds.std))))
+    torch.testing.assert_close(plain[0], fast[0], atol=1e-6, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(plain[2], fast[2]))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -33,7 +34,9 @@ def test_layout_and_splits(dataset):
 
 def test_round_trip_exactly_the_objects_written(dataset):
     out, report = dataset
-    records = read_voc_split([out], "trainval", CLASS_NAMES) + read_voc_split([out], "test", CLASS_NAMES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing clipped, dropped or defaulted
+        records = read_voc_split([out], "trainval", CLASS_NAMES) + read_voc_split([out], "test", CLASS_NAMES)
     assert sum(r.num_objects for r in records) == report["objects"]
     assert sum(int(r.difficult.sum()) for r in records) == report["difficult"]
     for record in records:
@@ -63,8 +66,11 @@ def test_images_are_voc_sized_and_objects_varied(dataset):
 def test_difficult_flags_on_tiny_or_occluded(tmp_path):
     report = generate_voc_dataset(tmp_path, images=120, test=0, seed=0)
     assert 0 < report["difficult"] < 0.4 * report["objects"]
-    # overlapping objects exist
-    records = read_voc_split([tmp_path], "trainval", CLASS_NAMES)
+    # overlapping objects exist; no box is empty in the reference frame (no warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        records = read_voc_split([tmp_path], "trainval", CLASS_NAMES)
+    assert all(((r.boxes[:, 2:] - r.boxes[:, :2]) >= 2).all() for r in records)
     from ssd_runtime.boxes import iou
 
     overlaps = [iou(r.boxes, r.boxes)[np.triu_indices(r.num_objects, 1)].max() for r in records if r.num_objects > 1]
