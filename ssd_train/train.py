@@ -30,7 +30,7 @@ from ssd_runtime.priors import PriorConfig
 from ssd_runtime.errors import ToolkitError
 from ssd_runtime.spec import ModelSpec
 from ssd_train.checkpoint import load_checkpoint, save_checkpoint
-from ssd_train.data import VOCDetection, collate, seed_worker
+from ssd_train.data import Collate, UInt8View, VOCDetection, collate, seed_worker
 from ssd_train.loss import MultiBoxLoss
 from ssd_train.model import SSD300
 
@@ -321,7 +321,8 @@ def fit(config: TrainConfig) -> FitResult:
                                  rank=dist_info.rank, world=dist_info.world)
     sampler.start_iteration = start_iteration
     loader = DataLoader(
-        train_set, batch_size=sampler.per_rank, sampler=sampler, num_workers=config.workers, collate_fn=collate,
+        UInt8View(train_set), batch_size=sampler.per_rank, sampler=sampler, num_workers=config.workers,
+        collate_fn=Collate(train_set.mean, train_set.std),
         worker_init_fn=seed_worker if config.workers else None, pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(config.seed + 7919 * dist_info.rank),
         persistent_workers=False, prefetch_factor=4 if config.workers else None,
