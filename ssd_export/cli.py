@@ -2,12 +2,95 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from ssd_runtime.errors import SpecError, ToolkitError
 
+
+def _print_report(report: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, sort_keys=True))
+        return
+    print(f"variant {report['variant']}, batch {report['batch_size']} (traced at {report['trace_batch']}), "
+          f"{report['images']}")
+    for name, stats in (report.get("outputs") or {}).items():
+        print(f"  {name:14s} max abs {stats['max_abs']:.3g}  max rel {stats['max_rel']:.3g}  "
+              f"allclose {stats['allclose']}  finite {stats['finite']}")
+    for name, comp in report.get("detections", {}).items():
+        print(f"  detections ({name}): identical {comp['identical']}, {comp['num_detections_a']} vs "
+              f"{comp['num_detections_b']}, edge cases {comp['edge_differences']}, mismatches {comp['num_mismatches']}")
+    print("PASSED" if report["passed"] else "FAILED: " + "; ".join(report["failures"]))
+
+
+def _cmd_onnx(args: argparse.Namespace) -> int:
+    """Export a checkpoint to ONNX, verify parity, print the report."""
+    from ssd_export.onnx_export import export_onnx
+    from ssd_export.verify import ParityError
+
+    try:
+        result = export_onnx(
+            args.checkpoint, args.output, dynamic_batch=args.static_batch is None,
+            static_batch=args.static_batch or 1, variant=args.variant, opset=args.opset,
+            exporter=args.exporter, verify=not args.no_verify, max_candidates=args.max_candidates,
+        )
+    except ParityError as exc:
+        _print_report(exc.report, args.json)
+        print(f"ssd-export onnx: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.to_dict(), sort_keys=True))
+        return 0
+    print(f"wrote {result.output} ({result.size_bytes / 1e6:.1f} MB, {result.variant}, opset {result.opset}, "
+          f"{'dynamic batch' if result.dynamic_batch else f'static batch {result.trace_batch}'}) "
+          f"in {result.seconds:.1f} s")
+    if result.verification is not None:
+        _print_report(result.verification, False)
+        print(f"report: {result.report_path}")
+    return 0
+
+
+def _add_onnx(sub: argparse._SubParsersAction) -> None:
+    from ssd_runtime.onnx_model import VARIANTS
+
+    p = sub.add_parser("onnx", help="export a checkpoint to one verified ONNX file (spec in its metadata)")
+    p.add_argument("--checkpoint", required=True, help="toolkit checkpoint (.pt)")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write (e.g. ssd300.onnx)")
+    p.add_argument("--static-batch", type=int, default=None, metavar="N",
+                   help="fix the batch size to N (default: dynamic batch)")
+    p.add_argument("--variant", choices=VARIANTS, default="fp32")
+    p.add_argument("--opset", type=int, default=19, help="ONNX opset (default 19)")
+    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
+    p.add_argument("--max-candidates", type=int, default=3840,
+                   help="end2end: per-image cap on (class, prior) candidates entering the NMS")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
+    p.add_argument("--json", action="store_true", help="one-line JSON report")
+    p.set_defaults(func=_cmd_onnx)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Verify an ONNX file against a checkpoint; print (and optionally save) the report."""
+    from ssd_export.verify import verify_onnx, write_report
+
+    report = verify_onnx(args.model, args.checkpoint, batch_size=args.batch)
+    if args.report:
+        write_report(report, args.report)
+    _print_report(report, args.json)
+    return 0 if report["passed"] else 1
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="ONNX Runtime vs PyTorch parity of an exported ONNX file")
+    p.add_argument("--model", required=True, help="exported ONNX file")
+    p.add_argument("--checkpoint", required=True, help="the checkpoint it was exported from")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 3, or the static one)")
+    p.add_argument("--report", default=None, help="also save the JSON report here")
+    p.add_argument("--json", action="store_true", help="one-line JSON report")
+    p.set_defaults(func=_cmd_verify)
+
+
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS: list = []
+COMMANDS: list = [_add_onnx, _add_verify]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,139 @@
+"""The NMS half of the end-to-end ONNX graph, written with ``onnx.helper`` (standard ops only).
+
+Input: an exported :class:`~ssd_export.wrappers.ScoresAndBoxes` graph with outputs ``boxes``
+(N, P, 4) fractional xyxy and ``scores`` (N, C-1, P) softmax scores without the background.
+Output: the same graph ending in fixed-size, padded detections, K = ``settings.top_k``:
+
+- ``boxes`` float32 (N, K, 4) fractional xyxy (not clipped), zeros past ``num_detections``;
+- ``scores`` float32 (N, K), score descending, zeros past ``num_detections``;
+- ``labels`` int64 (N, K) class indices 1..C-1, -1 past ``num_detections``;
+- ``num_detections`` int64 (N,).
+
+Steps (all standard ONNX, opset >= 13; TensorRT maps NonMaxSuppression to its NMS layer):
+
+1. candidate cap: per image only the ``max_candidates`` highest (class, prior) scores stay; the rest
+   are set to 0 (below any threshold). TensorRT's NMS layer considers at most 5000 candidates per image
+   and its TopK takes k <= 3840, so the cap makes ONNX Runtime do what TensorRT will do;
+2. ``NonMaxSuppression`` per image and class: score > min_score, suppression of IoU > max_overlap,
+   at most ``top_k`` boxes per class (exact: a class's (top_k+1)-th kept box can never make the
+   image's top_k);
+3. a dense mask of the selected (class, prior) pairs, then ``TopK`` of the kept scores over
+   (class, prior) flattened class-major: ties go to the lower index, i.e. class ascending, then prior
+   ascending - the reference order.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ssd_runtime.postprocess import float32_threshold
+from ssd_runtime.spec import PostprocessSettings
+
+#: Default per-image candidate cap: TensorRT's TopK limit (k <= 3840), under its NMS layer's 5000.
+DEFAULT_MAX_CANDIDATES = 3840
+
+
+def append_nms(
+    model: onnx.ModelProto,
+    settings: PostprocessSettings,
+    *,
+    num_priors: int,
+    num_classes: int,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    batch: int | str = "batch",
+) -> onnx.ModelProto:
+    """Rewrite ``model`` (outputs boxes, scores) to end in padded top_k detections (see module doc)."""
+    graph = model.graph
+    names = [o.name for o in graph.output]
+    if names != ["boxes", "scores"]:
+        raise ValueError(f"expected a graph with outputs ['boxes', 'scores'], got {names}")
+    if max_candidates < 1 or settings.top_k < 1:
+        raise ValueError("max_candidates and top_k must be positive")
+    num_fg = num_classes - 1
+    flat_size = num_fg * num_priors
+    cap = min(int(max_candidates), flat_size)
+    top_k = min(int(settings.top_k), flat_size)
+    # rename the network's outputs: they become internal tensors
+    for node in graph.node:
+        node.output[:] = [f"raw_{o}" if o in names else o for o in node.output]
+        node.input[:] = [f"raw_{i}" if i in names else i for i in node.input]
+    del graph.output[:]
+
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), f"e2e_{name}"))
+        return f"e2e_{name}"
+
+    def op(op_type: str, inputs: list[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op_type, inputs, [f"e2e_{output}"], name=f"e2e_{output}", **attrs))
+        return f"e2e_{output}"
+
+    boxes, scores = "raw_boxes", "raw_scores"
+    # 1. candidate cap over (class, prior): (N, C-1, P) -> (N, (C-1)*P)
+    flat = op("Reshape", [scores, const("flat_shape", np.array([0, -1], np.int64))], "scores_flat")
+    if cap < flat_size:
+        top_values = op("TopK", [flat, const("cap", np.array([cap], np.int64))], "cap_values", axis=1)
+        nodes[-1].output.append("e2e_cap_indices")
+        kth = op("Slice", [top_values, const("kth_start", np.array([cap - 1], np.int64)),
+                           const("kth_end", np.array([cap], np.int64)), const("axis1", np.array([1], np.int64))],
+                 "kth")  # (N, 1)
+        keep = op("GreaterOrEqual", [flat, kth], "cap_keep")
+        flat = op("Where", [keep, flat, const("zero", np.array(0.0, np.float32))], "scores_capped_flat")
+        scores = op("Reshape", [flat, const("nms_shape", np.array([0, num_fg, num_priors], np.int64))],
+                    "scores_capped")
+    # 2. NMS: selected (S, 3) = (image, class - 1, prior)
+    selected = op(
+        "NonMaxSuppression",
+        [boxes, scores, const("max_per_class", np.array([top_k], np.int64)),
+         const("iou_threshold", np.array([float32_threshold(settings.max_overlap)], np.float32)),
+         const("score_threshold", np.array([float32_threshold(settings.min_score)], np.float32))],
+        "selected",
+        center_point_box=0,
+    )
+    # 3. dense mask (N, C-1, P) of the selected pairs, kept scores or -1
+    zeros = op("ConstantOfShape", [op("Shape", [scores], "scores_shape")], "mask_zeros",
+               value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
+    num_selected = op("Slice", [op("Shape", [selected], "selected_shape"), const("s0", np.array([0], np.int64)),
+                                const("s1", np.array([1], np.int64))], "num_selected")
+    ones = op("ConstantOfShape", [num_selected], "selected_ones",
+              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))
+    mask = op("ScatterND", [zeros, selected, ones], "mask")
+    is_kept = op("Greater", [mask, const("half", np.array(0.5, np.float32))], "is_kept")
+    kept = op("Where", [is_kept, scores, const("minus_one", np.array(-1.0, np.float32))], "kept")
+    kept_flat = op("Reshape", [kept, const("flat_shape2", np.array([0, -1], np.int64))], "kept_flat")
+    # top_k over (class, prior) flattened class-major: (N, K) values and flat indices
+    values = op("TopK", [kept_flat, const("top_k", np.array([top_k], np.int64))], "top_values", axis=1)
+    nodes[-1].output.append("e2e_top_index")
+    index = "e2e_top_index"
+    valid = op("Greater", [values, const("minus_half", np.array(-0.5, np.float32))], "valid")
+    nodes.append(helper.make_node("ReduceSum", [op("Cast", [valid], "valid_i64", to=TensorProto.INT64),
+                                                const("axes1", np.array([1], np.int64))],
+                                  ["num_detections"], name="e2e_num_detections", keepdims=0))
+    num_p = const("num_priors", np.array(num_priors, np.int64))
+    cls0 = op("Div", [index, num_p], "cls0")
+    prior = op("Mod", [index, num_p], "prior")
+    label = op("Add", [cls0, const("one_i64", np.array(1, np.int64))], "label")
+    nodes.append(helper.make_node("Where", [valid, label, const("minus_one_i64", np.array(-1, np.int64))],
+                                  ["labels"], name="e2e_labels"))
+    nodes.append(helper.make_node("Where", [valid, values, const("zero_f", np.array(0.0, np.float32))],
+                                  ["scores"], name="e2e_scores"))
+    # boxes: (N, P, 4) gathered at prior (N, K) -> (N, K, 4)
+    prior_idx = op("Expand", [op("Unsqueeze", [prior, const("axis2", np.array([2], np.int64))], "prior_u"),
+                              const("expand4", np.array([1, 1, 4], np.int64))], "prior_idx")
+    gathered = op("GatherElements", [boxes, prior_idx], "boxes_gathered", axis=1)
+    valid3 = op("Unsqueeze", [valid, const("axis2b", np.array([2], np.int64))], "valid3")
+    nodes.append(helper.make_node("Where", [valid3, gathered, const("zero_box", np.array(0.0, np.float32))],
+                                  ["boxes"], name="e2e_boxes"))
+
+    graph.node.extend(nodes)
+    graph.initializer.extend(inits)
+    graph.output.extend([
+        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batch, top_k, 4]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, top_k]),
+        helper.make_tensor_value_info("labels", TensorProto.INT64, [batch, top_k]),
+        helper.make_tensor_value_info("num_detections", TensorProto.INT64, [batch]),
+    ])
+    return model

@@ -1,0 +1,267 @@
+"""Read what an exported ``ssd300.onnx`` says about itself: the model spec and export provenance.
+
+The exporter (``ssd_export.onnx_export``) writes into the ONNX ``metadata_props``:
+
+- ``ssd300.spec``: the :class:`~ssd_runtime.spec.ModelSpec` as JSON (classes, input size, mean/std,
+  prior configuration and the sha256 of its priors, variances, postprocess defaults, provenance);
+- ``ssd300.variant``: ``fp32`` | ``fp16`` | ``uint8-nhwc`` | ``end2end`` (what the graph's input and
+  outputs are, see :data:`VARIANT_IO`);
+- ``ssd300.source_checkpoint_sha256``: sha256 of the checkpoint file the weights came from;
+- ``ssd300.exporter``, ``ssd300.opset``, ``ssd300.format_version`` and, for ``end2end``,
+  ``ssd300.end2end`` (the settings and caps baked into the graph, JSON).
+
+Loading rules (shared/reference/bad-inputs.md): before any loader reads tensor data,
+:func:`check_external_data` refuses external-data locations that are absolute, contain ``..``, or
+resolve (through symlinks) outside the model's folder. The exporter itself always writes a single
+self-contained file.
+
+No import of torch, onnx or onnxruntime at module import time: the ``onnx`` package is imported
+inside the functions that parse the file (``pip install onnx``, part of the ``export`` extra).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from ssd_runtime.errors import SpecError
+from ssd_runtime.spec import ModelSpec, PostprocessSettings
+
+META_SPEC = "ssd300.spec"
+META_VARIANT = "ssd300.variant"
+META_SOURCE_SHA256 = "ssd300.source_checkpoint_sha256"
+META_EXPORTER = "ssd300.exporter"
+META_OPSET = "ssd300.opset"
+META_FORMAT_VERSION = "ssd300.format_version"
+META_END2END = "ssd300.end2end"
+#: Version of the metadata layout above (the spec carries its own schema version).
+ONNX_FORMAT_VERSION = 1
+
+#: Graph input and outputs of each variant: (input name, input dtype, layout), output names.
+VARIANT_IO: dict[str, tuple[tuple[str, str, str], tuple[str, ...]]] = {
+    "fp32": (("images", "float32", "NCHW"), ("locs", "class_logits")),
+    "fp16": (("images", "float32", "NCHW"), ("locs", "class_logits")),
+    "uint8-nhwc": (("images", "uint8", "NHWC"), ("locs", "class_logits")),
+    "end2end": (("images", "float32", "NCHW"), ("boxes", "scores", "labels", "num_detections")),
+}
+VARIANTS = tuple(VARIANT_IO)
+
+
+class OnnxModelError(ValueError):
+    """An ONNX file is unsafe to load, not an SSD300 toolkit export, or its metadata is malformed."""
+
+
+@dataclass(frozen=True)
+class End2EndConfig:
+    """What an end-to-end graph bakes in: postprocess settings and its per-image candidate cap.
+
+    max_candidates: at most this many (class, prior) candidates per image enter the NMS (the
+        highest-scored; TensorRT's NMS layer considers at most 5000 and its TopK takes k <= 3840).
+    """
+
+    settings: PostprocessSettings
+    max_candidates: int
+
+    def to_dict(self) -> dict:
+        return {"settings": self.settings.to_dict(), "max_candidates": self.max_candidates}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> End2EndConfig:
+        return cls(PostprocessSettings.from_dict(data["settings"]), int(data["max_candidates"]))
+
+
+@dataclass(frozen=True)
+class OnnxModelInfo:
+    """Everything an exported ONNX file says about itself (read from ``metadata_props``)."""
+
+    path: Path
+    spec: ModelSpec
+    variant: str
+    source_checkpoint_sha256: str
+    exporter: str
+    opset: int
+    end2end: End2EndConfig | None = None
+
+    @property
+    def input_name(self) -> str:
+        return VARIANT_IO[self.variant][0][0]
+
+    @property
+    def input_dtype(self) -> str:
+        return VARIANT_IO[self.variant][0][1]
+
+    @property
+    def input_layout(self) -> str:
+        return VARIANT_IO[self.variant][0][2]
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return VARIANT_IO[self.variant][1]
+
+
+def _is_unsafe_location(location: str) -> bool:
+    """True for an absolute location or one with a ``..`` component (POSIX or Windows spelling)."""
+    if not location or "\x00" in location:
+        return True
+    for pure in (PurePosixPath(location), PureWindowsPath(location)):
+        if pure.is_absolute() or pure.anchor or ".." in pure.parts:
+            return True
+    return False
+
+
+def check_external_data(path: str | os.PathLike) -> list[str]:
+    """Refuse an ONNX file whose external data could escape its folder; return the locations used.
+
+    Parses the protobuf without loading external data (nothing outside the file is opened). Every
+    tensor stored externally (initializers, sparse initializers, node attributes, subgraphs,
+    functions) must name a relative ``location`` without ``..`` that resolves, after following
+    symlinks, inside the model's folder. Raises :class:`OnnxModelError` naming the file and location.
+    """
+    model = _load_proto(path)
+    from onnx import TensorProto
+
+    path = Path(path)
+    folder = path.resolve().parent
+    locations: list[str] = []
+    for tensor in _all_tensors(model):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
+        if _is_unsafe_location(location):
+            raise OnnxModelError(
+                f"refused {path}: tensor {tensor.name!r} has external data at {location!r}, which is "
+                "absolute or contains '..' and could read files outside the model folder; re-export "
+                "the model as a single file (ssd-export onnx)"
+            )
+        target = (folder / location).resolve()
+        if not target.is_relative_to(folder):
+            raise OnnxModelError(
+                f"refused {path}: tensor {tensor.name!r} has external data {location!r} that resolves "
+                f"to {target}, outside the model folder {folder} (a symlink?); re-export the model as a "
+                "single file"
+            )
+        if location not in locations:
+            locations.append(location)
+    return locations
+
+
+def _all_tensors(model) -> Iterator:
+    """Every TensorProto of a ModelProto: initializers, sparse ones, attributes, subgraphs, functions."""
+
+    def graph_tensors(graph) -> Iterator:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        yield from nodes_tensors(graph.node)
+
+    def nodes_tensors(nodes) -> Iterator:
+        for node in nodes:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("sparse_tensor"):
+                    yield attr.sparse_tensor.values
+                    yield attr.sparse_tensor.indices
+                for sparse in attr.sparse_tensors:
+                    yield sparse.values
+                    yield sparse.indices
+                if attr.HasField("g"):
+                    yield from graph_tensors(attr.g)
+                for sub in attr.graphs:
+                    yield from graph_tensors(sub)
+
+    yield from graph_tensors(model.graph)
+    for function in model.functions:
+        yield from nodes_tensors(function.node)
+
+
+def _load_proto(path: str | os.PathLike):
+    """The ModelProto of ``path`` without its external data (imports onnx lazily)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise OnnxModelError(
+            f"reading {path} needs the onnx package: pip install 'ssd300-toolkit[export]' (or onnx)"
+        ) from exc
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise OnnxModelError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict (external data checked first, never read)."""
+    check_external_data(path)
+    model = _load_proto(path)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def read_onnx_info(path: str | os.PathLike) -> OnnxModelInfo:
+    """Rebuild the spec and export provenance of a toolkit ONNX file from the file alone.
+
+    The spec is checked as every loader checks it (schema version, prior hash). Raises
+    :class:`OnnxModelError` for a file without toolkit metadata, :class:`SpecError` for a bad spec.
+    """
+    path = Path(path)
+    meta = read_onnx_metadata(path)
+    if META_SPEC not in meta:
+        raise OnnxModelError(
+            f"{path} carries no '{META_SPEC}' metadata: it was not exported by this toolkit; export it "
+            "with `ssd-export onnx --checkpoint C -o OUT`"
+        )
+    version = meta.get(META_FORMAT_VERSION)
+    if version != str(ONNX_FORMAT_VERSION):
+        raise OnnxModelError(
+            f"{path}: ONNX metadata format version {version!r} is not supported (this toolkit reads "
+            f"{ONNX_FORMAT_VERSION}); re-export the model with this toolkit"
+        )
+    spec = ModelSpec.from_json(meta[META_SPEC], source=f"{path} ({META_SPEC})")
+    variant = meta.get(META_VARIANT, "")
+    if variant not in VARIANT_IO:
+        raise OnnxModelError(f"{path}: unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+    end2end = None
+    if variant == "end2end":
+        try:
+            end2end = End2EndConfig.from_dict(json.loads(meta[META_END2END]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OnnxModelError(f"{path}: malformed '{META_END2END}' metadata ({exc})") from exc
+    try:
+        opset = int(meta.get(META_OPSET, "0"))
+    except ValueError as exc:
+        raise OnnxModelError(f"{path}: malformed '{META_OPSET}' metadata") from exc
+    return OnnxModelInfo(
+        path=path,
+        spec=spec,
+        variant=variant,
+        source_checkpoint_sha256=meta.get(META_SOURCE_SHA256, ""),
+        exporter=meta.get(META_EXPORTER, ""),
+        opset=opset,
+        end2end=end2end,
+    )
+
+
+def read_onnx_spec(path: str | os.PathLike) -> ModelSpec:
+    """The model spec an exported ONNX file carries (see :func:`read_onnx_info`)."""
+    return read_onnx_info(path).spec
+
+
+__all__ = [
+    "End2EndConfig",
+    "OnnxModelError",
+    "OnnxModelInfo",
+    "SpecError",
+    "VARIANTS",
+    "VARIANT_IO",
+    "check_external_data",
+    "read_onnx_info",
+    "read_onnx_metadata",
+    "read_onnx_spec",
+]
