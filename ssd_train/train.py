@@ -343,7 +343,10 @@ def fit(config: TrainConfig) -> FitResult:
     window_start, window_images = start_time, 0
     stop_at = min(config.iterations, config.stop_at if config.stop_at is not None else config.iterations)
     iteration = start_iteration
-    running: dict[str, float] = {}
+    loss_sums = torch.zeros(3, device=device)
+    window_steps = 0
+    bad_iteration = torch.full((), -1, dtype=torch.long, device=device)
+    bad_values = torch.zeros(3, device=device)
     for images, boxes, labels, _difficult in loader:
         lr_now = config.lr * lr_factor(config, iteration)
         for group in optimizer.param_groups:
@@ -356,14 +359,13 @@ def fit(config: TrainConfig) -> FitResult:
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             locs, logits = train_model(images)
         parts = criterion(locs, logits, boxes, labels)
-        # One sync per step: a non-finite loss must stop the run before the step is applied.
-        values = torch.stack([parts.total.detach(), parts.loc.detach(), parts.conf.detach()]).float().cpu()
-        if not torch.isfinite(values).all():
-            raise TrainingError(
-                f"non-finite loss at iteration {iteration + 1}: total {values[0].item()}, loc {values[1].item()}, "
-                f"conf {values[2].item()}, lr {lr_now:g}; no checkpoint was written for it (the last good one is "
-                f"{last_path}). Lower the learning rate, add --warmup or --grad-clip, then --resume"
-            )
+        # No host sync per step: finiteness and loss sums stay on the device; the first non-finite
+        # iteration is recorded there and checked at every log step and before any checkpoint or
+        # evaluation, so a NaN never reaches a checkpoint and the GPU queue never drains.
+        values = torch.stack([parts.total.detach(), parts.loc.detach(), parts.conf.detach()]).float()
+        first_bad = (bad_iteration < 0) & ~torch.isfinite(values).all()
+        bad_iteration = torch.where(first_bad, iteration + 1, bad_iteration)
+        bad_values = torch.where(first_bad, values, bad_values)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(parts.total).backward()
         if config.grad_clip:
@@ -373,21 +375,25 @@ def fit(config: TrainConfig) -> FitResult:
         scaler.update()
         iteration += 1
         window_images += images.shape[0] * dist_info.world
-        for key, value in zip(("loss", "loc", "conf"), values.tolist()):
-            running[key] = running.get(key, 0.0) + value
-        running["n"] = running.get("n", 0) + 1
+        loss_sums += values
+        window_steps += 1
         if bar is not None:
             bar.update(1)
+        evaluate_now = eval_set is not None and (iteration % config.eval_every == 0 or iteration == config.iterations)
+        save_now = dist_info.main and (iteration % config.save_every == 0 or iteration == stop_at)
+        if iteration % config.log_every == 0 or iteration >= stop_at or evaluate_now or save_now:
+            _raise_if_bad(bad_iteration, bad_values, config, last_path)
         if iteration % config.log_every == 0 or iteration == stop_at:
             now = time.perf_counter()
-            row = {k: running[k] / running["n"] for k in ("loss", "loc", "conf")}
+            means = (loss_sums / window_steps).tolist()
+            row = dict(zip(("loss", "loc", "conf"), means))
             row.update(iteration=iteration, lr=lr_now, images_per_s=window_images / max(now - window_start, 1e-9))
-            running, window_start, window_images = {}, now, 0
+            loss_sums.zero_()
+            window_start, window_images, window_steps = now, 0, 0
             logger.log(row)
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", loc=f"{row['loc']:.3f}", conf=f"{row['conf']:.3f}",
                                 lr=f"{lr_now:.2g}", img_s=f"{row['images_per_s']:.1f}")
-        evaluate_now = eval_set is not None and (iteration % config.eval_every == 0 or iteration == config.iterations)
         if evaluate_now:
             result = evaluate(model, eval_set, spec, device, config.eval_batch_size, channels_last=config.channels_last)
             model.train()
@@ -398,7 +404,7 @@ def fit(config: TrainConfig) -> FitResult:
                 if dist_info.main:
                     save_checkpoint(best_path, model, spec, _training_state(
                         config, iteration, optimizer, scaler, best_map, history))
-        if dist_info.main and (iteration % config.save_every == 0 or iteration == stop_at):
+        if save_now:
             save_checkpoint(last_path, model, spec, _training_state(config, iteration, optimizer, scaler, best_map, history))
         if iteration >= stop_at:
             break
@@ -413,6 +419,19 @@ def fit(config: TrainConfig) -> FitResult:
         iteration=iteration, last_checkpoint=str(last_path),
         best_checkpoint=str(best_path) if best_path.exists() else None, best_map=best_map, history=history,
         seconds=seconds, images_per_s=images_seen / max(seconds, 1e-9), stopped_early=iteration < config.iterations,
+    )
+
+
+def _raise_if_bad(bad_iteration: torch.Tensor, bad_values: torch.Tensor, config: TrainConfig, last_path: Path) -> None:
+    """Stop with the first non-finite iteration and its loss parts (one host sync)."""
+    iteration = int(bad_iteration)
+    if iteration < 0:
+        return
+    total, loc, conf = bad_values.tolist()
+    raise TrainingError(
+        f"non-finite loss at iteration {iteration}: total {total}, loc {loc}, conf {conf}, "
+        f"lr {config.lr * lr_factor(config, iteration - 1):g}; no checkpoint was written from it (the last good "
+        f"one is {last_path}). Lower the learning rate, add --warmup or --grad-clip, then --resume"
     )
 
 
