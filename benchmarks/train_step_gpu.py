@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -88,10 +90,36 @@ def bench_torchvision(batch: int, amp: bool, iters: int) -> dict:
     return {"images_per_s": round(batch / seconds, 1), "ms_per_step": round(seconds * 1e3, 2)}
 
 
+def bench_real_loader(batch: int, amp: bool, workers: int, images: int, iterations: int) -> dict:
+    """``ssd_train.train.fit`` on the generated VOC-format dataset: the full step with the real DataLoader."""
+    import csv
+    import tempfile
+
+    from ssd_train.synthetic import generate_voc_dataset
+    from ssd_train.train import TrainConfig, fit
+
+    root = Path(tempfile.gettempdir()) / f"ssd_bench_shapes_{images}"
+    if not (root / "dataset.json").is_file():
+        generate_voc_dataset(root, images=images, test=max(8, images // 10), seed=0, workers=workers)
+    out = Path(tempfile.mkdtemp(prefix="ssd_bench_fit_"))
+    log_every = 10
+    fit(TrainConfig(data=[str(root)], out=str(out), batch_size=batch, iterations=iterations, device="cuda",
+                    amp="bf16" if amp else "none", channels_last=amp, workers=workers, log_every=log_every,
+                    save_every=10**9, progress=False))
+    with open(out / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["images_per_s"]]
+    steady = [float(r["images_per_s"]) for r in rows[2:]] or [float(r["images_per_s"]) for r in rows]
+    return {"images_per_s": round(sum(steady) / len(steady), 1), "workers": workers,
+            "windows": [round(v, 1) for v in steady]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--loader-images", type=int, default=1200, help="generated images for the DataLoader runs (0 skips)")
+    parser.add_argument("--loader-iterations", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=min(14, (os.cpu_count() or 2) - 1))
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print(json.dumps({"benchmark": "train_step_gpu", "skipped": "no CUDA device"}))
@@ -105,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         result[f"speedup_{mode}"] = round(
             result[f"ours_{mode}"]["images_per_s"] / result[f"torchvision_ssd300_vgg16_{mode}"]["images_per_s"], 2
         )
+    if args.loader_images:
+        for amp in (True, False):
+            mode = "amp_bf16_channels_last" if amp else "fp32"
+            result[f"ours_real_dataloader_{mode}"] = bench_real_loader(
+                args.batch, amp, args.workers, args.loader_images, args.loader_iterations)
     print(json.dumps(result))
     return 0
 
