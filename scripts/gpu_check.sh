@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All GPU checks and GPU benchmarks in one call, for a machine with a CUDA GPU and no internet.
-# Usage (repository root): bash scripts/gpu_check.sh   -> JSON on stdout (and $OUT/gpu_check.json)
+# Usage (repository root): bash scripts/gpu_check.sh [BENCHMARK_NAME_PART ...]
+#   -> JSON on stdout (and $OUT/gpu_check.json); with names, only the matching benchmarks run.
 # Packages the GPU image lacks travel as wheels in .whl/ (see README, "GPU checks").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,4 +12,4 @@ fi
 # Plain --no-deps would try to download setuptools for an isolated build and fail offline.
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 export PYTHONUNBUFFERED=1
-exec python3 scripts/gpu_check.py
+exec python3 scripts/gpu_check.py "$@"
