@@ -40,12 +40,28 @@ def run_benchmark(module: str, args: list[str], limit: int) -> dict:
         proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=limit)
     except subprocess.TimeoutExpired:
         return {"module": module, "error": f"timed out after {limit} s"}
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return {"module": module, "error": proc.stderr.strip()[-2000:] or f"exit {proc.returncode}, no JSON"}
-    result = json.loads(lines[-1])
+    result = _last_json(proc.stdout)
+    if proc.returncode != 0 or result is None:
+        return {"module": module, "error": proc.stderr.strip()[-2000:] or f"exit {proc.returncode}, no JSON",
+                "stdout": proc.stdout[-2000:]}
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
+
+
+def _last_json(text: str) -> dict | None:
+    """The last JSON object printed: the whole output, else the last line that parses."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    for line in reversed(text.splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
 
 
 def main() -> int:
