@@ -3,8 +3,8 @@
 Exporter and opset (one pair, pinned): torch.onnx's TorchScript exporter (``dynamo=False``) at
 opset 19.
 
-- opset 19: parsed by TensorRT 10.x (the JetPack 6 / TensorRT 10.3 parser reads up to opset 20) and
-  TensorRT 11 (up to 25), run by ONNX Runtime >= 1.14, and the minimum NVIDIA recommends for INT8 Q/DQ,
+- opset 19: within the range the ONNX parsers of TensorRT 10.x and 11 (up to 25) read (not checked on
+  a device: TensorRT cannot be installed here), run by ONNX Runtime >= 1.15, and the minimum NVIDIA recommends for INT8 Q/DQ,
   so the INT8 path quantizes this same file. The graph uses only Conv, MaxPool (ceil_mode), Relu,
   Pow/ReduceSum/Sqrt/Div/Mul (L2 norm), Transpose/Reshape/Concat, plus Softmax, Exp, Slice, TopK,
   NonMaxSuppression, ScatterND, GatherElements, Where in the end-to-end variant.
