@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from ssd_runtime.errors import SpecError, ToolkitError
+from ssd_runtime import cli_common
 
 
 def _print_report(report: dict, as_json: bool) -> None:
@@ -94,24 +94,11 @@ COMMANDS: list = [_add_onnx, _add_verify]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssd-export", description="Export SSD300 to ONNX and TensorRT.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in COMMANDS:
-        add(sub)
-    return parser
+    return cli_common.build_parser("ssd-export", "Export SSD300 to ONNX and TensorRT.", COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0 if not COMMANDS else 2
-    try:
-        return int(args.func(args) or 0)
-    except (SpecError, ToolkitError, ValueError, FileNotFoundError, OSError) as exc:
-        print(f"ssd-export {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return cli_common.run(build_parser(), argv)
 
 
 if __name__ == "__main__":

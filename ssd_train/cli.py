@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from ssd_runtime.errors import SpecError, ToolkitError
+from ssd_runtime import cli_common
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -111,10 +111,12 @@ def _add_import_tutorial(sub: argparse._SubParsersAction) -> None:
 #: Named recipes: defaults for flags the user did not give. "reference" is TrainConfig's own defaults.
 RECIPES: dict[str, dict] = {
     "reference": {},
-    # The CPU quick start: a narrow network, AdamW with warm-up and a cosine schedule, small batches.
-    "cpu-quick": {"width": 0.25, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4,
-                  "schedule": "cosine", "warmup": 100, "iterations": 1500, "workers": 1, "eval_every": 500,
-                  "eval_images": 200, "save_every": 250, "log_every": 10, "grad_clip": 10.0},
+    # The CPU quick start: a narrow network (width 0.125 trains at about 16 images/s on 2 cores with
+    # channels_last; width 0.25 at under 2), AdamW with warm-up and a cosine schedule, small batches.
+    "cpu-quick": {"width": 0.125, "batch_size": 16, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 5e-4,
+                  "schedule": "cosine", "warmup": 50, "iterations": 900, "workers": 1, "eval_every": 300,
+                  "eval_images": 200, "save_every": 100, "log_every": 10, "grad_clip": 10.0,
+                  "channels_last": True},
 }
 
 
@@ -232,20 +234,11 @@ COMMANDS = [_add_check, _add_data, _add_fit, _add_eval, _add_import_tutorial]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssd-train", description="Train and evaluate SSD300 in PyTorch.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in COMMANDS:
-        add(sub)
-    return parser
+    return cli_common.build_parser("ssd-train", "Train and evaluate SSD300 in PyTorch.", COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (SpecError, ToolkitError, ValueError, FileNotFoundError, OSError) as exc:
-        print(f"ssd-train {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return cli_common.run(build_parser(), argv)
 
 
 if __name__ == "__main__":
