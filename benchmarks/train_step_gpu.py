@@ -21,8 +21,8 @@ def _synthetic_targets(batch: int, device: torch.device, generator: torch.Genera
         n = int(torch.randint(1, 6, (1,), generator=generator))
         xy = torch.rand(n, 2, generator=generator) * 0.6
         wh = torch.rand(n, 2, generator=generator) * 0.35 + 0.05
-        boxes.append(torch.cat([xy, xy + wh], 1).to(device))
-        labels.append(torch.randint(1, 21, (n,), generator=generator).to(device))
+        boxes.append(torch.cat([xy, xy + wh], 1))  # on the CPU, as the DataLoader yields them
+        labels.append(torch.randint(1, 21, (n,), generator=generator))
     return boxes, labels
 
 
@@ -76,7 +76,7 @@ def bench_torchvision(batch: int, amp: bool, iters: int) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
     images = list(torch.rand(batch, 3, 300, 300, generator=g).to(device).unbind(0))
     boxes, labels = _synthetic_targets(batch, device, g)
-    targets = [{"boxes": b * 300, "labels": lab} for b, lab in zip(boxes, labels)]
+    targets = [{"boxes": (b * 300).to(device), "labels": lab.to(device)} for b, lab in zip(boxes, labels)]
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):

@@ -44,7 +44,9 @@ class MultiBoxLoss(nn.Module):
 
     forward(predicted_locs (N, P, 4), predicted_scores (N, P, C), boxes, labels, image_ids=None):
         boxes: per image a (n_i, 4) tensor of fractional xyxy ground truths; labels: per image (n_i,)
-        int64 class indices in 1..C-1 (0 is background). Images without objects are allowed.
+        int64 class indices in 1..C-1 (0 is background). Images without objects are allowed. Pass them
+        on the CPU (as the DataLoader yields them) when training on a GPU: they are padded and checked
+        there and moved once, so the step needs no host synchronisation.
         Returns :class:`LossParts`.
     """
 
@@ -76,16 +78,21 @@ class MultiBoxLoss(nn.Module):
         device = self.priors_cxcy.device
         n_images = len(boxes)
         max_objects = max(1, max((len(b) for b in boxes), default=0))
-        # Pad ground truths: (N, M) with a validity mask; padded boxes never match anything.
-        gt_boxes = torch.zeros(n_images, max_objects, 4, device=device)
-        gt_labels = torch.zeros(n_images, max_objects, dtype=torch.long, device=device)
-        valid = torch.zeros(n_images, max_objects, dtype=torch.bool, device=device)
+        # Pad ground truths to (N, M) with a validity mask where they are (the DataLoader gives CPU
+        # tensors: padding and the degenerate-box check then cost no GPU sync), then move them once.
+        source = boxes[0].device if n_images else device
+        gt_boxes = torch.zeros(n_images, max_objects, 4, device=source)
+        gt_labels = torch.zeros(n_images, max_objects, dtype=torch.long, device=source)
+        valid = torch.zeros(n_images, max_objects, dtype=torch.bool, device=source)
         for i, (b, lab) in enumerate(zip(boxes, labels, strict=True)):
             if len(b):
-                gt_boxes[i, : len(b)] = b.to(device, torch.float32)
-                gt_labels[i, : len(b)] = lab.to(device, torch.long)
+                gt_boxes[i, : len(b)] = b.to(source, torch.float32)
+                gt_labels[i, : len(b)] = lab.to(source, torch.long)
                 valid[i, : len(b)] = True
         self._check_boxes(gt_boxes, valid, image_ids)
+        gt_boxes = gt_boxes.to(device, non_blocking=True)
+        gt_labels = gt_labels.to(device, non_blocking=True)
+        valid = valid.to(device, non_blocking=True)
 
         overlap = iou(gt_boxes, self.priors_xyxy)  # (N, M, P)
         overlap = overlap.masked_fill(~valid[:, :, None], -1.0)

@@ -354,8 +354,7 @@ def fit(config: TrainConfig) -> FitResult:
         images = images.to(device, non_blocking=True)
         if config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        boxes = [b.to(device, non_blocking=True) for b in boxes]
-        labels = [lab.to(device, non_blocking=True) for lab in labels]
+        # boxes and labels stay on the CPU: the loss pads and checks them there and moves them once
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             locs, logits = train_model(images)
         parts = criterion(locs, logits, boxes, labels)
