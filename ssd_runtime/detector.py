@@ -165,12 +165,12 @@ class Detector:
         settings = self.settings_with(min_score, max_overlap, top_k)
         batch = self.prepare(image_list)
         results = [
-            self._to_pixels(dets, width, height)
+            self.to_image_detections(dets, width, height)
             for dets, (width, height) in zip(self.raw_detections(batch.pixels, settings), batch.sizes)
         ]
         return results if batched else results[0]
 
-    def _to_pixels(self, dets: Detections, width: int, height: int) -> ImageDetections:
+    def to_image_detections(self, dets: Detections, width: int, height: int) -> ImageDetections:
         names = tuple(self.spec.class_names[int(label)] for label in dets.labels)
         return ImageDetections(
             dets.to_pixels(width, height).astype(np.float32), dets.labels.astype(np.int64), names,
