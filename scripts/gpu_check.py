@@ -19,6 +19,7 @@ BENCHMARKS = [
     ("benchmarks.train_step_gpu", [], 200),
     ("benchmarks.postprocess_gpu", ["--batch", "1"], 60),
     ("benchmarks.postprocess_gpu", ["--batch", "32", "--repeats", "30"], 90),
+    ("benchmarks.runtime_gpu", [], 150),
 ]
 
 

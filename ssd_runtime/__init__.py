@@ -1,8 +1,9 @@
-"""SSD300 deployable runtime: spec, priors, box ops and (later) data, metric, backends.
+"""SSD300 deployable runtime: spec, priors, box ops, data, metric, backends and the Detector.
 
 Importing this package never imports torch; torch, TensorRT, CUDA and ONNX Runtime are imported
 lazily inside the backend or postprocess that needs them.
 """
+from ssd_runtime.detector import Detector, ImageDetections
 from ssd_runtime.errors import AnnotationError, DatasetError, ImageError, SpecError
 from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
 from ssd_runtime.spec import (
@@ -16,6 +17,8 @@ from ssd_runtime.spec import (
 __all__ = [
     "AnnotationError",
     "DatasetError",
+    "Detector",
+    "ImageDetections",
     "ImageError",
     "DETECTION_SETTINGS",
     "EVALUATION_SETTINGS",

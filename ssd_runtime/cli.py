@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from ssd_runtime.errors import SpecError, ToolkitError
+from ssd_runtime import cli_common
 
 
 def _cmd_priors(args: argparse.Namespace) -> int:
@@ -22,25 +22,123 @@ def _add_priors(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_priors)
 
 
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model file: .onnx (ONNX Runtime), .pt/.pth (PyTorch checkpoint), .engine/.plan")
+    p.add_argument("--backend", default="auto", help="auto (by file kind), onnxruntime, torch, tensorrt")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--postprocess", default="numpy", choices=["numpy", "gpu"],
+                   help="numpy (host) or gpu (torch on the backend's device)")
+    p.add_argument("--fp16", action="store_true", help="PyTorch backend: FP16 network (conv4_3 norm in FP32)")
+    p.add_argument("--cuda-graph", action="store_true", help="PyTorch backend on CUDA: replay CUDA graphs")
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    options = {}
+    if args.fp16:
+        options["fp16"] = True
+    if args.cuda_graph:
+        options["cuda_graph"] = True
+    return options
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ssd_runtime.evaluate import compare_map, format_report
+
+    report = compare_map(
+        args.model, args.data, checkpoint=args.checkpoint, split=args.split, backend=args.backend,
+        device=args.device, postprocess=args.postprocess, batch_size=args.batch_size, max_images=args.max_images,
+        ap_method=args.ap_method, backend_options=_backend_options(args),
+    )
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0 if report["within_target"] in (None, True) else 1
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="VOC mAP through the runtime, beside the PyTorch checkpoint it came from")
+    _add_model_flags(p)
+    p.add_argument("--data", required=True, help="VOC root, VOCdevkit, or a generated dataset folder")
+    p.add_argument("--checkpoint", help="the .pt the model was exported from: its mAP is reported beside (delta in points)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-images", type=int, default=0, help="evaluate the first N images only (0 = all)")
+    p.add_argument("--ap-method", default="11point", choices=["11point", "allpoint"])
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ssd_runtime.bench import benchmark, format_summary
+    from ssd_runtime.detector import Detector
+
+    detector = Detector.load(args.model, args.backend, device=args.device, postprocess=args.postprocess,
+                             **_backend_options(args))
+    report = benchmark(detector, args.batch_sizes, warmup=args.warmup, iterations=args.iterations)
+    report["model"] = args.model
+    print(json.dumps(report, indent=1) if args.json else format_summary(report))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency/throughput per stage (preprocess, inference, postprocess, end to end)")
+    _add_model_flags(p)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ssd_runtime.detector import Detector
+    from ssd_runtime.draw import draw_detections
+    from ssd_runtime.fileio import atomic_path
+    from ssd_runtime.images import open_image
+
+    detector = Detector.load(args.model, args.backend, device=args.device, postprocess=args.postprocess,
+                             **_backend_options(args))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = []
+    for path in map(Path, args.images):
+        image = open_image(path)
+        result = detector.detect(image, min_score=args.min_score, max_overlap=args.max_overlap, top_k=args.top_k)
+        drawn_path = out_dir / f"{path.stem}.jpg"
+        json_path = out_dir / f"{path.stem}.json"
+        with atomic_path(drawn_path) as tmp:
+            draw_detections(image, result).save(tmp, format="JPEG", quality=92)
+        entry = {"image": str(path), "output": str(drawn_path), **result.to_dict()}
+        with atomic_path(json_path) as tmp:
+            Path(tmp).write_text(json.dumps(entry, indent=1))
+        summary.append({"image": str(path), "output": str(drawn_path), "json": str(json_path), "detections": len(result)})
+    print(json.dumps(summary, indent=1) if args.json else
+          "\n".join(f"{s['image']}: {s['detections']} detections -> {s['output']}, {s['json']}" for s in summary))
+    return 0
+
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="detect objects in images; saves drawn images and JSON")
+    _add_model_flags(p)
+    p.add_argument("images", nargs="+", help="JPEG/PNG files")
+    p.add_argument("--out", default="detections", help="output folder (default ./detections)")
+    p.add_argument("--min-score", type=float, default=None, help="default: the model's detection setting")
+    p.add_argument("--max-overlap", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_detect)
+
+
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS = [_add_priors]
+COMMANDS = [_add_priors, _add_eval, _add_bench, _add_detect]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssd-runtime", description="Run SSD300 models (ONNX, TensorRT, PyTorch).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in COMMANDS:
-        add(sub)
-    return parser
+    return cli_common.build_parser("ssd-runtime", "Run SSD300 models (ONNX, TensorRT, PyTorch).", COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (SpecError, ToolkitError, ValueError, FileNotFoundError, OSError) as exc:
-        print(f"ssd-runtime {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return cli_common.run(build_parser(), argv)
 
 
 if __name__ == "__main__":

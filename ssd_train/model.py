@@ -6,6 +6,7 @@ Parameter names follow the reference tutorial (``base``, ``aux_convs``, ``pred_c
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -257,3 +258,31 @@ def load_vgg16_weights(model: SSD300, path: str | Path) -> None:
     if bad:
         raise VGGWeightsError(f"{path}: shape mismatch for {bad[:4]}: not a VGG-16 (16-layer, 1000-class) file")
     model.base.load_state_dict(mapped, strict=True)
+
+
+class FP16Network(nn.Module):
+    """SSD300 in FP16 with the overflow-prone L2 norm of conv4_3 in FP32; FP32 input and outputs.
+
+    The conv4_3 norm sums 512 squares per location: with activations above ~11 that sum passes FP16's
+    65,504 and a naive FP16 network returns inf/NaN. Here conv4_3 is cast to FP32, normalised and
+    rescaled in FP32, and cast back (normalised values are at most the rescale factor, ~20). No softmax
+    (the postprocess applies it in FP32). Used by the PyTorch-checkpoint backend (``fp16=True``); the
+    ONNX exporter's FP16 wrapper has the same semantics.
+    """
+
+    def __init__(self, model: SSD300) -> None:
+        super().__init__()
+        model = copy.deepcopy(model).eval()
+        self.base = model.base.half()
+        self.aux_convs = model.aux_convs.half()
+        self.pred_convs = model.pred_convs.half()
+        self.rescale_factors = nn.Parameter(model.rescale_factors.detach().float().clone())
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        conv4_3, conv7 = self.base(images.to(torch.float16))
+        x = conv4_3.to(torch.float32)
+        norm = x.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(L2NORM_EPS)
+        conv4_3 = (x / norm * self.rescale_factors).to(torch.float16)
+        sources = (conv4_3, conv7, *self.aux_convs(conv7))
+        locs, class_logits = self.pred_convs(sources)
+        return locs.to(torch.float32), class_logits.to(torch.float32)

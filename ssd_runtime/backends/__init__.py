@@ -1,0 +1,105 @@
+"""Backends: one small interface, found through a registry of dotted names imported only when used.
+
+A backend turns a preprocessed batch into the raw network outputs::
+
+    class Backend(Protocol):
+        spec: ModelSpec            # read from the model file (classes, priors, preprocessing)
+        input_kind: str            # "float32-nchw" (N, 3, S, S) normalised | "uint8-nhwc" (N, S, S, 3)
+        device: str                # "cpu", "cuda:0", ...: where infer() leaves its outputs
+        def infer(self, batch) -> tuple[locs, class_logits]
+
+``batch`` is a NumPy array (host) or a torch tensor (on ``device``); ``locs`` (N, P, 4) and
+``class_logits`` (N, P, C) are float32 NumPy arrays (host backends) or torch tensors on ``device``.
+``infer`` must be safe to call from several threads at once.
+
+The registry maps a file kind (suffix) to ``"module:Class"`` strings; the class is imported the first
+time a file of that kind is loaded. That is how the PyTorch-checkpoint backend, which needs the model
+class and lives in ``ssd_train``, serves ``Detector.load("model.pt")`` while ``ssd_runtime`` never
+imports ``ssd_train``. A new backend is one new module plus one line in :data:`BACKENDS`.
+Each class provides ``load(path, *, device, **options)`` (a classmethod).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ssd_runtime.spec import ModelSpec
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "backend_class", "resolve_backend", "to_numpy"]
+
+#: file kind (suffix) -> backend name; backend name -> "module:Class" (imported lazily).
+FILE_KINDS: dict[str, str] = {
+    ".onnx": "onnxruntime",
+    ".pt": "torch",
+    ".pth": "torch",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+}
+BACKENDS: dict[str, str] = {
+    "onnxruntime": "ssd_runtime.backends.onnxruntime:OrtBackend",
+    "torch": "ssd_train.backend:TorchCheckpointBackend",
+    "tensorrt": "ssd_runtime.backends.tensorrt:TensorRTBackend",
+}
+#: What to install when a backend's module cannot be imported.
+_INSTALL_HINTS = {
+    "onnxruntime": "pip install 'ssd300-toolkit[ort]' (or onnxruntime-gpu for CUDA)",
+    "torch": "pip install 'ssd300-toolkit[train]' (torch, torchvision)",
+    "tensorrt": "the TensorRT backend needs TensorRT 10/11 and the toolkit's TensorRT module "
+    "(ssd_runtime.backends.tensorrt); use the ONNX model with backend='onnxruntime' meanwhile",
+}
+
+
+class BackendError(ValueError):
+    """No backend for a file, an unknown backend name, or a backend that cannot be imported."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    spec: ModelSpec
+    input_kind: str
+    device: str
+
+    def infer(self, batch: Any) -> tuple[Any, Any]: ...
+
+
+def resolve_backend(path: str | os.PathLike, backend: str = "auto") -> str:
+    """The backend name for ``path``: ``backend`` itself, or, for "auto", the one its suffix maps to."""
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise BackendError(f"unknown backend {backend!r}; choose 'auto' or one of {', '.join(BACKENDS)}")
+        return backend
+    suffix = Path(path).suffix.lower()
+    if suffix not in FILE_KINDS:
+        raise BackendError(
+            f"{path}: no backend for files ending in {suffix or '(no suffix)'!r}; known kinds: "
+            f"{', '.join(sorted(FILE_KINDS))} - or pass backend= one of {', '.join(BACKENDS)}"
+        )
+    return FILE_KINDS[suffix]
+
+
+def backend_class(name: str) -> type:
+    """Import and return the class registered under ``name`` (the first use imports its module)."""
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    module_name, _, class_name = BACKENDS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise BackendError(
+            f"backend {name!r} ({BACKENDS[name]}) is not available: {exc}; {_INSTALL_HINTS.get(name, '')}"
+        ) from exc
+    try:
+        return getattr(module, class_name)
+    except AttributeError as exc:
+        raise BackendError(f"backend {name!r}: module {module_name} has no class {class_name}") from exc
+
+
+def to_numpy(array: Any):
+    """float32 NumPy view/copy of a backend output (a torch tensor is copied to the host)."""
+    import numpy as np
+
+    if isinstance(array, np.ndarray):
+        return array if array.dtype == np.float32 else array.astype(np.float32)
+    return array.detach().float().cpu().numpy()

@@ -1,0 +1,182 @@
+"""The runtime detector: a model file in, detections in image pixels out.
+
+::
+
+    from ssd_runtime import Detector
+    detector = Detector.load("ssd300.onnx")             # or a .pt checkpoint, device="cuda", postprocess="gpu"
+    result = detector.detect("street.jpg")              # one image -> ImageDetections
+    results = detector.detect([img_a, img_b], min_score=0.5)   # a batch -> list[ImageDetections]
+
+Everything the detector needs (class names, priors, input size, mean/std, postprocess defaults)
+comes from the model file's spec. The pipeline is :func:`ssd_runtime.preprocess.preprocess` ->
+``backend.infer`` -> postprocess (NumPy, or torch on the backend's device with ``postprocess="gpu"``:
+the raw outputs are never copied to the host, only the final detections) -> boxes scaled to the
+pixels of each input image.
+
+Thread safety: ``detect`` keeps no per-call state on the detector; backends' ``infer`` is thread
+safe (ONNX Runtime sessions are; PyTorch inference under no_grad is; CUDA-graph replays take a lock).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ssd_runtime.backends import backend_class, resolve_backend, to_numpy
+from ssd_runtime.postprocess import Detections, postprocess
+from ssd_runtime.preprocess import ImageInput, PreparedBatch, as_image_list, preprocess
+from ssd_runtime.spec import ModelSpec, PostprocessSettings
+
+__all__ = ["POSTPROCESSES", "Detector", "ImageDetections"]
+
+#: "numpy": on the host, no torch; "gpu": the torch postprocess on the backend's device tensors
+#: (a CUDA GPU for GPU backends; CPU tensors for a CPU backend).
+POSTPROCESSES = ("numpy", "gpu")
+
+
+@dataclass(frozen=True)
+class ImageDetections:
+    """Detections of one image, score-sorted (ties: class asc, then prior asc).
+
+    boxes: float32 (K, 4) xyxy in pixels of the image as given (not clipped to it); labels: int64 (K,)
+    class indices (1..C-1); class_names: the K names; scores: float32 (K,); width, height: the image size.
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    scores: np.ndarray
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to_dict(self) -> dict:
+        """JSON-able: image size and one entry per detection (box in pixels, label, class name, score)."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "detections": [
+                {"box": [round(float(v), 3) for v in box], "label": int(label), "class_name": name,
+                 "score": round(float(score), 6)}
+                for box, label, name, score in zip(self.boxes, self.labels, self.class_names, self.scores)
+            ],
+        }
+
+
+class Detector:
+    """SSD300 detection through a backend (ONNX Runtime, PyTorch checkpoint, TensorRT).
+
+    Use :meth:`load`. Attributes: ``backend`` (its ``spec``, ``input_kind``, ``device``), ``spec``,
+    ``postprocess`` ("numpy" | "gpu"), ``settings`` (defaults: the spec's detection settings).
+    """
+
+    def __init__(self, backend: Any, *, postprocess: str = "numpy") -> None:
+        if postprocess not in POSTPROCESSES:
+            raise ValueError(f"postprocess must be one of {POSTPROCESSES}, got {postprocess!r}")
+        self.backend = backend
+        self.spec: ModelSpec = backend.spec
+        self.postprocess = postprocess
+        self.settings = self.spec.detection
+        self.priors = self.spec.make_priors()  # (P, 4) fractional cxcywh, hash-checked
+        self._device_priors: Any = None
+        self._priors_lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        backend: str = "auto",
+        *,
+        device: str = "cpu",
+        postprocess: str = "numpy",
+        **options: Any,
+    ) -> Detector:
+        """Load a model file; the backend comes from its kind (``.onnx``, ``.pt``/``.pth``, ``.engine``/``.plan``).
+
+        options go to the backend (PyTorch: ``fp16``, ``channels_last``, ``cuda_graph``; ONNX Runtime:
+        ``intra_op_threads``).
+        """
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"model not found: {path}")
+        name = resolve_backend(path, backend)
+        return cls(backend_class(name).load(path, device=device, **options), postprocess=postprocess)
+
+    def settings_with(
+        self, min_score: float | None = None, max_overlap: float | None = None, top_k: int | None = None,
+        base: PostprocessSettings | None = None,
+    ) -> PostprocessSettings:
+        """``base`` (default: the detection settings) with the given values replaced."""
+        base = base or self.settings
+        return PostprocessSettings(
+            base.min_score if min_score is None else float(min_score),
+            base.max_overlap if max_overlap is None else float(max_overlap),
+            base.top_k if top_k is None else int(top_k),
+        )
+
+    def prepare(self, images: Sequence[ImageInput]) -> PreparedBatch:
+        """Single images -> the backend's input batch and the images' sizes."""
+        return preprocess(images, self.spec, self.backend.input_kind)
+
+    def raw_detections(self, pixels: Any, settings: PostprocessSettings) -> list[Detections]:
+        """A preprocessed batch -> fractional :class:`Detections` per image (inference + postprocess)."""
+        locs, class_logits = self.backend.infer(pixels)
+        return self.postprocess_outputs(locs, class_logits, settings)
+
+    def postprocess_outputs(self, locs: Any, class_logits: Any, settings: PostprocessSettings) -> list[Detections]:
+        """Raw outputs (host arrays or device tensors) -> fractional :class:`Detections` per image."""
+        if self.postprocess == "numpy":
+            return postprocess(to_numpy(locs), to_numpy(class_logits), self.priors, settings, self.spec.variances)
+        from ssd_runtime.postprocess_torch import postprocess_torch
+
+        import torch
+
+        if isinstance(locs, np.ndarray):
+            locs, class_logits = torch.from_numpy(locs), torch.from_numpy(class_logits)
+        return postprocess_torch(locs, class_logits, self._priors_on(locs.device), settings, self.spec.variances)
+
+    def _priors_on(self, device: Any) -> Any:
+        import torch
+
+        with self._priors_lock:
+            if self._device_priors is None or self._device_priors.device != device:
+                self._device_priors = torch.from_numpy(np.array(self.priors)).to(device)
+            return self._device_priors
+
+    def detect(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        min_score: float | None = None,
+        max_overlap: float | None = None,
+        top_k: int | None = None,
+    ) -> ImageDetections | list[ImageDetections]:
+        """Detect objects in one image or a batch.
+
+        images: a path, a PIL image, a uint8 (H, W, 3) RGB array (-> one :class:`ImageDetections`), or a
+        list of those / a uint8 (N, H, W, 3) array (-> a list). Settings default to the spec's detection
+        settings (min_score 0.2, max_overlap 0.5, top_k 200 for the reference).
+        """
+        image_list, batched = as_image_list(images)
+        settings = self.settings_with(min_score, max_overlap, top_k)
+        batch = self.prepare(image_list)
+        results = [
+            self.to_image_detections(dets, width, height)
+            for dets, (width, height) in zip(self.raw_detections(batch.pixels, settings), batch.sizes)
+        ]
+        return results if batched else results[0]
+
+    def to_image_detections(self, dets: Detections, width: int, height: int) -> ImageDetections:
+        names = tuple(self.spec.class_names[int(label)] for label in dets.labels)
+        return ImageDetections(
+            dets.to_pixels(width, height).astype(np.float32), dets.labels.astype(np.int64), names,
+            dets.scores.astype(np.float32), int(width), int(height),
+        )
+
+    def __repr__(self) -> str:
+        return (f"Detector({type(self.backend).__name__}, device={self.backend.device!r}, "
+                f"postprocess={self.postprocess!r}, classes={self.spec.num_classes})")

@@ -1,0 +1,71 @@
+"""ssd-runtime eval / bench / detect, and runtime evaluation parity with the PyTorch evaluation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ssd_runtime.cli import main
+
+
+def test_eval_json_matches_the_pytorch_evaluation(runtime_onnx, runtime_checkpoint, voc_root, capsys):
+    """Runtime mAP (ONNX Runtime) vs the checkpoint through the runtime vs ssd-train's own evaluate."""
+    from ssd_train.checkpoint import load_model
+    from ssd_train.data import VOCDetection
+    from ssd_train.train import evaluate
+
+    code = main(["eval", "--model", str(runtime_onnx), "--data", str(voc_root), "--checkpoint",
+                 str(runtime_checkpoint), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["within_target"] is True
+    assert abs(report["delta_points"]) <= 0.05 and report["precision"] == "fp32"
+    assert report["runtime"]["images"] == 8 and report["settings"] == {"min_score": 0.01, "max_overlap": 0.45, "top_k": 200}
+    model, spec = load_model(runtime_checkpoint)
+    dataset = VOCDetection.from_voc(voc_root, "test", class_names=spec.class_names, train=False)
+    pytorch = evaluate(model, dataset, spec, batch_size=8)
+    assert abs(report["runtime"]["map"] - pytorch.map) * 100 <= 0.05
+    assert report["checkpoint"]["map"] == pytest.approx(pytorch.map, abs=1e-9)
+    # the table form
+    assert main(["eval", "--model", str(runtime_onnx), "--data", str(voc_root), "--max-images", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "mAP" in table and "runtime" in table
+
+
+def test_bench_report_structure(runtime_onnx, capsys):
+    assert main(["bench", "--model", str(runtime_onnx), "--batch-sizes", "1", "2", "--warmup", "1",
+                 "--iterations", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["backend"] == "OrtBackend" and report["postprocess"] == "numpy"
+    assert [r["batch_size"] for r in report["results"]] == [1, 2]
+    for entry in report["results"]:
+        assert set(entry["stages"]) == {"preprocess", "inference", "postprocess", "end_to_end"}
+        for stats in entry["stages"].values():
+            assert stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] <= stats["max_ms"]
+            assert stats["images_per_s"] > 0
+    assert main(["bench", "--model", str(runtime_onnx), "--batch-sizes", "1", "--warmup", "0", "--iterations", "1"]) == 0
+    assert "Performance summary" in capsys.readouterr().out
+
+
+def test_detect_writes_images_and_json(runtime_onnx, voc_root, tmp_path, capsys):
+    images = sorted((voc_root / "JPEGImages").glob("*.jpg"))[:2]
+    out = tmp_path / "out"
+    assert main(["detect", "--model", str(runtime_onnx), *map(str, images), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert len(summary) == 2
+    for path, entry in zip(images, summary):
+        drawn = Image.open(out / f"{path.stem}.jpg")
+        assert drawn.size == Image.open(path).size
+        data = json.loads((out / f"{path.stem}.json").read_text())
+        assert data["image"] == str(path) and len(data["detections"]) == entry["detections"]
+        for det in data["detections"]:
+            assert set(det) == {"box", "label", "class_name", "score"} and det["score"] > 0.2
+
+
+def test_cli_errors_are_short_messages(tmp_path, capsys):
+    assert main(["detect", "--model", str(tmp_path / "missing.onnx"), "x.jpg"]) == 2
+    assert "model not found" in capsys.readouterr().err
+    (tmp_path / "m.bin").write_bytes(b"x")
+    assert main(["bench", "--model", str(tmp_path / "m.bin")]) == 2
+    assert "no backend" in capsys.readouterr().err
