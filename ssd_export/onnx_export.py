@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 
 from ssd_export.end2end import DEFAULT_MAX_CANDIDATES, append_nms
 from ssd_export.verify import ParityError, verify_onnx, write_report
-from ssd_export.wrappers import FP16Network, ScoresAndBoxes, Uint8NHWCInput
+from ssd_export.wrappers import ScoresAndBoxes, Uint8NHWCInput
+from ssd_train.model import FP16Network
 from ssd_runtime.fileio import atomic_path, sha256_file
 from ssd_runtime.onnx_model import (
     META_END2END,

@@ -1,7 +1,7 @@
 """Export-only wrappers around :class:`ssd_train.model.SSD300` (the model's forward stays untouched).
 
 - :class:`Uint8NHWCInput`: raw frames in, ``(locs, class_logits)`` out; normalisation in the graph.
-- :class:`FP16Network`: FP16 weights and activations, FP32 where FP16 overflows (the conv4_3 L2 norm),
+- ``ssd_train.model.FP16Network`` (used for the FP16 export): FP16 weights and activations, FP32 where FP16 overflows (the conv4_3 L2 norm),
   FP32 graph inputs and outputs.
 - :class:`ScoresAndBoxes`: the network plus softmax and box decoding - the first half of the
   end-to-end graph; the NMS half is appended in ONNX by :mod:`ssd_export.end2end`.
@@ -17,7 +17,7 @@ from torch import nn
 
 from ssd_runtime.spec import ModelSpec
 from ssd_train.boxes import cxcywh_to_xyxy, decode
-from ssd_train.model import L2NORM_EPS, SSD300
+from ssd_train.model import SSD300
 
 
 class Uint8NHWCInput(nn.Module):
@@ -41,33 +41,6 @@ class Uint8NHWCInput(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(self.normalise(images))
-
-
-class FP16Network(nn.Module):
-    """SSD300 in FP16 with the overflow-prone L2 norm of conv4_3 in FP32; FP32 input and outputs.
-
-    The conv4_3 norm sums 512 squares per location: with activations above ~11 that sum passes FP16's
-    65,504 and the naive FP16 network returns inf/NaN. Here conv4_3 is cast to FP32, normalised and
-    rescaled in FP32, and cast back (normalised values are at most the rescale factor, ~20). There is
-    no softmax in the graph (the postprocess applies it in FP32).
-    """
-
-    def __init__(self, model: SSD300) -> None:
-        super().__init__()
-        model = copy.deepcopy(model).eval()
-        self.base = model.base.half()
-        self.aux_convs = model.aux_convs.half()
-        self.pred_convs = model.pred_convs.half()
-        self.rescale_factors = nn.Parameter(model.rescale_factors.detach().float().clone())
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        conv4_3, conv7 = self.base(images.to(torch.float16))
-        x = conv4_3.to(torch.float32)
-        norm = x.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(L2NORM_EPS)
-        conv4_3 = (x / norm * self.rescale_factors).to(torch.float16)
-        sources = (conv4_3, conv7, *self.aux_convs(conv7))
-        locs, class_logits = self.pred_convs(sources)
-        return locs.to(torch.float32), class_logits.to(torch.float32)
 
 
 class NaiveFP16Network(nn.Module):

@@ -34,7 +34,6 @@ import math
 import numpy as np
 from PIL import Image, ImageChops, ImageStat
 
-from ssd_runtime.boxes import iou
 
 #: ImageNet mean * 255 truncated to uint8, the reference's expand filler after ``to_pil_image``.
 FILLER = (123, 116, 103)

@@ -196,11 +196,14 @@ class SSD300(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         conv4_3, conv7 = self.base(images)
-        # L2-normalise conv4_3 over channels (the reference has no epsilon), then rescale.
-        norm = conv4_3.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(L2NORM_EPS)
-        conv4_3 = conv4_3 / norm * self.rescale_factors
+        conv4_3 = l2_normalize(conv4_3) * self.rescale_factors
         sources = (conv4_3, conv7, *self.aux_convs(conv7))
         return self.pred_convs(sources)
+
+
+def l2_normalize(features: torch.Tensor) -> torch.Tensor:
+    """L2-normalise (N, C, H, W) over channels; the epsilon (absent in the reference) guards all-zero cells."""
+    return features / features.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(L2NORM_EPS)
 
 
 def decimate(tensor: torch.Tensor, steps: tuple[int | None, ...]) -> torch.Tensor:
@@ -280,9 +283,7 @@ class FP16Network(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         conv4_3, conv7 = self.base(images.to(torch.float16))
-        x = conv4_3.to(torch.float32)
-        norm = x.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(L2NORM_EPS)
-        conv4_3 = (x / norm * self.rescale_factors).to(torch.float16)
+        conv4_3 = (l2_normalize(conv4_3.to(torch.float32)) * self.rescale_factors).to(torch.float16)
         sources = (conv4_3, conv7, *self.aux_convs(conv7))
         locs, class_logits = self.pred_convs(sources)
         return locs.to(torch.float32), class_logits.to(torch.float32)
