@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: GPU benchmarks: (module, extra args, time limit in seconds). Later features add one line each.
 BENCHMARKS = [
-    ("benchmarks.train_step_gpu", [], 200),
+    ("benchmarks.train_step_gpu", ["--iters", "15", "--loader-iterations", "40"], 200),
     ("benchmarks.postprocess_gpu", ["--batch", "1"], 60),
     ("benchmarks.postprocess_gpu", ["--batch", "32", "--repeats", "30"], 90),
     ("benchmarks.runtime_gpu", [], 150),
