@@ -22,8 +22,9 @@ def _add_priors(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_priors)
 
 
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model file: .onnx (ONNX Runtime), .pt/.pth (PyTorch checkpoint), .engine/.plan")
+def _add_model_flags(p: argparse.ArgumentParser, model_flag: str = "--model") -> None:
+    p.add_argument(model_flag, dest="model", required=True,
+                   help="model file: .onnx (ONNX Runtime), .pt/.pth (PyTorch checkpoint), .engine/.plan")
     p.add_argument("--backend", default="auto", help="auto (by file kind), onnxruntime, torch, tensorrt")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--postprocess", default="numpy", choices=["numpy", "gpu"],
@@ -101,7 +102,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = []
-    for path in map(Path, args.images):
+    for path in image_files(args.images):
         image = open_image(path)
         result = detector.detect(image, min_score=args.min_score, max_overlap=args.max_overlap, top_k=args.top_k)
         drawn_path = out_dir / f"{path.stem}.jpg"
@@ -117,10 +118,32 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_detect(sub: argparse._SubParsersAction) -> None:
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def image_files(inputs: list[str]) -> list:
+    """Files and folders (their JPEG/PNG files, sorted) -> image paths; a missing input is an error."""
+    from pathlib import Path
+
+    paths = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"no JPEG/PNG images in folder {item}")
+            paths.extend(found)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"image not found: {item}")
+    return paths
+
+
+def add_detect_command(sub: argparse._SubParsersAction, model_flag: str = "--model") -> None:
+    """The ``detect`` subcommand (also ``ssd-train detect --checkpoint``, the same code)."""
     p = sub.add_parser("detect", help="detect objects in images; saves drawn images and JSON")
-    _add_model_flags(p)
-    p.add_argument("images", nargs="+", help="JPEG/PNG files")
+    _add_model_flags(p, model_flag)
+    p.add_argument("images", nargs="+", help="JPEG/PNG files or folders of them")
     p.add_argument("--out", default="detections", help="output folder (default ./detections)")
     p.add_argument("--min-score", type=float, default=None, help="default: the model's detection setting")
     p.add_argument("--max-overlap", type=float, default=None)
@@ -130,7 +153,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 
 
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS = [_add_priors, _add_eval, _add_bench, _add_detect]
+COMMANDS = [_add_priors, _add_eval, _add_bench, add_detect_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -229,8 +229,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    """``ssd-train detect --checkpoint C images-or-folders...``: the runtime's detect on a checkpoint."""
+    from ssd_runtime.cli import add_detect_command
+
+    add_detect_command(sub, model_flag="--checkpoint")
+
+
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS = [_add_check, _add_data, _add_fit, _add_eval, _add_import_tutorial]
+COMMANDS = [_add_check, _add_data, _add_fit, _add_eval, _add_detect, _add_import_tutorial]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -98,6 +98,13 @@ def test_cli_fit_and_eval(dataset, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(out / "last.pt"), "--data", str(dataset), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 8 and 0.0 <= report["map"] <= 1.0 and report["ap_method"] == "11point"
+    # detect: a folder of images -> drawn JPEGs and JSON in pixel coordinates
+    assert main(["detect", "--checkpoint", str(out / "last.pt"), str(dataset / "JPEGImages"), "--out",
+                 str(tmp_path / "det"), "--min-score", "0.01", "--top-k", "5", "--json"]) == 0
+    drawn = json.loads(capsys.readouterr().out)
+    assert len(drawn) == 28 and all(d["detections"] <= 5 for d in drawn)
+    first = json.loads((tmp_path / "det" / "000000.json").read_text())
+    assert {"boxes", "labels", "class_names", "scores"} <= set(first)
     assert main(["fit", "--data", str(dataset), "--out", str(out), "--lr", "0.5", "--resume", "--width", "0.0625",
                  "--batch-size", "4", "--iterations", "2", "--no-progress"]) == 2
     assert "other settings" in capsys.readouterr().err
