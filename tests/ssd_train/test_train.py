@@ -104,7 +104,8 @@ def test_cli_fit_and_eval(dataset, tmp_path, capsys):
     drawn = json.loads(capsys.readouterr().out)
     assert len(drawn) == 28 and all(d["detections"] <= 5 for d in drawn)
     first = json.loads((tmp_path / "det" / "000000.json").read_text())
-    assert {"boxes", "labels", "class_names", "scores"} <= set(first)
+    assert first["width"] > 0 and len(first["detections"]) <= 5
+    assert all({"box", "label", "class_name", "score"} <= set(d) for d in first["detections"])
     assert main(["fit", "--data", str(dataset), "--out", str(out), "--lr", "0.5", "--resume", "--width", "0.0625",
                  "--batch-size", "4", "--iterations", "2", "--no-progress"]) == 2
     assert "other settings" in capsys.readouterr().err
