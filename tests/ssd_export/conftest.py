@@ -11,7 +11,7 @@ import torch
 from ssd_runtime.spec import ModelSpec
 from ssd_train.augment import test_transform
 from ssd_train.checkpoint import save_checkpoint
-from ssd_train.loss import MultiBoxLoss
+from tests.conftest import train_briefly
 from ssd_train.model import SSD300
 from ssd_train.synthetic import CLASS_NAMES, render_image
 
@@ -46,17 +46,8 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = ModelSpec.create(CLASS_NAMES, width=0.125)
     model = SSD300.from_spec(spec)
     images, boxes, labels = _training_batch(4, spec)
-    criterion = MultiBoxLoss(model.priors_cxcy)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    model.train()
-    for step in range(12):
-        idx = slice((step % 2) * 2, (step % 2) * 2 + 2)
-        loss = criterion(*model(images[idx]), boxes[idx], labels[idx]).total
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
+    loss = train_briefly(model, images, boxes, labels, steps=12, pairs=2)
     path = tmp_path_factory.mktemp("trained") / "small.pt"
     save_checkpoint(path, model, spec)
-    print(f"trained fixture: final loss {loss.item():.3f} in {time.perf_counter() - start:.1f} s")
+    print(f"trained fixture: final loss {loss:.3f} in {time.perf_counter() - start:.1f} s")
     return path
