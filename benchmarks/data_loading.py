@@ -23,9 +23,10 @@ from ssd_train.data import VOCDetection, make_loader
 from ssd_train.synthetic import CLASS_NAMES, generate_voc_dataset
 
 
-def measure(dataset: VOCDetection, workers: int, batch_size: int, batches: int, seed: int) -> dict:
+def measure(dataset: VOCDetection, workers: int, batch_size: int, batches: int, seed: int, normalize: bool) -> dict:
     """images/s over ``batches`` batches after one warm-up batch per worker (workers started)."""
-    loader = make_loader(dataset, batch_size, seed=seed, workers=workers, prefetch_factor=2 if workers else None)
+    loader = make_loader(dataset, batch_size, seed=seed, workers=workers, prefetch_factor=2 if workers else None,
+                         normalize=normalize)
     iterator = iter(loader)
     for _ in range(max(1, workers)):  # warm-up: start workers, fill caches
         next(iterator)
@@ -45,6 +46,7 @@ def measure(dataset: VOCDetection, workers: int, batch_size: int, batches: int, 
     del iterator
     return {
         "workers": workers,
+        "batches": "float32 normalised" if normalize else "uint8 (normalised on the training device, as fit does)",
         "images": count,
         "seconds": round(seconds, 3),
         "images_per_s": round(count / seconds, 1),
@@ -103,11 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.data:
             generate_voc_dataset(root, images=args.images, test=0, seed=args.seed)
         dataset = VOCDetection.from_voc(split_roots(root, "trainval"), "trainval", class_names=None, train=True, seed=args.seed)
-        results = [measure(dataset, w, args.batch_size, args.batches, args.seed) for w in args.workers]
+        # uint8 batches are what `ssd-train fit` loads (normalised on the device); float32 for reference
+        results = [measure(dataset, w, args.batch_size, args.batches, args.seed, normalize=False) for w in args.workers]
+        results += [measure(dataset, w, args.batch_size, args.batches, args.seed, normalize=True) for w in args.workers]
         compare = transform_cpu_ms(dataset, args.compare, args.seed) if args.compare else None
     report = {
         "benchmark": "data_loading",
-        "pipeline": "decode + photometric + zoom-out + crop + flip + resize 300 + normalise, collate",
+        "pipeline": "decode + photometric + zoom-out + crop + flip + resize 300, collate (+ normalise for float32 batches)",
         "dataset": {"root": str(args.data or "generated"), "images": len(dataset), "classes": len(dataset.class_names) - 1},
         "batch_size": args.batch_size,
         "cpus": os.cpu_count(),

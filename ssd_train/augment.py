@@ -56,16 +56,30 @@ def _blend_lut(base: float, factor: float) -> list[int]:
     return bytes(np.clip(values, 0, 255).astype(np.uint8)) * 3
 
 
+def _point(image: Image.Image, lut: bytes) -> Image.Image:
+    """``image.point(lut)`` for an integral 8-bit LUT, without Pillow's Python ``round()`` of every entry.
+
+    ``Image.point`` rounds each of the 768 entries in Python before its C call, which cost about 0.8 ms
+    of the ~5.6 ms per training sample; the C call itself is the same. Falls back to the public API if
+    Pillow's internals ever change.
+    """
+    core = getattr(image, "im", None)
+    if core is None or not hasattr(core, "point") or not hasattr(image, "_new"):
+        return image.point(lut)
+    image.load()
+    return image._new(image.im.point(list(lut), None))
+
+
 def _brightness(image: Image.Image, factor: float, mean: int | None = None) -> Image.Image:
     """= ImageEnhance.Brightness(image).enhance(factor), as a lookup table."""
-    return image.point(_blend_lut(0.0, factor))
+    return _point(image, _blend_lut(0.0, factor))
 
 
 def _contrast(image: Image.Image, factor: float, mean: int | None = None) -> Image.Image:
     """= ImageEnhance.Contrast(image).enhance(factor); ``mean`` (of the L image) may be given."""
     if mean is None:
         mean = _gray_mean(image)
-    return image.point(_blend_lut(float(mean), factor))
+    return _point(image, _blend_lut(float(mean), factor))
 
 
 def _saturation(image: Image.Image, factor: float, mean: int | None = None) -> Image.Image:
@@ -95,7 +109,7 @@ def _hue(image: Image.Image, factor: float, mean: int | None = None) -> Image.Im
     h, s, v = image.convert("HSV").split()
     channels = []
     for profile in _HUE_PROFILES:
-        weight = h.point(bytes(np.rint(255 * np.roll(profile, -shift)).astype(np.uint8)))
+        weight = _point(h, bytes(np.rint(255 * np.roll(profile, -shift)).astype(np.uint8)))
         channels.append(ImageChops.subtract(v, ImageChops.multiply(v, ImageChops.multiply(s, weight))))
     return Image.merge("RGB", channels)
 

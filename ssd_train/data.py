@@ -177,21 +177,31 @@ class Collate:
     Already-normalised float images are stacked as they are.
     """
 
-    def __init__(self, mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD) -> None:
+    def __init__(
+        self,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        normalize: bool = True,
+    ) -> None:
         self.mean, self.std = tuple(mean), tuple(std)
+        self.normalize = normalize
         self._scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1)
         self._bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(3, 1, 1)
 
     def __call__(self, batch: list[Sample]) -> Batch:
         images = [sample[0] for sample in batch]
         shape = (len(images), *images[0].shape)
+        keep_uint8 = not self.normalize and images[0].dtype == torch.uint8
+        dtype = torch.uint8 if keep_uint8 else torch.float32
         if torch.utils.data.get_worker_info() is not None:
             numel = len(images) * images[0].numel()
-            storage = torch.empty(0).untyped_storage()._new_shared(numel * 4)
-            out = torch.empty(0).set_(storage, 0, shape)
+            storage = torch.empty(0).untyped_storage()._new_shared(numel * dtype.itemsize)
+            out = torch.empty(0, dtype=dtype).set_(storage, 0, shape)
         else:
-            out = torch.empty(shape, dtype=torch.float32)
-        if images[0].dtype == torch.uint8:
+            out = torch.empty(shape, dtype=dtype)
+        if keep_uint8:
+            torch.stack(images, 0, out=out)
+        elif images[0].dtype == torch.uint8:
             for i, image in enumerate(images):
                 torch.mul(image, self._scale, out=out[i])
             out.add_(self._bias)
@@ -206,6 +216,19 @@ class Collate:
 
 #: Collate with the ImageNet normalisation of the reference (use ``Collate(spec.mean, spec.std)`` otherwise).
 collate = Collate()
+
+
+def normalize_batch(
+    images: torch.Tensor, mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD
+) -> torch.Tensor:
+    """uint8 (N, 3, S, S) batch (``Collate(normalize=False)``) -> float32 normalised, on its device.
+
+    The same operations in the same order as :class:`Collate`, so the result is bit-identical; run it
+    after the transfer to the GPU and the loader moves 4x fewer bytes and does less work per image.
+    """
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=images.device).view(3, 1, 1)
+    bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=images.device).view(3, 1, 1)
+    return images.float().mul_(scale).add_(bias)
 
 
 class UInt8View(Dataset):
@@ -277,10 +300,12 @@ def make_loader(
     drop_last: bool = False,
     persistent_workers: bool = False,
     prefetch_factor: int | None = None,
+    normalize: bool = True,
 ) -> DataLoader:
     """A reproducible DataLoader over ``dataset`` (an :class:`EpochSampler`; ``loader.sampler.set_epoch``).
 
-    Workers produce uint8 images and :class:`Collate` normalises each batch with the dataset's mean/std.
+    Workers produce uint8 images and :class:`Collate` normalises each batch with the dataset's mean/std;
+    ``normalize=False`` yields uint8 batches for :func:`normalize_batch` on the training device.
     """
     generator = torch.Generator().manual_seed(int(seed))
     return DataLoader(
@@ -288,7 +313,7 @@ def make_loader(
         batch_size=batch_size,
         sampler=EpochSampler(len(dataset), seed=seed, shuffle=shuffle, epoch=epoch),
         num_workers=workers,
-        collate_fn=Collate(dataset.mean, dataset.std),
+        collate_fn=Collate(dataset.mean, dataset.std, normalize=normalize),
         worker_init_fn=seed_worker if workers > 0 else None,
         generator=generator,
         drop_last=drop_last,

@@ -30,7 +30,7 @@ from ssd_runtime.priors import PriorConfig
 from ssd_runtime.errors import ToolkitError
 from ssd_runtime.spec import ModelSpec
 from ssd_train.checkpoint import load_checkpoint, save_checkpoint
-from ssd_train.data import Collate, UInt8View, VOCDetection, collate, seed_worker
+from ssd_train.data import Collate, UInt8View, VOCDetection, collate, normalize_batch, seed_worker
 from ssd_train.loss import MultiBoxLoss
 from ssd_train.model import SSD300
 
@@ -322,7 +322,7 @@ def fit(config: TrainConfig) -> FitResult:
     sampler.start_iteration = start_iteration
     loader = DataLoader(
         UInt8View(train_set), batch_size=sampler.per_rank, sampler=sampler, num_workers=config.workers,
-        collate_fn=Collate(train_set.mean, train_set.std),
+        collate_fn=Collate(train_set.mean, train_set.std, normalize=False),  # uint8: normalised on the device
         worker_init_fn=seed_worker if config.workers else None, pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(config.seed + 7919 * dist_info.rank),
         persistent_workers=False, prefetch_factor=4 if config.workers else None,
@@ -351,7 +351,7 @@ def fit(config: TrainConfig) -> FitResult:
         lr_now = config.lr * lr_factor(config, iteration)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor(config, iteration)
-        images = images.to(device, non_blocking=True)
+        images = normalize_batch(images.to(device, non_blocking=True), train_set.mean, train_set.std)
         if config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         # boxes and labels stay on the CPU: the loss pads and checks them there and moves them once

@@ -161,3 +161,14 @@ def test_augmentation_probabilities():
     rng = np.random.default_rng(1)
     expanded = sum(sample_expand(100, 80, rng)[0] != 100 or False for _ in range(2000))
     assert 900 < expanded < 1100
+
+
+def test_fast_point_equals_pillow_point():
+    from ssd_train.augment import _blend_lut, _point
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (17, 23, 3), dtype=np.uint8))
+    lut = _blend_lut(97.0, 1.37)
+    np.testing.assert_array_equal(np.asarray(_point(rgb, lut)), np.asarray(rgb.point(lut)))
+    gray = rgb.convert("L")
+    np.testing.assert_array_equal(np.asarray(_point(gray, lut[:256])), np.asarray(gray.point(lut[:256])))

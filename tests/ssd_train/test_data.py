@@ -164,3 +164,18 @@ def test_plain_dataloader_with_collate_matches_uint8_view(root):
     fast = next(iter(DataLoader(UInt8View(ds), batch_size=6, sampler=keys, num_workers=0, collate_fn=Collate(ds.mean, ds.std))))
     torch.testing.assert_close(plain[0], fast[0], atol=1e-6, rtol=0)
     assert all(torch.equal(a, b) for a, b in zip(plain[2], fast[2]))
+
+
+def test_uint8_batches_normalised_on_the_device_equal_collate():
+    import torch
+
+    from ssd_train.data import Collate, normalize_batch
+
+    rng = np.random.default_rng(0)
+    samples = [(torch.from_numpy(rng.integers(0, 256, (3, 8, 8), dtype=np.uint8)), torch.zeros(0, 4),
+                torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool)) for _ in range(3)]
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    floats = Collate(mean, std)(samples)[0]
+    raw = Collate(mean, std, normalize=False)(samples)[0]
+    assert raw.dtype == torch.uint8
+    assert torch.equal(normalize_batch(raw, mean, std), floats)
