@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import random
@@ -279,7 +278,7 @@ def fit(config: TrainConfig) -> FitResult:
     last_path, best_path = out / "last.pt", out / "best.pt"
 
     train_set = VOCDetection.from_voc(
-        _data_paths(config.data, "trainval"), "trainval",
+        _data_paths(config.data), "trainval",
         class_names=_with_background(config.classes), train=True, seed=config.seed,
         skip_unknown=config.skip_unknown_classes,
     )  # fmt: skip
@@ -348,9 +347,10 @@ def fit(config: TrainConfig) -> FitResult:
     bad_iteration = torch.full((), -1, dtype=torch.long, device=device)
     bad_values = torch.zeros(3, device=device)
     for images, boxes, labels, _difficult in loader:
-        lr_now = config.lr * lr_factor(config, iteration)
+        factor = lr_factor(config, iteration)
+        lr_now = config.lr * factor
         for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * lr_factor(config, iteration)
+            group["lr"] = group["base_lr"] * factor
         images = normalize_batch(images.to(device, non_blocking=True), train_set.mean, train_set.std)
         if config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -434,7 +434,7 @@ def _raise_if_bad(bad_iteration: torch.Tensor, bad_values: torch.Tensor, config:
     )
 
 
-def _data_paths(data: list[str], split: str) -> str | list[str]:
+def _data_paths(data: list[str]) -> str | list[str]:
     """A single path may be a VOCdevkit (years picked per split) or a VOC root; several are roots."""
     return data[0] if len(data) == 1 else list(data)
 
@@ -447,7 +447,7 @@ def _with_background(classes: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _eval_dataset(config: TrainConfig, class_names: tuple[str, ...], spec: ModelSpec) -> VOCDetection:
-    test_set = VOCDetection.from_voc(_data_paths(config.data, "test"), "test", class_names=class_names, train=False,
+    test_set = VOCDetection.from_voc(_data_paths(config.data), "test", class_names=class_names, train=False,
                                      skip_unknown=config.skip_unknown_classes, mean=spec.mean, std=spec.std, size=spec.input_size)
     if config.eval_images and config.eval_images < len(test_set):
         test_set.records = test_set.records[: config.eval_images]
@@ -579,7 +579,3 @@ def _progress(config: TrainConfig, start: int, *, enabled: bool):
         return None
     return tqdm(total=min(config.iterations, config.stop_at or config.iterations), initial=start,
                 desc="train", unit="it", dynamic_ncols=True)
-
-
-def fit_summary(result: FitResult) -> str:
-    return json.dumps(dataclasses.asdict(result))
