@@ -22,6 +22,7 @@ another batch size -> moved into place atomically. A failed check or parity leav
 """
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 import time
@@ -212,6 +213,7 @@ def export_onnx(
 
 
 def _export_module(model: torch.nn.Module, spec: ModelSpec, variant: str) -> torch.nn.Module:
+    model = copy.deepcopy(model).eval().fold_norms()  # BatchNorms (norm="batch") become conv weights
     if variant == "fp16":
         return FP16Network(model).eval()
     if variant == "uint8-nhwc":

@@ -126,7 +126,8 @@ def open_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Imag
         if fp is not None:
             fp.close()
     try:
-        image = ImageOps.exif_transpose(image)
+        if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # exif_transpose copies even upright images
+            image = ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - malformed EXIF: keep the stored orientation
         pass
     try:

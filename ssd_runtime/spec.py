@@ -16,6 +16,8 @@ from ssd_runtime.errors import SpecError
 from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
 
 SCHEMA_VERSION = 1
+#: Normalisation layers of the network: the reference has none; "batch" trains faster from scratch.
+NORMS = ("none", "batch")
 
 VOC_CLASSES: tuple[str, ...] = (
     "background",
@@ -56,6 +58,8 @@ class ModelSpec:
     input_size: side of the square RGB input in pixels.
     mean, std: per-channel normalisation applied to RGB values scaled to [0, 1].
     width: channel multiplier of the network (1.0 = the reference SSD300).
+    norm: "none" (the reference) or "batch" (BatchNorm after each base and extra convolution; folded
+        into the convolutions for inference).
     priors_sha256: sha256 of the float32 priors generated from ``priors``.
     provenance: plain string pairs (source checkpoint / ONNX / calibration hashes, tool versions).
     """
@@ -66,12 +70,17 @@ class ModelSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     width: float = 1.0
+    norm: str = "none"
     priors: PriorConfig = field(default_factory=PriorConfig)
     variances: tuple[float, float] = VARIANCES
     detection: PostprocessSettings = DETECTION_SETTINGS
     evaluation: PostprocessSettings = EVALUATION_SETTINGS
     provenance: tuple[tuple[str, str], ...] = ()
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise SpecError(f"model spec: norm must be one of {NORMS}, got {self.norm!r}")
 
     @classmethod
     def create(
@@ -130,6 +139,7 @@ class ModelSpec:
             "mean": list(self.mean),
             "std": list(self.std),
             "width": self.width,
+            "norm": self.norm,
             "priors": self.priors.to_dict(),
             "priors_sha256": self.priors_sha256,
             "variances": list(self.variances),
@@ -157,6 +167,7 @@ class ModelSpec:
                 mean=tuple(float(v) for v in data["mean"]),
                 std=tuple(float(v) for v in data["std"]),
                 width=float(data["width"]),
+                norm=str(data.get("norm", "none")),  # absent in files written before the option
                 priors=PriorConfig.from_dict(data["priors"]),
                 variances=tuple(float(v) for v in data["variances"]),
                 detection=PostprocessSettings.from_dict(data["detection"]),

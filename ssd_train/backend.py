@@ -78,6 +78,7 @@ class TorchCheckpointBackend:
         if cuda_graph and torch_device.type != "cuda":
             raise ValueError("cuda_graph=True needs a CUDA device")
         model, spec = load_model(self.path)
+        model.fold_norms()
         self.spec = spec
         self.device = str(torch_device)
         self.fp16 = bool(fp16)

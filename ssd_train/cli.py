@@ -149,6 +149,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", nargs="+", default=None, help="class names (default: the dataset's own)")
     p.add_argument("--skip-unknown-classes", dest="skip_unknown_classes", action="store_true", default=None)
     p.add_argument("--width", type=float)
+    p.add_argument("--norm", choices=["none", "batch"],
+                   help="none = the reference network; batch = BatchNorm after each conv (faster from scratch, "
+                        "folded away at export)")
     p.add_argument("--vgg-weights", help="local torchvision VGG-16 state dict (width 1.0)")
     p.add_argument("--init-from", help="fine-tune from a toolkit checkpoint (class heads re-initialised if classes differ)")
     p.add_argument("--prior-clip", choices=["reference", "extent", "none"])

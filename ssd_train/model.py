@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ssd_runtime.priors import PriorConfig, make_priors
-from ssd_runtime.spec import ModelSpec
+from ssd_runtime.spec import NORMS, ModelSpec
 
 #: Channels of the maps that feed the prediction heads, at width 1.0, in map order.
 SOURCE_CHANNELS = {"conv4_3": 512, "conv7": 1024, "conv8_2": 512, "conv9_2": 256, "conv10_2": 256, "conv11_2": 256}
@@ -44,10 +45,36 @@ def _conv(c_in: int, c_out: int, kernel: int, **kwargs) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, kernel_size=kernel, **kwargs)
 
 
-class VGGBase(nn.Module):
+class _ConvStack(nn.Module):
+    """Holds named convolutions; ``act(name, x)`` is relu(conv(x)), with a BatchNorm between if ``norm``."""
+
+    def _add_norms(self, norm: str) -> None:
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.norm = nn.ModuleDict({
+            name: nn.BatchNorm2d(module.out_channels)
+            for name, module in self.named_children() if isinstance(module, nn.Conv2d)
+        }) if norm == "batch" else None  # fmt: skip
+
+    def fold_norms(self) -> None:
+        """Fold each BatchNorm into its convolution (inference only: the running statistics are frozen)."""
+        if self.norm is None:
+            return
+        for name, norm in self.norm.items():
+            setattr(self, name, fuse_conv_bn_eval(getattr(self, name).eval(), norm.eval()))
+        self.norm = None
+
+    def act(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        x = getattr(self, name)(x)
+        if self.norm is not None:
+            x = self.norm[name](x)
+        return F.relu(x)
+
+
+class VGGBase(_ConvStack):
     """VGG-16 conv1_1..conv5_3, then conv6 (dilated 3x3) and conv7 (1x1) replacing fc6/fc7."""
 
-    def __init__(self, width: float = 1.0) -> None:
+    def __init__(self, width: float = 1.0, norm: str = "none") -> None:
         super().__init__()
         c = lambda n: scaled(n, width)  # noqa: E731
         self.conv1_1 = _conv(3, c(64), 3, padding=1)
@@ -65,32 +92,33 @@ class VGGBase(nn.Module):
         self.conv5_3 = _conv(c(512), c(512), 3, padding=1)
         self.conv6 = _conv(c(512), c(1024), 3, padding=6, dilation=6)
         self.conv7 = _conv(c(1024), c(1024), 1)
+        self._add_norms(norm)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, 300, 300) -> conv4_3 (N, 512w, 38, 38), conv7 (N, 1024w, 19, 19), after ReLU."""
-        x = F.relu(self.conv1_1(images))
-        x = F.max_pool2d(F.relu(self.conv1_2(x)), 2, 2)  # 150
-        x = F.relu(self.conv2_1(x))
-        x = F.max_pool2d(F.relu(self.conv2_2(x)), 2, 2)  # 75
-        x = F.relu(self.conv3_1(x))
-        x = F.relu(self.conv3_2(x))
-        x = F.max_pool2d(F.relu(self.conv3_3(x)), 2, 2, ceil_mode=True)  # 38
-        x = F.relu(self.conv4_1(x))
-        x = F.relu(self.conv4_2(x))
-        conv4_3 = F.relu(self.conv4_3(x))
+        x = self.act("conv1_1", images)
+        x = F.max_pool2d(self.act("conv1_2", x), 2, 2)  # 150
+        x = self.act("conv2_1", x)
+        x = F.max_pool2d(self.act("conv2_2", x), 2, 2)  # 75
+        x = self.act("conv3_1", x)
+        x = self.act("conv3_2", x)
+        x = F.max_pool2d(self.act("conv3_3", x), 2, 2, ceil_mode=True)  # 38
+        x = self.act("conv4_1", x)
+        x = self.act("conv4_2", x)
+        conv4_3 = self.act("conv4_3", x)
         x = F.max_pool2d(conv4_3, 2, 2)  # 19
-        x = F.relu(self.conv5_1(x))
-        x = F.relu(self.conv5_2(x))
-        x = F.max_pool2d(F.relu(self.conv5_3(x)), 3, 1, padding=1)  # stays 19
-        x = F.relu(self.conv6(x))
-        conv7 = F.relu(self.conv7(x))
+        x = self.act("conv5_1", x)
+        x = self.act("conv5_2", x)
+        x = F.max_pool2d(self.act("conv5_3", x), 3, 1, padding=1)  # stays 19
+        x = self.act("conv6", x)
+        conv7 = self.act("conv7", x)
         return conv4_3, conv7
 
 
-class AuxiliaryConvolutions(nn.Module):
+class AuxiliaryConvolutions(_ConvStack):
     """conv8_1..conv11_2: the extra maps 10x10, 5x5, 3x3, 1x1."""
 
-    def __init__(self, width: float = 1.0) -> None:
+    def __init__(self, width: float = 1.0, norm: str = "none") -> None:
         super().__init__()
         c = lambda n: scaled(n, width)  # noqa: E731
         self.conv8_1 = _conv(c(1024), c(256), 1)
@@ -101,16 +129,17 @@ class AuxiliaryConvolutions(nn.Module):
         self.conv10_2 = _conv(c(128), c(256), 3)
         self.conv11_1 = _conv(c(256), c(128), 1)
         self.conv11_2 = _conv(c(128), c(256), 3)
+        self._add_norms(norm)
 
     def forward(self, conv7: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = F.relu(self.conv8_1(conv7))
-        conv8_2 = F.relu(self.conv8_2(x))  # 10
-        x = F.relu(self.conv9_1(conv8_2))
-        conv9_2 = F.relu(self.conv9_2(x))  # 5
-        x = F.relu(self.conv10_1(conv9_2))
-        conv10_2 = F.relu(self.conv10_2(x))  # 3
-        x = F.relu(self.conv11_1(conv10_2))
-        conv11_2 = F.relu(self.conv11_2(x))  # 1
+        x = self.act("conv8_1", conv7)
+        conv8_2 = self.act("conv8_2", x)  # 10
+        x = self.act("conv9_1", conv8_2)
+        conv9_2 = self.act("conv9_2", x)  # 5
+        x = self.act("conv10_1", conv9_2)
+        conv10_2 = self.act("conv10_2", x)  # 3
+        x = self.act("conv11_1", conv10_2)
+        conv11_2 = self.act("conv11_2", x)  # 1
         return conv8_2, conv9_2, conv10_2, conv11_2
 
 
@@ -145,6 +174,8 @@ class SSD300(nn.Module):
         prior_config: prior geometry (default: the reference's).
         vgg_weights: path of a torchvision VGG-16 state dict (``vgg16-397923af.pth``) to initialise the
             base from, with fc6/fc7 decimated into conv6/conv7; ``None`` for a random initialisation.
+        norm: "none" (the reference) or "batch": a BatchNorm after every base and extra convolution,
+            which trains much faster from a random initialisation; :meth:`fold_norms` folds them away.
 
     forward: images float32 (N, 3, 300, 300), normalised RGB ->
         locs (N, 8732, 4) box offsets against ``priors_cxcy``, class_logits (N, 8732, n_classes).
@@ -156,6 +187,7 @@ class SSD300(nn.Module):
         width: float = 1.0,
         prior_config: PriorConfig | None = None,
         vgg_weights: str | Path | None = None,
+        norm: str = "none",
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -168,8 +200,9 @@ class SSD300(nn.Module):
         if len(self.prior_config.feature_map_sizes) != len(SOURCE_CHANNELS):
             raise ValueError(f"SSD300 has {len(SOURCE_CHANNELS)} prediction maps; the prior config has "
                              f"{len(self.prior_config.feature_map_sizes)}")
-        self.base = VGGBase(width)
-        self.aux_convs = AuxiliaryConvolutions(width)
+        self.norm = norm
+        self.base = VGGBase(width, norm)
+        self.aux_convs = AuxiliaryConvolutions(width, norm)
         self.pred_convs = PredictionConvolutions(n_classes, self.prior_config.boxes_per_location, width)
         self.rescale_factors = nn.Parameter(torch.full((1, scaled(512, width), 1, 1), L2NORM_INIT_SCALE))
         self.register_buffer(
@@ -182,7 +215,13 @@ class SSD300(nn.Module):
     @classmethod
     def from_spec(cls, spec: ModelSpec, vgg_weights: str | Path | None = None) -> SSD300:
         """The network a spec describes (classes, width, priors)."""
-        return cls(spec.num_classes, spec.width, spec.priors, vgg_weights)
+        return cls(spec.num_classes, spec.width, spec.priors, vgg_weights, norm=spec.norm)
+
+    def fold_norms(self) -> SSD300:
+        """Fold the BatchNorms into the convolutions for inference (same outputs in eval mode); returns self."""
+        self.base.fold_norms()
+        self.aux_convs.fold_norms()
+        return self
 
     def _init_weights(self) -> None:
         for module in self.base.modules():
@@ -275,7 +314,7 @@ class FP16Network(nn.Module):
 
     def __init__(self, model: SSD300) -> None:
         super().__init__()
-        model = copy.deepcopy(model).eval()
+        model = copy.deepcopy(model).eval().fold_norms()  # BatchNorm statistics would not survive FP16
         self.base = model.base.half()
         self.aux_convs = model.aux_convs.half()
         self.pred_convs = model.pred_convs.half()

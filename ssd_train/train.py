@@ -62,6 +62,7 @@ class TrainConfig:
     classes: list[str] | None = None
     skip_unknown_classes: bool = False
     width: float = 1.0
+    norm: str = "none"
     vgg_weights: str | None = None
     init_from: str | None = None
     prior_clip: str = "reference"
@@ -108,7 +109,7 @@ class TrainConfig:
             raise ValueError("batch_size and iterations must be positive")
 
     #: Fields that define the run: a resume must match them exactly.
-    RUN_FIELDS = ("classes", "width", "prior_clip", "loc_loss", "batch_size", "iterations", "optimizer", "lr",
+    RUN_FIELDS = ("classes", "width", "norm", "prior_clip", "loc_loss", "batch_size", "iterations", "optimizer", "lr",
                   "bias_lr_factor", "momentum", "weight_decay", "schedule", "lr_steps", "lr_gamma", "warmup",
                   "warmup_factor", "grad_clip", "seed", "amp")  # fmt: skip
 
@@ -237,6 +238,8 @@ def _init_from(model: SSD300, path: str, class_names: tuple[str, ...]) -> list[s
     source = load_checkpoint(path)
     if source.spec.width != model.width:
         raise ValueError(f"--init-from {path}: width {source.spec.width} does not match --width {model.width}")
+    if source.spec.norm != model.norm:
+        raise ValueError(f"--init-from {path}: norm {source.spec.norm!r} does not match --norm {model.norm!r}")
     state = dict(source.model_state)
     skipped = []
     if tuple(source.spec.class_names) != tuple(class_names):
@@ -283,7 +286,7 @@ def fit(config: TrainConfig) -> FitResult:
         skip_unknown=config.skip_unknown_classes,
     )  # fmt: skip
     class_names = train_set.class_names
-    spec = ModelSpec.create(class_names, width=config.width, priors=PriorConfig(clip=config.prior_clip))
+    spec = ModelSpec.create(class_names, width=config.width, norm=config.norm, priors=PriorConfig(clip=config.prior_clip))
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)

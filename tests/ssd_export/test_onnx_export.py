@@ -253,3 +253,33 @@ def test_verify_against_another_checkpoint_fails(fp32_dynamic, trained_checkpoin
 def test_dynamo_exporter_gives_the_same_parity(trained_checkpoint: Path, tmp_path: Path):
     report = export_onnx(trained_checkpoint, tmp_path / "dynamo.onnx", exporter="dynamo").verification
     assert report["passed"], report["failures"]
+
+
+def test_batch_norm_model_exports_folded(tmp_path: Path):
+    from ssd_runtime.spec import ModelSpec
+    from ssd_train.checkpoint import save_checkpoint
+    from ssd_train.model import SSD300
+    from ssd_train.synthetic import CLASS_NAMES
+    from tests.conftest import train_briefly
+    from tests.ssd_export.conftest import _training_batch
+
+    torch.manual_seed(0)
+    spec = ModelSpec.create(CLASS_NAMES, width=0.125, norm="batch")
+    model = SSD300.from_spec(spec)
+    images, boxes, labels = _training_batch(4, spec)
+    train_briefly(model, images, boxes, labels, steps=12, pairs=2)
+    model.train()  # BatchNorm statistics of the final weights on real scenes, as a long training has
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    with torch.no_grad():
+        model(images)
+    model.eval()
+    checkpoint = save_checkpoint(tmp_path / "bn.pt", model, spec)
+    out = tmp_path / "bn.onnx"
+    result = export_onnx(checkpoint, out)
+    assert result.verification["passed"], result.verification
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert "BatchNormalization" not in ops and "Conv" in ops
+    assert read_onnx_spec(out).norm == "batch"

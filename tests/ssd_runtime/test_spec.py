@@ -60,3 +60,14 @@ def test_frozen():
     with pytest.raises(AttributeError):
         spec.width = 2.0  # type: ignore[misc]
     assert replace(spec, width=0.5).width == 0.5
+
+
+def test_norm_round_trips_defaults_for_older_files_and_is_checked():
+    spec = ModelSpec.create(["background", "a"], norm="batch")
+    assert ModelSpec.from_dict(spec.to_dict()).norm == "batch"
+    data = ModelSpec.create().to_dict()
+    del data["norm"]  # written before the option existed
+    assert ModelSpec.from_dict(data).norm == "none"
+    data["norm"] = "layer"
+    with pytest.raises(SpecError, match="norm must be one of"):
+        ModelSpec.from_dict(data, source="old.onnx")

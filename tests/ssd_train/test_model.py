@@ -100,3 +100,41 @@ def test_wrong_vgg_file_is_refused(tmp_path):
 def test_decimate():
     x = torch.arange(24).view(4, 6)
     torch.testing.assert_close(decimate(x, (2, 3)), x[::2, ::3])
+
+
+def _train_norm_statistics(model: SSD300) -> None:
+    """A few training-mode forwards so the BatchNorm running statistics are not the identity."""
+    model.train()
+    with torch.no_grad():
+        for seed in range(3):
+            model(torch.randn(4, 3, 300, 300, generator=torch.Generator().manual_seed(seed)) * 2 + 0.5)
+    model.eval()
+
+
+def test_batch_norm_option_keeps_the_weight_names_and_folds_away():
+    torch.manual_seed(0)
+    plain = SSD300(n_classes=4, width=0.125)
+    model = SSD300(n_classes=4, width=0.125, norm="batch")
+    names = set(model.state_dict())
+    assert set(plain.state_dict()) < names  # the reference names are kept, the norms added
+    assert {n for n in names - set(plain.state_dict())} == {
+        n for n in names if ".norm." in n
+    }
+    assert len([m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 15 + 8
+    _train_norm_statistics(model)
+    x = torch.randn(2, 3, 300, 300, generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        expected = model(x)
+        model.fold_norms()
+        folded = model(x)
+    assert not [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for a, b in zip(expected, folded):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_norm_comes_from_the_spec_and_is_checked():
+    spec = ModelSpec.create(["background", "a"], width=0.125, norm="batch")
+    assert SSD300.from_spec(spec).norm == "batch"
+    assert ModelSpec.from_dict(spec.to_dict()).norm == "batch"
+    with pytest.raises(ValueError, match="norm must be one of"):
+        SSD300(n_classes=2, width=0.125, norm="group")
