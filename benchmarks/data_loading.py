@@ -5,6 +5,7 @@ batches through :func:`ssd_train.data.make_loader` with 1 and 2 workers (and 0 =
 reference), after a warm-up batch per worker. Prints one JSON object.
 
     python benchmarks/data_loading.py [--data DIR] [--images 400] [--batches 20] [--batch-size 32]
+        [--workers 0 1 2] [--repeats N] [--float32] [--compare N]
 """
 from __future__ import annotations
 
@@ -20,13 +21,14 @@ import torch
 
 from ssd_runtime.voc import split_roots
 from ssd_train.data import VOCDetection, make_loader
-from ssd_train.synthetic import CLASS_NAMES, generate_voc_dataset
+from ssd_train.synthetic import generate_voc_dataset
 
 
 def measure(dataset: VOCDetection, workers: int, batch_size: int, batches: int, seed: int, normalize: bool) -> dict:
     """images/s over ``batches`` batches after one warm-up batch per worker (workers started)."""
+    # persistent workers: a run longer than an epoch keeps the same processes (and their CPU counters)
     loader = make_loader(dataset, batch_size, seed=seed, workers=workers, prefetch_factor=2 if workers else None,
-                         normalize=normalize)
+                         normalize=normalize, persistent_workers=True)
     iterator = iter(loader)
     for _ in range(max(1, workers)):  # warm-up: start workers, fill caches
         next(iterator)
@@ -55,6 +57,23 @@ def measure(dataset: VOCDetection, workers: int, batch_size: int, batches: int, 
         "cpu_ms_per_image": round(1000 * cpu / count, 2),
         "images_per_cpu_s": round(count / cpu, 1) if cpu > 0 else None,
     }
+
+
+def _medians(results: list[dict]) -> list[dict]:
+    """Per (workers, batches) configuration: the median images/s and CPU ms per image over the repeats."""
+    import statistics
+
+    out = []
+    for key in dict.fromkeys((r["workers"], r["batches"]) for r in results):
+        runs = [r for r in results if (r["workers"], r["batches"]) == key]
+        cpu = [r["cpu_ms_per_image"] for r in runs if r["cpu_ms_per_image"] > 0]
+        out.append({
+            "workers": key[0], "batches": key[1], "repeats": len(runs),
+            "images_per_s": round(statistics.median(r["images_per_s"] for r in runs), 1),
+            "images_per_s_all": [r["images_per_s"] for r in runs],
+            "cpu_ms_per_image": round(statistics.median(cpu), 2) if cpu else None,
+        })
+    return out
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -97,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; medians are reported")
+    parser.add_argument("--float32", action="store_true", help="also time float32-normalised batches")
     parser.add_argument("--compare", type=int, default=100, help="images for the fast vs literal-reference transform timing (0: skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -105,9 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.data:
             generate_voc_dataset(root, images=args.images, test=0, seed=args.seed)
         dataset = VOCDetection.from_voc(split_roots(root, "trainval"), "trainval", class_names=None, train=True, seed=args.seed)
-        # uint8 batches are what `ssd-train fit` loads (normalised on the device); float32 for reference
-        results = [measure(dataset, w, args.batch_size, args.batches, args.seed, normalize=False) for w in args.workers]
-        results += [measure(dataset, w, args.batch_size, args.batches, args.seed, normalize=True) for w in args.workers]
+        # uint8 batches are what `ssd-train fit` loads (normalised on the device); float32 for reference.
+        # Repeats are interleaved (every configuration once per round) so machine noise hits all alike.
+        kinds = [False, True] if args.float32 else [False]
+        results = [measure(dataset, w, args.batch_size, args.batches, args.seed, normalize=n)
+                   for _ in range(args.repeats) for n in kinds for w in args.workers]
+        summary = _medians(results)
         compare = transform_cpu_ms(dataset, args.compare, args.seed) if args.compare else None
     report = {
         "benchmark": "data_loading",
@@ -118,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "median_over_repeats": summary,
         "results": results,
         "transform_only": compare,
     }

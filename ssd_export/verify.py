@@ -4,11 +4,15 @@ The images are rendered by the synthetic dataset generator with a seed the traci
 (natural-looking activations, not noise), resized as the evaluation pipeline does, at a batch size
 other than the traced one when the batch is dynamic. Checks by variant:
 
-- ``fp32`` / ``uint8-nhwc``: every output within rtol 1e-3 / atol 1e-5 of PyTorch FP32, and identical
+- ``fp32`` / ``uint8-nhwc``: every output within rtol 1e-3 / atol 1e-5 of PyTorch FP32 (or 32 FP32 ulps of
+  the output's range, 32 * 2**-23 * max|expected|, if larger: a trained network with large outputs
+  differs from PyTorch by ~10 such ulps through summation order alone), and identical
   detections (shared/reference/ssd300.md) after the NumPy postprocess at the spec's detection and
   evaluation settings;
-- ``fp16``: finite outputs within the FP16 tolerance of PyTorch FP32 (rtol 2e-2 / atol 2e-2 on locs
-  and logits); the detection comparison is reported, not required;
+- ``fp16``: finite outputs within the FP16 tolerance of PyTorch FP32 (rtol 2e-2; atol 2e-2 or 8 FP16
+  ulps of the output's range, 8 * 2**-11 * max|expected|, whichever is larger: FP16 rounding error
+  grows with the magnitude of the activations, and networks with BatchNorm folded in reach 3e-3 of
+  their range); the detection comparison is reported, not required;
 - ``end2end``: the graph's padded detections vs the NumPy reference postprocess of the PyTorch outputs
   at the baked-in settings: identical detections required.
 
@@ -36,6 +40,8 @@ VERIFY_SEED = 20_250_101
 DEFAULT_VERIFY_BATCH = 3
 FP32_TOLERANCE = {"rtol": 1e-3, "atol": 1e-5}
 FP16_TOLERANCE = {"rtol": 2e-2, "atol": 2e-2}
+#: atol floor in units of the output's range (ulps of max|expected|): rounding error scales with it.
+RANGE_ULPS = {"fp32": (32, 2.0**-23), "fp16": (8, 2.0**-11)}
 
 
 class ParityError(ValueError):
@@ -163,7 +169,8 @@ def verify_onnx(
 
 def _check_tensors(info: OnnxModelInfo, outputs: dict, locs: np.ndarray, logits: np.ndarray,
                    priors: np.ndarray, spec: ModelSpec, report: dict, failures: list[str]) -> None:
-    tolerance = FP16_TOLERANCE if info.variant == "fp16" else FP32_TOLERANCE
+    fp16 = info.variant == "fp16"
+    tolerance = dict(FP16_TOLERANCE if fp16 else FP32_TOLERANCE)
     report["tolerance"] = tolerance
     stats = {}
     for name, expected in (("locs", locs), ("class_logits", logits)):
@@ -171,12 +178,15 @@ def _check_tensors(info: OnnxModelInfo, outputs: dict, locs: np.ndarray, logits:
         if actual.shape != expected.shape:
             failures.append(f"{name}: shape {list(actual.shape)}, expected {list(expected.shape)}")
             return
-        stats[name] = tensor_stats(actual, expected, **tolerance)
+        ulps, unit = RANGE_ULPS["fp16" if fp16 else "fp32"]
+        atol = max(tolerance["atol"], ulps * unit * float(np.abs(expected).max(initial=0.0)))
+        tolerance[f"atol_{name}"] = atol
+        stats[name] = tensor_stats(actual, expected, rtol=tolerance["rtol"], atol=atol)
         if not stats[name]["finite"]:
             failures.append(f"{name}: inf/NaN in the ONNX output")
         elif not stats[name]["allclose"]:
             failures.append(f"{name}: max abs diff {stats[name]['max_abs']:.3g} beyond rtol "
-                            f"{tolerance['rtol']} / atol {tolerance['atol']}")
+                            f"{tolerance['rtol']} / atol {atol:.3g}")
     report["outputs"] = stats
     report["detections"] = {}
     for name, settings in (("detection", spec.detection), ("evaluation", spec.evaluation)):

@@ -48,6 +48,9 @@ CROP_TRIALS = 50
 CROP_MIN_SCALE = 0.3
 CROP_ASPECT = (0.5, 2.0)
 FLIP_P = 0.5
+#: Training augmentation modes: the reference's; "light" = the reference without the zoom-out (objects
+#: keep their size: faster learning in short CPU runs); "flip" = resize and horizontal flip only.
+AUGMENTATIONS = ("reference", "light", "flip")
 
 
 def _blend_lut(base: float, factor: float) -> list[int]:
@@ -306,8 +309,9 @@ def train_transform(
     difficult: np.ndarray,
     rng: np.random.Generator,
     size: int = 300,
+    mode: str = "reference",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Reference training augmentation, fast path.
+    """Reference training augmentation, fast path (``mode`` picks a lighter one, see :data:`AUGMENTATIONS`).
 
     The random draws happen in the reference's order (photometric, expand, crop, flip). The
     geometry is rendered first (:func:`render_window`, no canvas) and the photometric plan is then
@@ -324,13 +328,18 @@ def train_transform(
         (uint8 (size, size, 3) RGB array, float32 (K', 4) fractional xyxy boxes, labels (K',),
         difficult (K',)) with K' <= K the objects kept by the crop.
     """
+    if mode not in AUGMENTATIONS:
+        raise ValueError(f"augmentation mode must be one of {AUGMENTATIONS}, got {mode!r}")
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    plan = sample_photometric(rng)
+    plan = sample_photometric(rng) if mode != "flip" else []
     mean = contrast_mean(image, plan)
     width, height = image.size
-    canvas_w, canvas_h, left, top = sample_expand(width, height, rng)
+    canvas_w, canvas_h, left, top = sample_expand(width, height, rng) if mode == "reference" else (width, height, 0, 0)
     canvas_boxes = boxes + np.array([left, top, left, top], dtype=np.float32)
-    window, keep = sample_crop(canvas_w, canvas_h, canvas_boxes, rng)
+    if mode == "flip":
+        window, keep = (0, 0, width, height), np.ones(len(boxes), dtype=bool)
+    else:
+        window, keep = sample_crop(canvas_w, canvas_h, canvas_boxes, rng)
     flip = rng.random() < FLIP_P
     new_boxes = _crop_boxes(canvas_boxes, window, keep)
     crop_w, crop_h = window[2] - window[0], window[3] - window[1]

@@ -27,7 +27,7 @@ from ssd_runtime.errors import ImageError
 from ssd_runtime.images import open_image
 from ssd_runtime.spec import IMAGENET_MEAN, IMAGENET_STD
 from ssd_runtime.voc import ReadReport, VOCRecord, dataset_class_names, read_voc_split, split_roots
-from ssd_train.augment import test_transform, train_transform
+from ssd_train.augment import AUGMENTATIONS, test_transform, train_transform
 
 #: One sample: image float32 (3, S, S) normalised; boxes float32 (K, 4) fractional xyxy; labels int64
 #: (K,); difficult bool (K,).
@@ -42,7 +42,9 @@ class VOCDetection(Dataset):
     Args:
         records: from :func:`ssd_runtime.voc.read_voc_split`.
         class_names: background first; travels into the model spec.
-        train: apply the reference augmentation (else resize + normalise only).
+        train: apply the training augmentation (else resize + normalise only).
+        augment: the training augmentation, "reference" (default), "light" or "flip"
+            (:data:`ssd_train.augment.AUGMENTATIONS`).
         seed: base seed of the per-sample generators.
         size: output side in pixels (300 for SSD300).
         mean, std: RGB normalisation of [0, 1] values (from the model spec).
@@ -61,7 +63,10 @@ class VOCDetection(Dataset):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         on_bad_image: str = "error",
+        augment: str = "reference",
     ) -> None:
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
         if on_bad_image not in ("error", "skip"):
             raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
         if not records:
@@ -69,6 +74,7 @@ class VOCDetection(Dataset):
         self.records = list(records)
         self.class_names = tuple(class_names)
         self.train = train
+        self.augment = augment
         self.seed = int(seed)
         self.size = int(size)
         self.on_bad_image = on_bad_image
@@ -133,7 +139,7 @@ class VOCDetection(Dataset):
             boxes, labels, difficult = _fit_boxes(record, image.size)
         if self.train:
             pixels, frac, labels, difficult = train_transform(
-                image, boxes, labels, difficult, self.generator(epoch, index), self.size
+                image, boxes, labels, difficult, self.generator(epoch, index), self.size, self.augment
             )
         else:
             pixels, frac = test_transform(image, boxes, self.size)

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from ssd_runtime.priors import PriorConfig
 from ssd_runtime.errors import ToolkitError
-from ssd_runtime.spec import ModelSpec
+from ssd_runtime.spec import NORMS, ModelSpec
+from ssd_train.augment import AUGMENTATIONS
 from ssd_train.checkpoint import load_checkpoint, save_checkpoint
 from ssd_train.data import Collate, UInt8View, VOCDetection, collate, normalize_batch, seed_worker
 from ssd_train.loss import MultiBoxLoss
@@ -35,6 +36,7 @@ from ssd_train.model import SSD300
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine")
+HEAD_INITS = ("reference", "background")
 AMP_MODES = ("none", "bf16", "fp16")
 
 
@@ -50,6 +52,9 @@ class TrainConfig:
         evaluation) or the folder of a generated dataset.
     classes: class names without background; ``None`` reads them from the dataset.
     skip_unknown_classes: drop objects whose class is not in ``classes`` (counted) instead of failing.
+    norm: "none" (the reference network) or "batch" (BatchNorm after each conv; see ``SSD300``).
+    head_init: "reference" (Xavier) or "background" (``SSD300.init_class_heads_background``).
+    augment: "reference", "light" (no zoom-out) or "flip" (resize + flip): ``ssd_train.augment.AUGMENTATIONS``.
     lr_steps: iterations at which the learning rate is multiplied by ``lr_gamma`` ("step" schedule).
     warmup: iterations of linear warm-up from ``warmup_factor * lr``.
     batch_size: the global batch; under torchrun each of the W processes takes batch_size / W.
@@ -63,6 +68,8 @@ class TrainConfig:
     skip_unknown_classes: bool = False
     width: float = 1.0
     norm: str = "none"
+    head_init: str = "reference"
+    augment: str = "reference"
     vgg_weights: str | None = None
     init_from: str | None = None
     prior_clip: str = "reference"
@@ -99,7 +106,8 @@ class TrainConfig:
             self.data = [str(self.data)]
         for name, value, allowed in (
             ("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
-            ("amp", self.amp, AMP_MODES),
+            ("amp", self.amp, AMP_MODES), ("head_init", self.head_init, HEAD_INITS),
+            ("augment", self.augment, AUGMENTATIONS), ("norm", self.norm, NORMS),
         ):  # fmt: skip
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -109,7 +117,7 @@ class TrainConfig:
             raise ValueError("batch_size and iterations must be positive")
 
     #: Fields that define the run: a resume must match them exactly.
-    RUN_FIELDS = ("classes", "width", "norm", "prior_clip", "loc_loss", "batch_size", "iterations", "optimizer", "lr",
+    RUN_FIELDS = ("classes", "width", "norm", "head_init", "augment", "prior_clip", "loc_loss", "batch_size", "iterations", "optimizer", "lr",
                   "bias_lr_factor", "momentum", "weight_decay", "schedule", "lr_steps", "lr_gamma", "warmup",
                   "warmup_factor", "grad_clip", "seed", "amp")  # fmt: skip
 
@@ -283,7 +291,7 @@ def fit(config: TrainConfig) -> FitResult:
     train_set = VOCDetection.from_voc(
         _data_paths(config.data), "trainval",
         class_names=_with_background(config.classes), train=True, seed=config.seed,
-        skip_unknown=config.skip_unknown_classes,
+        skip_unknown=config.skip_unknown_classes, augment=config.augment,
     )  # fmt: skip
     class_names = train_set.class_names
     spec = ModelSpec.create(class_names, width=config.width, norm=config.norm, priors=PriorConfig(clip=config.prior_clip))
@@ -292,6 +300,8 @@ def fit(config: TrainConfig) -> FitResult:
     random.seed(config.seed)
     np.random.seed(config.seed)
     model = SSD300.from_spec(spec, vgg_weights=config.vgg_weights)
+    if config.head_init == "background":
+        model.init_class_heads_background()
     reinitialised: list[str] = []
     if config.init_from and not config.resume:
         reinitialised = _init_from(model, config.init_from, class_names)

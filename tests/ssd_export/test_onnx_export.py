@@ -164,6 +164,7 @@ def test_failed_parity_leaves_no_file(trained_checkpoint: Path, tmp_path: Path, 
     out = tmp_path / "ssd300.onnx"
     out.write_bytes(b"previous good model")
     monkeypatch.setattr(verify_module, "FP32_TOLERANCE", {"rtol": 0.0, "atol": 0.0})
+    monkeypatch.setattr(verify_module, "RANGE_ULPS", {"fp32": (0, 0.0), "fp16": (0, 0.0)})
     with pytest.raises(ParityError) as info:
         export_onnx(trained_checkpoint, out, dynamic_batch=False)
     assert not info.value.report["passed"]
@@ -283,3 +284,12 @@ def test_batch_norm_model_exports_folded(tmp_path: Path):
     ops = {node.op_type for node in onnx.load(str(out)).graph.node}
     assert "BatchNormalization" not in ops and "Conv" in ops
     assert read_onnx_spec(out).norm == "batch"
+
+
+def test_tolerance_floor_follows_the_output_range(fp32_dynamic):
+    report = fp32_dynamic.verification
+    for name in ("locs", "class_logits"):
+        expected_max = report["outputs"][name]["max_abs_expected"]
+        floor = 32 * 2.0**-23 * expected_max  # 32 FP32 ulps of the output's range
+        assert report["tolerance"][f"atol_{name}"] == pytest.approx(max(1e-5, floor))
+        assert report["outputs"][name]["max_abs"] <= report["tolerance"][f"atol_{name}"] + 1e-3 * expected_max

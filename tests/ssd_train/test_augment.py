@@ -172,3 +172,30 @@ def test_fast_point_equals_pillow_point():
     np.testing.assert_array_equal(np.asarray(_point(rgb, lut)), np.asarray(rgb.point(lut)))
     gray = rgb.convert("L")
     np.testing.assert_array_equal(np.asarray(_point(gray, lut[:256])), np.asarray(gray.point(lut[:256])))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_light_mode_never_zooms_out_and_flip_mode_only_flips(seed, monkeypatch):
+    from ssd_train.augment import test_transform
+
+    image, box = _scene(seed)
+    labels, difficult = np.array([1]), np.array([False])
+    plain, plain_boxes = test_transform(image, box)
+    flipped, boxes, _, _ = train_transform(image, box, labels, difficult, np.random.default_rng(seed), mode="flip")
+    if np.array_equal(flipped, plain):
+        np.testing.assert_allclose(boxes, plain_boxes, atol=1e-6)
+    else:  # mirrored pixels, mirrored box (the reference's x -> W - 1 - x, in fractions of the width)
+        np.testing.assert_array_equal(flipped, plain[:, ::-1])
+        shift = 1.0 / image.width
+        expected = np.stack([1 - plain_boxes[:, 2] - shift, plain_boxes[:, 1], 1 - plain_boxes[:, 0] - shift,
+                             plain_boxes[:, 3]], axis=1)
+        np.testing.assert_allclose(boxes, np.clip(expected, 0, 1), atol=1e-6)
+
+    def no_expand(*args):
+        raise AssertionError("the light mode drew a zoom-out")
+
+    monkeypatch.setattr(augment, "sample_expand", no_expand)
+    pixels, boxes, _, _ = train_transform(image, box, labels, difficult, np.random.default_rng(seed), mode="light")
+    assert pixels.shape == (300, 300, 3) and np.all((boxes >= 0) & (boxes <= 1))
+    with pytest.raises(ValueError, match="augmentation mode"):
+        train_transform(image, box, labels, difficult, np.random.default_rng(seed), mode="heavy")

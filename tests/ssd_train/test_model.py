@@ -138,3 +138,15 @@ def test_norm_comes_from_the_spec_and_is_checked():
     assert ModelSpec.from_dict(spec.to_dict()).norm == "batch"
     with pytest.raises(ValueError, match="norm must be one of"):
         SSD300(n_classes=2, width=0.125, norm="group")
+
+
+def test_background_head_init_starts_every_prior_near_background():
+    torch.manual_seed(0)
+    model = SSD300(n_classes=8, width=0.125, norm="batch").eval()
+    model.init_class_heads_background(0.99)
+    with torch.inference_mode():
+        _, logits = model(torch.randn(2, 3, 300, 300))
+    background = logits.softmax(-1)[..., 0]
+    assert background.min() > 0.95 and abs(background.mean().item() - 0.99) < 0.01
+    with pytest.raises(ValueError, match="background must be in"):
+        model.init_class_heads_background(1.0)

@@ -29,13 +29,17 @@ def losses(out) -> list[tuple[int, str]]:
         return [(int(r["iteration"]), r["loss"]) for r in csv.DictReader(f) if r["loss"]]
 
 
-def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path):
+QUICK_OPTIONS = {"norm": "batch", "head_init": "background", "augment": "light"}
+
+
+@pytest.mark.parametrize("options", [{}, QUICK_OPTIONS], ids=["reference", "quick-options"])
+def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path, options):
     torch.set_num_threads(1)  # bit-exact arithmetic across the two runs
-    full = fit(config(dataset, tmp_path / "full"))
+    full = fit(config(dataset, tmp_path / "full", **options))
     assert full.iteration == 6 and not full.stopped_early
-    first = fit(config(dataset, tmp_path / "split", stop_at=3))
+    first = fit(config(dataset, tmp_path / "split", stop_at=3, **options))
     assert first.iteration == 3 and first.stopped_early
-    second = fit(config(dataset, tmp_path / "split", resume=True))
+    second = fit(config(dataset, tmp_path / "split", resume=True, **options))
     assert second.iteration == 6
     assert losses(tmp_path / "split") == losses(tmp_path / "full")
     a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
@@ -82,6 +86,9 @@ def test_lr_schedule():
     assert lr_factor(w, 60) == pytest.approx(0.5) and lr_factor(w, 110) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(data=["x"], out="y", optimizer="lion")
+    for name in ("norm", "head_init", "augment"):
+        with pytest.raises(ValueError, match=name):
+            TrainConfig(data=["x"], out="y", **{name: "other"})
     assert math.isclose(lr_factor(c, 79_999), 1.0)
 
 
@@ -125,3 +132,19 @@ def test_distributed_two_gloo_processes(dataset, tmp_path):
     assert (out / "last.pt").is_file()
     assert [i for i, _ in losses(out)] == [1, 2, 3]  # rank 0 alone logs
     assert load_checkpoint(out / "last.pt").training["iteration"] == 3
+
+
+def test_cpu_quick_recipe_is_recorded_and_flags_override_it(dataset, tmp_path, capsys):
+    from ssd_train.cli import RECIPES, main
+
+    recipe = RECIPES["cpu-quick"]
+    out = tmp_path / "quick"
+    assert main(["fit", "--data", str(dataset), "--out", str(out), "--recipe", "cpu-quick", "--iterations", "2",
+                 "--batch-size", "4", "--width", "0.0625", "--workers", "0", "--eval-every", "0", "--augment", "light",
+                 "--no-progress", "--json"]) == 0
+    capsys.readouterr()
+    checkpoint = load_checkpoint(out / "last.pt")
+    saved = checkpoint.training["config"]
+    assert saved["norm"] == recipe["norm"] == checkpoint.spec.norm
+    assert saved["head_init"] == recipe["head_init"] and saved["optimizer"] == recipe["optimizer"]
+    assert saved["augment"] == "light" and saved["iterations"] == 2 and saved["width"] == 0.0625
