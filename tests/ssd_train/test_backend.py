@@ -86,3 +86,25 @@ def test_cuda_graph_and_fp16_on_the_gpu(runtime_checkpoint, batch):
     fp16 = TorchCheckpointBackend.load(runtime_checkpoint, device="cuda", fp16=True, cuda_graph=True)
     h_locs, h_logits = fp16.infer(batch)
     assert torch.isfinite(h_logits).all()
+
+
+def test_batch_norm_checkpoint_is_served_folded(tmp_path, batch):
+    from ssd_runtime.spec import ModelSpec
+    from ssd_train.checkpoint import save_checkpoint
+    from ssd_train.model import SSD300
+
+    torch.manual_seed(0)
+    spec = ModelSpec.create(["background", "a", "b"], width=0.125, norm="batch")
+    model = SSD300.from_spec(spec).train()
+    with torch.no_grad():  # running statistics that are not the identity
+        model(batch * 2 + 1)
+    path = save_checkpoint(tmp_path / "bn.pt", model.eval(), spec)
+    with torch.no_grad():
+        expected = model(batch)
+    for fp16 in (False, True):
+        backend = TorchCheckpointBackend.load(path, fp16=fp16)
+        assert not [m for m in backend.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        locs, logits = backend.infer(batch)
+        scale = expected[1].abs().max()
+        tolerance = 5e-3 * scale if fp16 else 1e-5 * scale
+        assert (logits - expected[1]).abs().max() <= tolerance and (locs - expected[0]).abs().max() <= tolerance * 2
