@@ -213,7 +213,8 @@ def export_onnx(
 
 
 def _export_module(model: torch.nn.Module, spec: ModelSpec, variant: str) -> torch.nn.Module:
-    model = copy.deepcopy(model).eval().fold_norms()  # BatchNorms (norm="batch") become conv weights
+    if model.norm != "none":  # BatchNorms become conv weights; the caller's model is left as it is
+        model = copy.deepcopy(model).eval().fold_norms()
     if variant == "fp16":
         return FP16Network(model).eval()
     if variant == "uint8-nhwc":
