@@ -16,8 +16,10 @@ from ssd_runtime.errors import SpecError
 from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
 
 SCHEMA_VERSION = 1
-#: Normalisation layers of the network: the reference has none; "batch" trains faster from scratch.
-NORMS = ("none", "batch")
+#: Normalisation layers of the network: the reference has none; "batch" (after every base and extra
+#: convolution) trains faster from scratch; "batch-from-conv2" leaves out the two full-resolution
+#: convolutions (conv1_1, conv1_2), whose norms cost about a fifth of a CPU training step.
+NORMS = ("none", "batch", "batch-from-conv2")
 
 VOC_CLASSES: tuple[str, ...] = (
     "background",
@@ -58,8 +60,9 @@ class ModelSpec:
     input_size: side of the square RGB input in pixels.
     mean, std: per-channel normalisation applied to RGB values scaled to [0, 1].
     width: channel multiplier of the network (1.0 = the reference SSD300).
-    norm: "none" (the reference) or "batch" (BatchNorm after each base and extra convolution; folded
-        into the convolutions for inference).
+    norm: "none" (the reference), "batch" (BatchNorm after each base and extra convolution) or
+        "batch-from-conv2" (the same without conv1_1 and conv1_2); norms are folded into the
+        convolutions for inference.
     priors_sha256: sha256 of the float32 priors generated from ``priors``.
     provenance: plain string pairs (source checkpoint / ONNX / calibration hashes, tool versions).
     """

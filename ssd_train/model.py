@@ -46,16 +46,23 @@ def _conv(c_in: int, c_out: int, kernel: int, **kwargs) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, kernel_size=kernel, **kwargs)
 
 
+#: Convolutions without a BatchNorm under each norm mode (``None``: no norms at all).
+WITHOUT_NORM: dict[str, tuple[str, ...] | None] = {
+    "none": None, "batch": (), "batch-from-conv2": ("conv1_1", "conv1_2"),
+}  # fmt: skip
+
+
 class _ConvStack(nn.Module):
-    """Holds named convolutions; ``act(name, x)`` is relu(conv(x)), with a BatchNorm between if ``norm``."""
+    """Holds named convolutions; ``act(name, x)`` is relu(conv(x)), with a BatchNorm between where ``norm`` puts one."""
 
     def _add_norms(self, norm: str) -> None:
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        skip = WITHOUT_NORM[norm]
         self.norm = nn.ModuleDict({
             name: nn.BatchNorm2d(module.out_channels)
-            for name, module in self.named_children() if isinstance(module, nn.Conv2d)
-        }) if norm == "batch" else None  # fmt: skip
+            for name, module in self.named_children() if isinstance(module, nn.Conv2d) and name not in skip
+        }) if skip is not None else None  # fmt: skip
 
     def fold_norms(self) -> None:
         """Fold each BatchNorm into its convolution (inference only: the running statistics are frozen)."""
@@ -67,9 +74,11 @@ class _ConvStack(nn.Module):
 
     def act(self, name: str, x: torch.Tensor) -> torch.Tensor:
         x = getattr(self, name)(x)
-        if self.norm is not None:
+        if self.norm is not None and name in self.norm:
             x = self.norm[name](x)
-        return F.relu(x)
+        # In place: x is this layer's own fresh output, and neither a convolution nor a BatchNorm keeps
+        # its output for the backward pass (saves a full-size copy per layer: ~10% of a CPU step).
+        return F.relu(x, inplace=True)
 
 
 class VGGBase(_ConvStack):
@@ -175,8 +184,10 @@ class SSD300(nn.Module):
         prior_config: prior geometry (default: the reference's).
         vgg_weights: path of a torchvision VGG-16 state dict (``vgg16-397923af.pth``) to initialise the
             base from, with fc6/fc7 decimated into conv6/conv7; ``None`` for a random initialisation.
-        norm: "none" (the reference) or "batch": a BatchNorm after every base and extra convolution,
-            which trains much faster from a random initialisation; :meth:`fold_norms` folds them away.
+        norm: "none" (the reference), "batch": a BatchNorm after every base and extra convolution,
+            which trains much faster from a random initialisation, or "batch-from-conv2": the same
+            without the two full-resolution convolutions (cheaper on the CPU); :meth:`fold_norms`
+            folds them away.
 
     forward: images float32 (N, 3, 300, 300), normalised RGB ->
         locs (N, 8732, 4) box offsets against ``priors_cxcy``, class_logits (N, 8732, n_classes).

@@ -256,7 +256,8 @@ def test_dynamo_exporter_gives_the_same_parity(trained_checkpoint: Path, tmp_pat
     assert report["passed"], report["failures"]
 
 
-def test_batch_norm_model_exports_folded(tmp_path: Path):
+@pytest.mark.parametrize("norm", ["batch", "batch-from-conv2"])
+def test_batch_norm_model_exports_folded(tmp_path: Path, norm: str):
     from ssd_runtime.spec import ModelSpec
     from ssd_train.checkpoint import save_checkpoint
     from ssd_train.model import SSD300
@@ -265,7 +266,7 @@ def test_batch_norm_model_exports_folded(tmp_path: Path):
     from tests.ssd_export.conftest import _training_batch
 
     torch.manual_seed(0)
-    spec = ModelSpec.create(CLASS_NAMES, width=0.125, norm="batch")
+    spec = ModelSpec.create(CLASS_NAMES, width=0.125, norm=norm)
     model = SSD300.from_spec(spec)
     images, boxes, labels = _training_batch(4, spec)
     train_briefly(model, images, boxes, labels, steps=12, pairs=2)
@@ -283,7 +284,7 @@ def test_batch_norm_model_exports_folded(tmp_path: Path):
     assert result.verification["passed"], result.verification
     ops = {node.op_type for node in onnx.load(str(out)).graph.node}
     assert "BatchNormalization" not in ops and "Conv" in ops
-    assert read_onnx_spec(out).norm == "batch"
+    assert read_onnx_spec(out).norm == norm
 
 
 def test_tolerance_floor_follows_the_output_range(fp32_dynamic):

@@ -111,16 +111,24 @@ def _train_norm_statistics(model: SSD300) -> None:
     model.eval()
 
 
-def test_batch_norm_option_keeps_the_weight_names_and_folds_away():
+@pytest.mark.parametrize("norm, unnormed", [("batch", set()), ("batch-from-conv2", {"conv1_1", "conv1_2"})])
+def test_batch_norm_option_keeps_the_weight_names_and_folds_away(norm, unnormed):
     torch.manual_seed(0)
     plain = SSD300(n_classes=4, width=0.125)
-    model = SSD300(n_classes=4, width=0.125, norm="batch")
+    model = SSD300(n_classes=4, width=0.125, norm=norm)
     names = set(model.state_dict())
     assert set(plain.state_dict()) < names  # the reference names are kept, the norms added
     assert {n for n in names - set(plain.state_dict())} == {
         n for n in names if ".norm." in n
     }
-    assert len([m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 15 + 8
+    convs = set(model.base.norm) | set(model.aux_convs.norm)
+    assert len(convs) == 15 + 8 - len(unnormed) and not convs & unnormed
+    assert len([m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 15 + 8 - len(unnormed)
+    model.train()  # the in-place ReLUs must leave every tensor the backward pass needs intact
+    images = torch.randn(2, 3, 300, 300, generator=torch.Generator().manual_seed(3))
+    locs, logits = model(images)
+    (locs.square().mean() + logits.square().mean()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     _train_norm_statistics(model)
     x = torch.randn(2, 3, 300, 300, generator=torch.Generator().manual_seed(9))
     with torch.inference_mode():
@@ -132,10 +140,11 @@ def test_batch_norm_option_keeps_the_weight_names_and_folds_away():
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
-def test_norm_comes_from_the_spec_and_is_checked():
-    spec = ModelSpec.create(["background", "a"], width=0.125, norm="batch")
-    assert SSD300.from_spec(spec).norm == "batch"
-    assert ModelSpec.from_dict(spec.to_dict()).norm == "batch"
+@pytest.mark.parametrize("norm", ["batch", "batch-from-conv2"])
+def test_norm_comes_from_the_spec_and_is_checked(norm):
+    spec = ModelSpec.create(["background", "a"], width=0.125, norm=norm)
+    assert SSD300.from_spec(spec).norm == norm
+    assert ModelSpec.from_dict(spec.to_dict()).norm == norm
     with pytest.raises(ValueError, match="norm must be one of"):
         SSD300(n_classes=2, width=0.125, norm="group")
 
