@@ -5,7 +5,7 @@ lazily inside the backend or postprocess that needs them.
 """
 from ssd_runtime.detector import Detector, ImageDetections
 from ssd_runtime.errors import AnnotationError, DatasetError, ImageError, SpecError
-from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
+from ssd_runtime.priors import PRIOR_PRESETS, PriorConfig, make_priors, priors_sha256
 from ssd_runtime.spec import (
     DETECTION_SETTINGS,
     EVALUATION_SETTINGS,
@@ -25,6 +25,7 @@ __all__ = [
     "VOC_CLASSES",
     "ModelSpec",
     "PostprocessSettings",
+    "PRIOR_PRESETS",
     "PriorConfig",
     "SpecError",
     "make_priors",

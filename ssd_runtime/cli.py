@@ -6,18 +6,23 @@ import json
 import sys
 
 from ssd_runtime import cli_common
+from ssd_runtime.priors import PRIOR_PRESETS
 
 
 def _cmd_priors(args: argparse.Namespace) -> int:
     from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
 
-    priors = make_priors(PriorConfig(clip=args.clip))
-    print(json.dumps({"num_priors": int(priors.shape[0]), "sha256": priors_sha256(priors), "clip": args.clip}))
+    config = PriorConfig(**PRIOR_PRESETS[args.preset], clip=args.clip)
+    priors = make_priors(config)
+    print(json.dumps({"num_priors": int(priors.shape[0]), "sha256": priors_sha256(priors), "preset": args.preset,
+                      "scales": list(config.scales), "clip": args.clip}))
     return 0
 
 
 def _add_priors(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("priors", help="print the number and sha256 of the SSD300 priors")
+    p.add_argument("--preset", default="reference", choices=list(PRIOR_PRESETS),
+                   help="prior geometry (ssd_runtime.priors.PRIOR_PRESETS)")
     p.add_argument("--clip", default="reference", choices=["reference", "extent", "none"])
     p.set_defaults(func=_cmd_priors)
 

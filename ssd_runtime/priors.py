@@ -80,6 +80,16 @@ class PriorConfig:
         )
 
 
+#: Named prior geometries (``PriorConfig(**PRIOR_PRESETS[name])``). "reference": the paper's SSD300 for
+#: VOC; "coco": the original SSD300's COCO geometry (Caffe ``ssd_coco.py``: min sizes 21, 45, 99, 153,
+#: 207, 261 px and max 315 px at 300 px), smaller priors for data with many small objects.
+PRIOR_PRESETS: dict[str, dict] = {
+    "reference": {},
+    # the last map's extra prior is sqrt(261 * 315) px, as Caffe's min/max-size rule gives
+    "coco": {"scales": (0.07, 0.15, 0.33, 0.51, 0.69, 0.87), "last_extra_scale": math.sqrt(0.87 * 1.05)},
+}
+
+
 @functools.lru_cache(maxsize=8)
 def _priors_cached(config: PriorConfig) -> np.ndarray:
     per_map = []

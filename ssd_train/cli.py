@@ -7,6 +7,8 @@ import sys
 import time
 
 from ssd_runtime import cli_common
+from ssd_runtime.priors import PRIOR_PRESETS
+from ssd_runtime.spec import NORMS
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -150,15 +152,18 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", nargs="+", default=None, help="class names (default: the dataset's own)")
     p.add_argument("--skip-unknown-classes", dest="skip_unknown_classes", action="store_true", default=None)
     p.add_argument("--width", type=float)
-    p.add_argument("--norm", choices=["none", "batch"],
+    p.add_argument("--norm", choices=list(NORMS),
                    help="none = the reference network; batch = BatchNorm after each conv (faster from scratch, "
-                        "folded away at export)")
+                        "folded away at export); batch-from-conv2 = the same without conv1_1/conv1_2 (cheaper on a CPU)")
     p.add_argument("--head-init", choices=["reference", "background"],
                    help="class-head initialisation: reference (Xavier) or background (start at P(background) 0.99)")
     p.add_argument("--augment", choices=["reference", "light", "flip"],
                    help="training augmentation: reference; light = without the zoom-out; flip = resize + flip only")
     p.add_argument("--vgg-weights", help="local torchvision VGG-16 state dict (width 1.0)")
     p.add_argument("--init-from", help="fine-tune from a toolkit checkpoint (class heads re-initialised if classes differ)")
+    p.add_argument("--priors", choices=list(PRIOR_PRESETS),
+                   help="prior geometry: reference (the paper's VOC SSD300) or coco (the original SSD300's COCO "
+                        "priors: smaller, for data with many small objects); recorded in the model spec")
     p.add_argument("--prior-clip", choices=["reference", "extent", "none"])
     p.add_argument("--loc-loss", choices=["smooth_l1", "reference_l1"])
     p.add_argument("--batch-size", type=int)

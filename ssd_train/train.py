@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ssd_runtime.priors import PriorConfig
+from ssd_runtime.priors import PRIOR_PRESETS, PriorConfig
 from ssd_runtime.errors import ToolkitError
 from ssd_runtime.spec import NORMS, ModelSpec
 from ssd_train.augment import AUGMENTATIONS
@@ -52,9 +52,12 @@ class TrainConfig:
         evaluation) or the folder of a generated dataset.
     classes: class names without background; ``None`` reads them from the dataset.
     skip_unknown_classes: drop objects whose class is not in ``classes`` (counted) instead of failing.
-    norm: "none" (the reference network) or "batch" (BatchNorm after each conv; see ``SSD300``).
+    norm: "none" (the reference network), "batch" (BatchNorm after each conv) or "batch-from-conv2"
+        (not after conv1_1/conv1_2); see ``SSD300``.
     head_init: "reference" (Xavier) or "background" (``SSD300.init_class_heads_background``).
     augment: "reference", "light" (no zoom-out) or "flip" (resize + flip): ``ssd_train.augment.AUGMENTATIONS``.
+    priors: prior geometry, a name in ``ssd_runtime.priors.PRIOR_PRESETS`` ("reference" or "coco",
+        smaller priors); ``prior_clip`` picks how they are clipped.
     lr_steps: iterations at which the learning rate is multiplied by ``lr_gamma`` ("step" schedule).
     warmup: iterations of linear warm-up from ``warmup_factor * lr``.
     batch_size: the global batch; under torchrun each of the W processes takes batch_size / W.
@@ -72,6 +75,7 @@ class TrainConfig:
     augment: str = "reference"
     vgg_weights: str | None = None
     init_from: str | None = None
+    priors: str = "reference"
     prior_clip: str = "reference"
     loc_loss: str = "smooth_l1"
     batch_size: int = 32
@@ -108,6 +112,7 @@ class TrainConfig:
             ("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
             ("amp", self.amp, AMP_MODES), ("head_init", self.head_init, HEAD_INITS),
             ("augment", self.augment, AUGMENTATIONS), ("norm", self.norm, NORMS),
+            ("priors", self.priors, tuple(PRIOR_PRESETS)),
         ):  # fmt: skip
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -117,7 +122,7 @@ class TrainConfig:
             raise ValueError("batch_size and iterations must be positive")
 
     #: Fields that define the run: a resume must match them exactly.
-    RUN_FIELDS = ("classes", "width", "norm", "head_init", "augment", "prior_clip", "loc_loss", "batch_size", "iterations", "optimizer", "lr",
+    RUN_FIELDS = ("classes", "width", "norm", "head_init", "augment", "priors", "prior_clip", "loc_loss", "batch_size", "iterations", "optimizer", "lr",
                   "bias_lr_factor", "momentum", "weight_decay", "schedule", "lr_steps", "lr_gamma", "warmup",
                   "warmup_factor", "grad_clip", "seed", "amp")  # fmt: skip
 
@@ -236,9 +241,11 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
         {"params": biases, "base_lr": config.lr * config.bias_lr_factor, "lr": config.lr * config.bias_lr_factor},
         {"params": others, "base_lr": config.lr, "lr": config.lr},
     ]
+    # fused: one kernel for all parameters (AdamW's step at width 0.125 on the CPU: 6.3 ms -> 1.0 ms)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                               fused=True)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
 def _init_from(model: SSD300, path: str, class_names: tuple[str, ...]) -> list[str]:
@@ -248,6 +255,10 @@ def _init_from(model: SSD300, path: str, class_names: tuple[str, ...]) -> list[s
         raise ValueError(f"--init-from {path}: width {source.spec.width} does not match --width {model.width}")
     if source.spec.norm != model.norm:
         raise ValueError(f"--init-from {path}: norm {source.spec.norm!r} does not match --norm {model.norm!r}")
+    if source.spec.priors != model.prior_config:
+        raise ValueError(f"--init-from {path}: its priors ({source.spec.priors.scales}, clip {source.spec.priors.clip!r}) "
+                         f"differ from this run's ({model.prior_config.scales}, clip {model.prior_config.clip!r}): "
+                         "give the same --priors and --prior-clip")
     state = dict(source.model_state)
     skipped = []
     if tuple(source.spec.class_names) != tuple(class_names):
@@ -294,7 +305,7 @@ def fit(config: TrainConfig) -> FitResult:
         skip_unknown=config.skip_unknown_classes, augment=config.augment,
     )  # fmt: skip
     class_names = train_set.class_names
-    spec = ModelSpec.create(class_names, width=config.width, norm=config.norm, priors=PriorConfig(clip=config.prior_clip))
+    spec = ModelSpec.create(class_names, width=config.width, norm=config.norm, priors=PriorConfig(**PRIOR_PRESETS[config.priors], clip=config.prior_clip))
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)

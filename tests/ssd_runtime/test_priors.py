@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ssd_runtime.boxes import cxcywh_to_xyxy
-from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
+from ssd_runtime.priors import PRIOR_PRESETS, PriorConfig, make_priors, priors_sha256
 
 #: sha256 of the reference priors' float32 bytes; changing it changes every artifact's identity.
 REFERENCE_PRIORS_SHA256 = "91a080f95f8b4aea2118848a475798812b6f610db1f2aadca2e7696c77c2437a"
@@ -41,6 +41,23 @@ def test_per_location_order_and_reference_ratio():
     np.testing.assert_allclose(first[:, 2], [s, extra, s * np.sqrt(2), s * np.sqrt(3), s * np.sqrt(0.5), s * np.sqrt(0.333)], rtol=1e-6)
     # Row-major: the second location moves along x (column j), y stays.
     assert priors[4, 0] > priors[0, 0] and priors[4, 1] == priors[0, 1]
+
+
+def test_coco_preset_is_the_original_ssd300_coco_geometry():
+    # Caffe ssd_coco.py at 300 px: min sizes 21, 45, 99, 153, 207, 261; max sizes 45, ..., 315.
+    config = PriorConfig(**PRIOR_PRESETS["coco"])
+    priors = make_priors(config)
+    assert priors.shape == (8732, 4) and config.num_priors == 8732
+    mins, maxs = [21, 45, 99, 153, 207, 261], [45, 99, 153, 207, 261, 315]
+    starts = np.cumsum([0] + [s * s * a for s, a in zip(config.feature_map_sizes, config.boxes_per_location)])[:-1]
+    for k, start in enumerate(starts):
+        centre = (config.feature_map_sizes[k] - 1) // 2  # a central location: nothing clamped
+        first = start + (centre * config.feature_map_sizes[k] + centre) * config.boxes_per_location[k]
+        np.testing.assert_allclose(priors[first, 2:] * 300, [mins[k], mins[k]], rtol=1e-5)
+        extra = min(np.sqrt(mins[k] * maxs[k]) / 300, 1.0)  # the reference clamp caps w, h at 1
+        np.testing.assert_allclose(priors[first + 1, 2:], [extra, extra], rtol=1e-5)
+    assert PriorConfig(**PRIOR_PRESETS["reference"]) == PriorConfig()
+    assert priors_sha256(priors) != REFERENCE_PRIORS_SHA256
 
 
 def test_hash_pinned():

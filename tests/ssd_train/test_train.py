@@ -29,7 +29,7 @@ def losses(out) -> list[tuple[int, str]]:
         return [(int(r["iteration"]), r["loss"]) for r in csv.DictReader(f) if r["loss"]]
 
 
-QUICK_OPTIONS = {"norm": "batch", "head_init": "background", "augment": "light"}
+QUICK_OPTIONS = {"norm": "batch-from-conv2", "head_init": "background", "augment": "light", "optimizer": "adamw"}
 
 
 @pytest.mark.parametrize("options", [{}, QUICK_OPTIONS], ids=["reference", "quick-options"])
@@ -70,6 +70,20 @@ def test_init_from_with_another_class_list(dataset, tmp_path):
     ckpt = load_checkpoint(result.last_checkpoint)
     assert ckpt.spec.class_names == ("background", "circle", "square", "triangle")
     assert ckpt.model_state["pred_convs.cl_conv4_3.weight"].shape[0] == 4 * 4
+
+
+def test_prior_preset_is_recorded_and_init_from_other_priors_is_refused(dataset, tmp_path):
+    from ssd_runtime.priors import PRIOR_PRESETS, PriorConfig
+
+    result = fit(config(dataset, tmp_path / "coco", iterations=1, priors="coco"))
+    ckpt = load_checkpoint(result.last_checkpoint)
+    assert ckpt.spec.priors == PriorConfig(**PRIOR_PRESETS["coco"]) and ckpt.training["config"]["priors"] == "coco"
+    with pytest.raises(ValueError, match="give the same --priors"):
+        fit(config(dataset, tmp_path / "ref", iterations=1, init_from=result.last_checkpoint))
+    with pytest.raises(TrainingError, match="priors"):
+        fit(config(dataset, tmp_path / "coco", iterations=2, priors="reference", resume=True))
+    with pytest.raises(ValueError, match="priors must be one of"):
+        config(dataset, tmp_path, priors="tiny")
 
 
 def test_periodic_evaluation_writes_best(dataset, tmp_path):
