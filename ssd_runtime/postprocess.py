@@ -317,6 +317,11 @@ def _greedy_block(
         keep = new_keep
 
 
+#: Above this IoU, a detection only in one side and one only in the other are the same detection moved,
+#: never a tie flip of two candidates (neighbouring priors overlap far less).
+TIE_FLIP_MAX_IOU = 0.95
+
+
 @dataclass
 class DetectionComparison:
     """Outcome of :func:`compare_detections`.
@@ -325,7 +330,7 @@ class DetectionComparison:
     num_images, num_detections_a, num_detections_b: sizes compared.
     edge_differences: detections present in only one side (or order swaps of near-equal scores)
         explained by a candidate within ``edge`` of min_score, of the NMS IoU threshold, or of the
-        top_k cut.
+        top_k cut, or by a tie flip of two near-equal candidates.
     mismatches: human-readable descriptions of differences that are not explained (empty if identical).
     """
 
@@ -362,7 +367,9 @@ def compare_detections(
     only is admissible when it is a threshold-edge case (needs ``settings``): its score within
     ``edge`` of min_score; its IoU with a higher-scored same-class detection (either side) within
     ``edge`` of max_overlap, or above it when it only overlaps other edge cases (a cascade); or it
-    falls at the top_k cut. Adjacent detections whose scores differ by at most ``atol`` may swap.
+    falls at the top_k cut. Adjacent detections whose scores differ by at most ``atol`` may swap, and
+    so may the NMS winner of two same-class candidates with scores within ``atol`` that suppress each
+    other (a tie flip: each side keeps one of the two; their IoU is at most ``TIE_FLIP_MAX_IOU``).
     Edge cases are counted, other differences listed in ``mismatches``.
     """
     if len(a) != len(b):
@@ -434,6 +441,20 @@ def _compare_image(
                 explained_any = True
             else:
                 unexplained.append((dets, int(k), side))
+    # a tie flip: two same-class candidates with scores within atol that suppress each other; the
+    # arithmetic of each side picked a different NMS winner (their order is a tie, as for swaps above)
+    flipped: set[tuple[str, int]] = set()
+    for dets, k, side in unexplained:
+        if side != "a":
+            continue
+        for other, j, other_side in unexplained:
+            if other_side == "b" and ("b", j) not in flipped and _tie_flip(dets, k, other, j, settings, atol, edge):
+                flipped.update({("a", k), ("b", j)})
+                break
+    if flipped:
+        result.edge_differences += len(flipped)
+        explained_any = True
+        unexplained = [(dets, k, side) for dets, k, side in unexplained if (side, k) not in flipped]
     # second pass: a cascade of an edge case, or the top_k cut moved by an edge case
     for dets, k, side in unexplained:
         other = db if side == "a" else da
@@ -453,6 +474,19 @@ def _compare_image(
                 f"image {index}: detection (label {int(dets.labels[k])}, score "
                 f"{float(dets.scores[k]):.7f}) only in {side}"
             )
+
+
+def _tie_flip(
+    da: Detections, ka: int, db: Detections, kb: int, settings: PostprocessSettings, atol: float, edge: float
+) -> bool:
+    # Two different candidates: they overlap enough to suppress each other, but not so much that
+    # the pair could be one detection whose box moved (IoU above TIE_FLIP_MAX_IOU is compared as such).
+    overlap = _pair_iou(da.boxes[ka], db.boxes[kb : kb + 1])[0]
+    return bool(
+        da.labels[ka] == db.labels[kb]
+        and abs(float(da.scores[ka]) - float(db.scores[kb])) <= atol
+        and settings.max_overlap - edge < overlap <= TIE_FLIP_MAX_IOU
+    )
 
 
 def _pair_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

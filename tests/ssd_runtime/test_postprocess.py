@@ -171,6 +171,28 @@ def test_compare_detections_reports_edges():
     assert not compare_detections([d], [moved], s).identical
 
 
+def test_compare_detections_admits_an_nms_tie_flip():
+    # priors 0 and 1 (class a, IoU 0.82) suppress each other; their scores differ by ~2e-6, as two
+    # runtimes' arithmetic can make them. Each side keeps a different one: a tie, not a mismatch.
+    locs, logits, priors = hand_problem()
+    s = PostprocessSettings(0.15, 0.5, 200)
+    tied = logits.copy()
+    tied[0, 1] = tied[0, 0]  # prior 1 gets prior 0's distribution
+    other = tied.copy()
+    other[0, 1, 1] += 1e-5  # prior 1 now just wins (its score rises by about 2e-6)
+    (a,) = postprocess(locs, tied, priors, s)
+    (b,) = postprocess(locs, other, priors, s)
+    assert not np.array_equal(a.boxes, b.boxes)  # different NMS winners
+    r = compare_detections([a], [b], s)
+    assert r.identical and r.edge_differences == 2, r.mismatches
+    # the same two boxes are a mismatch when the scores differ by more than atol ...
+    far = Detections(b.boxes, b.labels, b.scores - np.float32(1e-3) * (b.labels == 1))
+    assert not compare_detections([a], [far], s).identical
+    # ... or when the boxes would not suppress each other
+    apart = Detections(b.boxes + np.float32(0.15) * (b.labels == 1)[:, None], b.labels, b.scores)
+    assert not compare_detections([a], [apart], s).identical
+
+
 def test_bad_shapes_raise():
     locs, logits, priors = random_problem(0)
     with pytest.raises(ValueError, match="priors"):
