@@ -9,6 +9,7 @@ import time
 from ssd_runtime import cli_common
 from ssd_runtime.priors import PRIOR_PRESETS
 from ssd_runtime.spec import NORMS
+from ssd_train.augment import AUGMENTATIONS
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -158,7 +159,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                         "folded away at export); batch-from-conv2 = the same without conv1_1/conv1_2 (cheaper on a CPU)")
     p.add_argument("--head-init", choices=["reference", "background"],
                    help="class-head initialisation: reference (Xavier) or background (start at P(background) 0.99)")
-    p.add_argument("--augment", choices=["reference", "light", "flip"],
+    p.add_argument("--augment", choices=list(AUGMENTATIONS),
                    help="training augmentation: reference; light = without the zoom-out; flip = resize + flip only")
     p.add_argument("--vgg-weights", help="local torchvision VGG-16 state dict (width 1.0)")
     p.add_argument("--init-from", help="fine-tune from a toolkit checkpoint (class heads re-initialised if classes differ)")
