@@ -178,6 +178,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-steps", type=int, nargs="+")
     p.add_argument("--warmup", type=int, help="iterations of linear warm-up")
     p.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
+    p.add_argument("--ema", type=float,
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.998; 0 = off): "
+                        "checkpoints and evaluations use the averaged weights")
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--amp", choices=["none", "bf16", "fp16"])
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)

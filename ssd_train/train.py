@@ -10,6 +10,7 @@ reproduces the uninterrupted run's losses on the CPU.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import math
@@ -60,6 +61,9 @@ class TrainConfig:
         smaller priors); ``prior_clip`` picks how they are clipped.
     lr_steps: iterations at which the learning rate is multiplied by ``lr_gamma`` ("step" schedule).
     warmup: iterations of linear warm-up from ``warmup_factor * lr``.
+    ema: decay of an exponential moving average of the weights (0 = off; see :class:`ModelEMA`). When on,
+        checkpoints and evaluations hold the averaged weights, and the training weights travel in the
+        checkpoint's training state for ``resume``.
     batch_size: the global batch; under torchrun each of the W processes takes batch_size / W.
     eval_every / save_every / log_every: iterations (0 disables periodic evaluation).
     eval_images: evaluate on at most this many test images (0 = all).
@@ -91,6 +95,7 @@ class TrainConfig:
     warmup: int = 0
     warmup_factor: float = 0.001
     grad_clip: float | None = None
+    ema: float = 0.0
     device: str = "cpu"
     amp: str = "none"
     channels_last: bool = False
@@ -118,13 +123,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if self.device == "cpu" and (self.amp != "none"):
             raise ValueError("AMP (bf16/fp16) is for --device cuda; train in FP32 on the CPU")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema is a decay in [0, 1) (0 = off, e.g. 0.998), got {self.ema}")
         if self.batch_size < 1 or self.iterations < 1:
             raise ValueError("batch_size and iterations must be positive")
 
     #: Fields that define the run: a resume must match them exactly.
     RUN_FIELDS = ("classes", "width", "norm", "head_init", "augment", "priors", "prior_clip", "loc_loss", "batch_size", "iterations", "optimizer", "lr",
                   "bias_lr_factor", "momentum", "weight_decay", "schedule", "lr_steps", "lr_gamma", "warmup",
-                  "warmup_factor", "grad_clip", "seed", "amp")  # fmt: skip
+                  "warmup_factor", "grad_clip", "ema", "seed", "amp")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -248,6 +255,39 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
+class ModelEMA:
+    """Exponential moving average of a model's weights and BatchNorm statistics, for evaluation and export.
+
+    ``update(model)`` after each optimizer step sets ``average = d * average + (1 - d) * current`` for every
+    floating-point parameter and buffer (integer buffers are copied), with ``d = min(decay, (1 + t) / (10 + t))``
+    at update t: the first, far-off weights are forgotten fast. One foreach lerp per step and no host
+    synchronisation (``torch.optim.swa_utils.AveragedModel`` reads its update count back from the device
+    every step, which would stall a GPU).
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @staticmethod
+    def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+        return [t.detach() for t in (*model.parameters(), *model.buffers())]
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        averaged, current = [], []
+        for a, c in zip(self._tensors(self.module), self._tensors(model), strict=True):
+            if a.is_floating_point():
+                averaged.append(a)
+                current.append(c)
+            else:
+                a.copy_(c)
+        torch._foreach_lerp_(averaged, current, 1.0 - decay)
+
+
 def _init_from(model: SSD300, path: str, class_names: tuple[str, ...]) -> list[str]:
     """Copy weights from a checkpoint; class heads are left re-initialised when the class list differs."""
     source = load_checkpoint(path)
@@ -321,10 +361,13 @@ def fit(config: TrainConfig) -> FitResult:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
+    ema = ModelEMA(model, config.ema) if config.ema else None
+    # what checkpoints hold and evaluations measure: the averaged weights when there are any
+    kept = model if ema is None else ema.module
 
     start_iteration, best_map, history = 0, None, []
     if config.resume:
-        start_iteration, best_map, history = _resume(last_path, config, model, optimizer, scaler, spec)
+        start_iteration, best_map, history = _resume(last_path, config, model, optimizer, scaler, spec, ema)
     if start_iteration >= config.iterations:
         return FitResult(start_iteration, str(last_path), str(best_path) if best_path.exists() else None,
                          best_map, history, 0.0, 0.0)
@@ -396,6 +439,8 @@ def fit(config: TrainConfig) -> FitResult:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        if ema is not None:
+            ema.update(model)
         iteration += 1
         window_images += images.shape[0] * dist_info.world
         loss_sums += values
@@ -418,17 +463,18 @@ def fit(config: TrainConfig) -> FitResult:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", loc=f"{row['loc']:.3f}", conf=f"{row['conf']:.3f}",
                                 lr=f"{lr_now:.2g}", img_s=f"{row['images_per_s']:.1f}")
         if evaluate_now:
-            result = evaluate(model, eval_set, spec, device, config.eval_batch_size, channels_last=config.channels_last)
+            result = evaluate(kept, eval_set, spec, device, config.eval_batch_size, channels_last=config.channels_last)
             model.train()
             history.append({"iteration": iteration, "map": result.map})
             logger.log({"iteration": iteration, "map": result.map})
             if best_map is None or result.map > best_map:
                 best_map = result.map
                 if dist_info.main:
-                    save_checkpoint(best_path, model, spec, _training_state(
-                        config, iteration, optimizer, scaler, best_map, history))
+                    save_checkpoint(best_path, kept, spec, _training_state(
+                        config, iteration, model, optimizer, scaler, ema, best_map, history))
         if save_now:
-            save_checkpoint(last_path, model, spec, _training_state(config, iteration, optimizer, scaler, best_map, history))
+            save_checkpoint(last_path, kept, spec, _training_state(
+                config, iteration, model, optimizer, scaler, ema, best_map, history))
         if iteration >= stop_at:
             break
     if bar is not None:
@@ -478,8 +524,8 @@ def _eval_dataset(config: TrainConfig, class_names: tuple[str, ...], spec: Model
     return test_set
 
 
-def _training_state(config, iteration, optimizer, scaler, best_map, history) -> dict[str, Any]:
-    return {
+def _training_state(config, iteration, model, optimizer, scaler, ema, best_map, history) -> dict[str, Any]:
+    state = {
         "iteration": iteration,
         "config": config.to_dict(),
         "optimizer": optimizer.state_dict(),
@@ -488,9 +534,13 @@ def _training_state(config, iteration, optimizer, scaler, best_map, history) -> 
         "best_map": best_map,
         "history": history,
     }
+    if ema is not None:  # the checkpoint's model is the average; the training weights go on from here
+        state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        state["ema_updates"] = ema.updates
+    return state
 
 
-def _resume(path: Path, config: TrainConfig, model, optimizer, scaler, spec: ModelSpec):
+def _resume(path: Path, config: TrainConfig, model, optimizer, scaler, spec: ModelSpec, ema: ModelEMA | None):
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint to resume at {path}; start without --resume")
     checkpoint = load_checkpoint(path)
@@ -503,7 +553,14 @@ def _resume(path: Path, config: TrainConfig, model, optimizer, scaler, spec: Mod
                             "resume with the same settings or start a new --out folder")
     if checkpoint.spec.class_names != spec.class_names or checkpoint.spec.priors_sha256 != spec.priors_sha256:
         raise TrainingError(f"--resume {path}: the checkpoint's classes or priors differ from this run's data")
-    model.load_state_dict(checkpoint.model_state)
+    if ema is None:
+        model.load_state_dict(checkpoint.model_state)
+    else:
+        if "model" not in training:
+            raise TrainingError(f"--resume {path}: the run was trained without --ema; resume it without --ema")
+        model.load_state_dict(training["model"])
+        ema.module.load_state_dict(checkpoint.model_state)
+        ema.updates = int(training["ema_updates"])
     optimizer.load_state_dict(training["optimizer"])
     scaler.load_state_dict(training["scaler"])
     _set_rng_state(training["rng"])

@@ -32,7 +32,8 @@ def losses(out) -> list[tuple[int, str]]:
 QUICK_OPTIONS = {"norm": "batch-from-conv2", "head_init": "background", "augment": "light", "optimizer": "adamw"}
 
 
-@pytest.mark.parametrize("options", [{}, QUICK_OPTIONS], ids=["reference", "quick-options"])
+@pytest.mark.parametrize("options", [{}, QUICK_OPTIONS, {**QUICK_OPTIONS, "ema": 0.9}],
+                         ids=["reference", "quick-options", "quick-options-ema"])
 def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path, options):
     torch.set_num_threads(1)  # bit-exact arithmetic across the two runs
     full = fit(config(dataset, tmp_path / "full", **options))
@@ -46,12 +47,55 @@ def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path, options):
     for key in a.model_state:
         torch.testing.assert_close(a.model_state[key], b.model_state[key], rtol=0, atol=0, msg=key)
     assert a.training["iteration"] == 6
+    if options.get("ema"):  # the training weights, kept beside the average, resume exactly too
+        for key in a.training["model"]:
+            torch.testing.assert_close(a.training["model"][key], b.training["model"][key], rtol=0, atol=0, msg=key)
 
 
 def test_resume_with_other_settings_is_refused(dataset, tmp_path):
     fit(config(dataset, tmp_path, stop_at=1))
     with pytest.raises(TrainingError, match="lr: 0.001 -> 0.01"):
         fit(config(dataset, tmp_path, lr=1e-2, resume=True))
+
+
+def test_model_ema_update():
+    from torch import nn
+
+    from ssd_train.train import ModelEMA
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = ModelEMA(model, decay=0.99)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()(torch.randn(8, 3))  # moves the BatchNorm statistics and counts a batch
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update(model)
+    decay = 2 / 11  # the warm-up caps the decay at (1 + t) / (10 + t) for update t = 1
+    now = model.state_dict()
+    for key, value in ema.module.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, decay * start[key] + (1 - decay) * now[key], msg=key)
+        else:
+            assert torch.equal(value, now[key]), key  # num_batches_tracked is copied
+    assert not any(p.requires_grad for p in ema.module.parameters()) and not ema.module.training
+    for _ in range(1000):
+        ema.update(model)
+    torch.testing.assert_close(ema.module[0].weight, model[0].weight)
+    assert ema.updates == 1001
+
+
+def test_ema_checkpoint_holds_the_averaged_weights(dataset, tmp_path):
+    result = fit(config(dataset, tmp_path, iterations=3, ema=0.9, eval_every=3))
+    checkpoint = load_checkpoint(result.last_checkpoint)
+    assert checkpoint.training["ema_updates"] == 3 and checkpoint.training["config"]["ema"] == 0.9
+    key = "base.conv4_3.weight"
+    assert not torch.equal(checkpoint.model_state[key], checkpoint.training["model"][key])
+    checkpoint.build_model()  # the averaged weights make a complete network
+    assert load_checkpoint(result.best_checkpoint).model_state[key].equal(checkpoint.model_state[key])
+    with pytest.raises(TrainingError, match="ema: 0.9 -> 0.0"):
+        fit(config(dataset, tmp_path, iterations=4, ema=0.0, resume=True))
+    with pytest.raises(ValueError, match="ema is a decay"):
+        config(dataset, tmp_path, ema=1.0)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
