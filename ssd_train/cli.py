@@ -168,6 +168,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                         "priors: smaller, for data with many small objects); recorded in the model spec")
     p.add_argument("--prior-clip", choices=["reference", "extent", "none"])
     p.add_argument("--loc-loss", choices=["smooth_l1", "reference_l1"])
+    p.add_argument("--match-threshold", type=float,
+                   help="IoU at which a prior becomes a positive of an object (reference 0.5; cpu-quick 0.4)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--iterations", type=int)
     p.add_argument("--optimizer", choices=["sgd", "adamw"])

@@ -59,6 +59,8 @@ class TrainConfig:
     augment: "reference", "light" (no zoom-out) or "flip" (resize + flip): ``ssd_train.augment.AUGMENTATIONS``.
     priors: prior geometry, a name in ``ssd_runtime.priors.PRIOR_PRESETS`` ("reference" or "coco",
         smaller priors); ``prior_clip`` picks how they are clipped.
+    match_threshold: IoU at or above which a prior is matched to an object (0.5, the paper's; each object's
+        best prior is matched whatever its IoU). The quick start uses 0.4: more positives per object.
     lr_steps: iterations at which the learning rate is multiplied by ``lr_gamma`` ("step" schedule).
     warmup: iterations of linear warm-up from ``warmup_factor * lr``.
     ema: decay of an exponential moving average of the weights (0 = off; see :class:`ModelEMA`). When on,
@@ -82,6 +84,7 @@ class TrainConfig:
     priors: str = "reference"
     prior_clip: str = "reference"
     loc_loss: str = "smooth_l1"
+    match_threshold: float = 0.5
     batch_size: int = 32
     iterations: int = 120_000
     optimizer: str = "sgd"
@@ -123,14 +126,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if self.device == "cpu" and (self.amp != "none"):
             raise ValueError("AMP (bf16/fp16) is for --device cuda; train in FP32 on the CPU")
+        if not 0.0 < self.match_threshold <= 1.0:
+            raise ValueError(f"match_threshold is an IoU in (0, 1], got {self.match_threshold}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema is a decay in [0, 1) (0 = off, e.g. 0.998), got {self.ema}")
         if self.batch_size < 1 or self.iterations < 1:
             raise ValueError("batch_size and iterations must be positive")
 
     #: Fields that define the run: a resume must match them exactly.
-    RUN_FIELDS = ("classes", "width", "norm", "head_init", "augment", "priors", "prior_clip", "loc_loss", "batch_size", "iterations", "optimizer", "lr",
-                  "bias_lr_factor", "momentum", "weight_decay", "schedule", "lr_steps", "lr_gamma", "warmup",
+    RUN_FIELDS = ("classes", "width", "norm", "head_init", "augment", "priors", "prior_clip", "loc_loss",
+                  "match_threshold", "batch_size", "iterations", "optimizer", "lr", "bias_lr_factor", "momentum", "weight_decay", "schedule", "lr_steps", "lr_gamma", "warmup",
                   "warmup_factor", "grad_clip", "ema", "seed", "amp")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -393,7 +398,7 @@ def fit(config: TrainConfig) -> FitResult:
         generator=torch.Generator().manual_seed(config.seed + 7919 * dist_info.rank),
         persistent_workers=False, prefetch_factor=4 if config.workers else None,
     )
-    criterion = MultiBoxLoss(model.priors_cxcy, loc_loss=config.loc_loss).to(device)
+    criterion = MultiBoxLoss(model.priors_cxcy, threshold=config.match_threshold, loc_loss=config.loc_loss).to(device)
     eval_set = None
     if config.eval_every and dist_info.main:
         eval_set = _eval_dataset(config, class_names, spec)

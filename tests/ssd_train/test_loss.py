@@ -27,6 +27,15 @@ def test_matching_worked_example():
     torch.testing.assert_close(true_locs[0, 3], torch.from_numpy(expected).float())
 
 
+def test_match_threshold():
+    # The object overlaps priors 0 and 1 with IoU 0.4545 each: prior 0 is its forced best match, prior 1
+    # becomes a positive only under a threshold below 0.4545.
+    boxes, labels = [torch.tensor([[0.0, 0.0, 1.0, 0.55]])], [torch.tensor([1])]
+    assert MultiBoxLoss(PRIORS).match(boxes, labels)[1].tolist() == [[1, 0, 0, 0]]
+    assert MultiBoxLoss(PRIORS, threshold=0.4).match(boxes, labels)[1].tolist() == [[1, 1, 0, 0]]
+    assert MultiBoxLoss(PRIORS, threshold=0.46).match(boxes, labels)[1].tolist() == [[1, 0, 0, 0]]
+
+
 def test_forced_match_tie_later_object_wins():
     loss = MultiBoxLoss(PRIORS)
     boxes = [torch.tensor([[0.0, 0.0, 0.45, 0.45], [0.05, 0.05, 0.5, 0.5]])]  # both best on prior 0

@@ -148,6 +148,8 @@ def test_lr_schedule():
         with pytest.raises(ValueError, match=name):
             TrainConfig(data=["x"], out="y", **{name: "other"})
     assert math.isclose(lr_factor(c, 79_999), 1.0)
+    with pytest.raises(ValueError, match="match_threshold is an IoU"):
+        TrainConfig(data=["x"], out="y", match_threshold=0.0)
 
 
 def test_cli_fit_and_eval(dataset, tmp_path, capsys):
@@ -206,3 +208,4 @@ def test_cpu_quick_recipe_is_recorded_and_flags_override_it(dataset, tmp_path, c
     assert saved["norm"] == recipe["norm"] == checkpoint.spec.norm
     assert saved["head_init"] == recipe["head_init"] and saved["optimizer"] == recipe["optimizer"]
     assert saved["augment"] == "light" and saved["iterations"] == 2 and saved["width"] == 0.0625
+    assert saved["match_threshold"] == recipe["match_threshold"]
