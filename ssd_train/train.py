@@ -135,8 +135,9 @@ class TrainConfig:
 
     #: Fields that define the run: a resume must match them exactly.
     RUN_FIELDS = ("classes", "width", "norm", "head_init", "augment", "priors", "prior_clip", "loc_loss",
-                  "match_threshold", "batch_size", "iterations", "optimizer", "lr", "bias_lr_factor", "momentum", "weight_decay", "schedule", "lr_steps", "lr_gamma", "warmup",
-                  "warmup_factor", "grad_clip", "ema", "seed", "amp")  # fmt: skip
+                  "match_threshold", "batch_size", "iterations", "optimizer", "lr", "bias_lr_factor", "momentum",
+                  "weight_decay", "schedule", "lr_steps", "lr_gamma", "warmup", "warmup_factor", "grad_clip", "ema",
+                  "seed", "amp")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
