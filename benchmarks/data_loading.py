@@ -48,7 +48,7 @@ def measure(dataset: VOCDetection, workers: int, batch_size: int, batches: int, 
     del iterator
     return {
         "workers": workers,
-        "batches": "float32 normalised" if normalize else "uint8 (normalised on the training device, as fit does)",
+        "batches": "float32 normalized" if normalize else "uint8 (normalized on the training device, as fit does)",
         "images": count,
         "seconds": round(seconds, 3),
         "images_per_s": round(count / seconds, 1),
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; medians are reported")
-    parser.add_argument("--float32", action="store_true", help="also time float32-normalised batches")
+    parser.add_argument("--float32", action="store_true", help="also time float32-normalized batches")
     parser.add_argument("--compare", type=int, default=100, help="images for the fast vs literal-reference transform timing (0: skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.data:
             generate_voc_dataset(root, images=args.images, test=0, seed=args.seed)
         dataset = VOCDetection.from_voc(split_roots(root, "trainval"), "trainval", class_names=None, train=True, seed=args.seed)
-        # uint8 batches are what `ssd-train fit` loads (normalised on the device); float32 for reference.
+        # uint8 batches are what `ssd-train fit` loads (normalized on the device); float32 for reference.
         # Repeats are interleaved (every configuration once per round) so machine noise hits all alike.
         kinds = [False, True] if args.float32 else [False]
         results = [measure(dataset, w, args.batch_size, args.batches, args.seed, normalize=n)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         compare = transform_cpu_ms(dataset, args.compare, args.seed) if args.compare else None
     report = {
         "benchmark": "data_loading",
-        "pipeline": "decode + photometric + zoom-out + crop + flip + resize 300, collate (+ normalise for float32 batches)",
+        "pipeline": "decode + photometric + zoom-out + crop + flip + resize 300, collate (+ normalize for float32 batches)",
         "dataset": {"root": str(args.data or "generated"), "images": len(dataset), "classes": len(dataset.class_names) - 1},
         "batch_size": args.batch_size,
         "cpus": os.cpu_count(),

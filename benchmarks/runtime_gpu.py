@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     pixels = {n: torch.rand(n, 3, spec.input_size, spec.input_size, generator=generator) for n in (1, args.big_batch)}
     mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
     std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    # the preprocessed batch on the device (normalised float32, as the runtime's preprocess makes it)
+    # the preprocessed batch on the device (normalized float32, as the runtime's preprocess makes it)
     batches = {n: ((p - mean) / std).to(device) for n, p in pixels.items()}
     repeats = {1: args.repeats, args.big_batch: max(5, args.repeats // 5)}
 

@@ -124,9 +124,9 @@ def export_onnx(
 
     Args:
         dynamic_batch: a symbolic batch dimension ``batch``; else the batch is fixed to ``static_batch``.
-        variant: ``fp32`` (input images float32 (N, 3, S, S) normalised RGB -> locs (N, P, 4), class_logits
+        variant: ``fp32`` (input images float32 (N, 3, S, S) normalized RGB -> locs (N, P, 4), class_logits
             (N, P, C)); ``fp16`` (same I/O, FP16 inside, L2 norm in FP32); ``uint8-nhwc`` (input uint8
-            (N, S, S, 3) RGB, normalisation in the graph); ``end2end`` (float32 input -> padded boxes,
+            (N, S, S, 3) RGB, normalization in the graph); ``end2end`` (float32 input -> padded boxes,
             scores, labels, num_detections after softmax, decode and ONNX NonMaxSuppression).
         opset: ONNX opset (default 19; >= 13 for the end-to-end variant).
         exporter: ``torchscript`` (default) or ``dynamo``.

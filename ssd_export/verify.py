@@ -30,6 +30,7 @@ import torch
 
 from ssd_runtime.fileio import atomic_write_bytes, sha256_file
 from ssd_runtime.onnx_model import OnnxModelInfo, read_onnx_info
+from ssd_runtime.preprocess import normalize
 from ssd_runtime.postprocess import Detections, compare_detections, postprocess
 from ssd_runtime.spec import ModelSpec
 from ssd_train.augment import test_transform
@@ -56,15 +57,6 @@ def verification_images(count: int, size: int = 300, seed: int = VERIFY_SEED) ->
     """uint8 (count, size, size, 3) RGB synthetic scenes, resized as evaluation does (bilinear)."""
     empty = np.zeros((0, 4), np.float32)
     return np.stack([test_transform(render_image(seed, i)[0], empty, size)[0] for i in range(count)])
-
-
-def normalise(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """uint8 (N, S, S, 3) -> float32 (N, 3, S, S), exactly as the uint8 graph and training data do."""
-    from ssd_export.wrappers import Uint8NHWCInput
-
-    module = Uint8NHWCInput(torch.nn.Identity(), spec)  # type: ignore[arg-type]
-    with torch.no_grad():
-        return module.normalise(torch.from_numpy(pixels)).numpy()
 
 
 def tensor_stats(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> dict[str, Any]:
@@ -150,7 +142,7 @@ def verify_onnx(
     report.update({"batch_size": batch, "trace_batch": traced, "dynamic_batch": static is None,
                    "images": f"synthetic scenes, seed {seed}, {batch} images"})
     pixels = verification_images(batch, spec.input_size, seed)
-    images = normalise(pixels, spec)
+    images = normalize(pixels, spec)
     feed = pixels if info.input_dtype == "uint8" else images
     onnx_outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {info.input_name: feed})))
     with torch.no_grad():

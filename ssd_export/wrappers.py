@@ -1,6 +1,6 @@
 """Export-only wrappers around :class:`ssd_train.model.SSD300` (the model's forward stays untouched).
 
-- :class:`Uint8NHWCInput`: raw frames in, ``(locs, class_logits)`` out; normalisation in the graph.
+- :class:`Uint8NHWCInput`: raw frames in, ``(locs, class_logits)`` out; normalization in the graph.
 - ``ssd_train.model.FP16Network`` (used for the FP16 export): FP16 weights and activations, FP32 where FP16 overflows (the conv4_3 L2 norm),
   FP32 graph inputs and outputs.
 - :class:`ScoresAndBoxes`: the network plus softmax and box decoding - the first half of the
@@ -26,21 +26,18 @@ class Uint8NHWCInput(nn.Module):
     def __init__(self, model: SSD300, spec: ModelSpec) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer(
-            "scale", torch.tensor([1.0 / (255.0 * s) for s in spec.std], dtype=torch.float32).view(1, 3, 1, 1)
-        )
-        self.register_buffer(
-            "bias", torch.tensor([-m / s for m, s in zip(spec.mean, spec.std)], dtype=torch.float32).view(1, 3, 1, 1)
-        )
+        scale, bias = spec.normalization()
+        self.register_buffer("scale", torch.from_numpy(scale).view(1, 3, 1, 1))
+        self.register_buffer("bias", torch.from_numpy(bias).view(1, 3, 1, 1))
 
-    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, S, S, 3) RGB -> float32 (N, 3, S, S): ``x * scale + bias`` as the training data does."""
         # (N, S, S, 3) uint8 -> (N, 3, S, S) float32
         pixels = images.permute(0, 3, 1, 2).to(torch.float32)
         return pixels * self.scale + self.bias
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(self.normalise(images))
+        return self.model(self.normalize(images))
 
 
 class NaiveFP16Network(nn.Module):

@@ -1,7 +1,7 @@
 """Runtime benchmark: latency per stage over batch sizes, after warm-up (a report dict + trtexec-like text).
 
 Each timed iteration runs the Detector pipeline on in-memory RGB images (``image_size``, default
-VOC-like 500x375) and times its stages back to back: preprocess (resize + normalise), inference
+VOC-like 500x375) and times its stages back to back: preprocess (resize + normalize), inference
 (``backend.infer``; device work synchronised before the clock stops), postprocess (at the detection
 settings unless given) and the pixel conversion; end to end is the sum from the first to the last.
 Per stage: min / mean / p50 / p90 / p99 / max latency in ms and throughput in images/s

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from ssd_runtime.detector import Detector
 from ssd_runtime.metric import GroundTruth, VOCResult, voc_map
 from ssd_runtime.postprocess import Detections
-from ssd_runtime.voc import read_voc_split, split_roots
+from ssd_runtime.voc import VOCRecord, fit_to_image, read_voc_split, split_roots
 
 __all__ = ["TARGET_POINTS", "compare_map", "runtime_map"]
 
@@ -30,16 +29,10 @@ __all__ = ["TARGET_POINTS", "compare_map", "runtime_map"]
 TARGET_POINTS = {"fp32": 0.05, "fp16": 0.1}
 
 
-def _fit_ground_truth(record, size: tuple[int, int]) -> GroundTruth:
-    """The record's pixel boxes as fractions of the decoded image (clipped as training does on a mismatch)."""
+def _ground_truth(record: VOCRecord, size: tuple[int, int]) -> GroundTruth:
+    """The record's pixel boxes as fractions of the decoded image of ``size`` (clipped as training does)."""
+    boxes, labels, difficult = fit_to_image(record, size)
     width, height = size
-    boxes, labels, difficult = record.boxes, record.labels, record.difficult
-    if (width, height) != (record.width, record.height):
-        boxes = boxes.copy()
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        boxes, labels, difficult = boxes[keep], labels[keep], difficult[keep]
     scale = np.asarray([width, height, width, height], dtype=np.float32)
     return GroundTruth.create((boxes / scale).astype(np.float32), labels, difficult)
 
@@ -58,7 +51,7 @@ def runtime_map(
 
     Returns the :class:`VOCResult` and run facts (images, seconds, images/s).
     """
-    roots = [Path(p) for p in data] if isinstance(data, list) else split_roots(data, split)
+    roots = split_roots(data, split)
     records = read_voc_split(roots, split, detector.spec.class_names, skip_unknown=skip_unknown)
     if max_images:
         records = records[:max_images]
@@ -70,7 +63,7 @@ def runtime_map(
         chunk = records[first : first + batch_size]
         batch = detector.prepare([r.image_path for r in chunk])
         detections.extend(detector.raw_detections(batch.pixels, settings))
-        truths.extend(_fit_ground_truth(r, size) for r, size in zip(chunk, batch.sizes))
+        truths.extend(_ground_truth(r, size) for r, size in zip(chunk, batch.sizes))
     seconds = time.perf_counter() - start
     result = voc_map(detections, truths, detector.spec.class_names, ap_method=ap_method)
     facts = {"images": len(records), "seconds": round(seconds, 3), "images_per_s": round(len(records) / seconds, 2)}

@@ -1,7 +1,7 @@
 """Runtime preprocessing: images (paths, PIL images, arrays) -> the model's input batch (no torch).
 
 Identical to the evaluation transform of training (``ssd_train.augment.test_transform`` followed by
-the batch normalisation of ``ssd_train.data.Collate``; a test holds them equal):
+the batch normalization of ``ssd_train.data.Collate``; a test holds them equal):
 
 1. paths are decoded by the one safe loader :func:`ssd_runtime.images.open_image` (JPEG/PNG only,
    EXIF orientation, every mode to 8-bit RGB); PIL images are converted to RGB; arrays must be
@@ -27,9 +27,9 @@ from PIL import Image
 from ssd_runtime.images import open_image
 from ssd_runtime.spec import ModelSpec
 
-__all__ = ["INPUT_KINDS", "InputError", "PreparedBatch", "as_image_list", "normalise", "preprocess", "resize"]
+__all__ = ["INPUT_KINDS", "InputError", "PreparedBatch", "as_image_list", "normalize", "preprocess", "resize"]
 
-#: What a backend takes: float32 (N, 3, S, S) normalised RGB, or uint8 (N, S, S, 3) RGB.
+#: What a backend takes: float32 (N, 3, S, S) normalized RGB, or uint8 (N, S, S, 3) RGB.
 INPUT_KINDS = ("float32-nchw", "uint8-nhwc")
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
@@ -43,7 +43,7 @@ class InputError(ValueError):
 class PreparedBatch:
     """A preprocessed batch: ``pixels`` as the backend takes it and each image's original size.
 
-    pixels: float32 (N, 3, S, S) normalised (``float32-nchw``) or uint8 (N, S, S, 3) (``uint8-nhwc``).
+    pixels: float32 (N, 3, S, S) normalized (``float32-nchw``) or uint8 (N, S, S, 3) (``uint8-nhwc``).
     sizes: (width, height) in pixels of each input image before resizing.
     """
 
@@ -108,13 +108,12 @@ def resize(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image)
 
 
-def normalise(pixels: np.ndarray, spec: ModelSpec, out: np.ndarray | None = None) -> np.ndarray:
+def normalize(pixels: np.ndarray, spec: ModelSpec, out: np.ndarray | None = None) -> np.ndarray:
     """uint8 (N, S, S, 3) RGB -> float32 (N, 3, S, S): ``x * (1 / (255 std)) + (-mean / std)``.
 
-    The same float32 operations, in the same order, as the training data's batch normalisation.
+    The same float32 operations, in the same order, as the training data's batch normalization.
     """
-    scale = np.asarray([1.0 / (255.0 * s) for s in spec.std], dtype=np.float32).reshape(1, 3, 1, 1)
-    bias = np.asarray([-m / s for m, s in zip(spec.mean, spec.std)], dtype=np.float32).reshape(1, 3, 1, 1)
+    scale, bias = (x.reshape(1, 3, 1, 1) for x in spec.normalization())
     # (N, S, S, 3) -> (N, 3, S, S) view, converted to float32 in one pass
     chw = pixels.transpose(0, 3, 1, 2)
     if out is None:
@@ -141,4 +140,4 @@ def preprocess(
         pixels[i] = resize(pil, size)
     if input_kind == "uint8-nhwc":
         return PreparedBatch(pixels, sizes)
-    return PreparedBatch(normalise(pixels, spec), sizes)
+    return PreparedBatch(normalize(pixels, spec), sizes)

@@ -16,7 +16,7 @@ from ssd_runtime.errors import SpecError
 from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
 
 SCHEMA_VERSION = 1
-#: Normalisation layers of the network: the reference has none; "batch" (after every base and extra
+#: Normalization layers of the network: the reference has none; "batch" (after every base and extra
 #: convolution) trains faster from scratch; "batch-from-conv2" leaves out the two full-resolution
 #: convolutions (conv1_1, conv1_2), whose norms cost about a fifth of a CPU training step.
 NORMS = ("none", "batch", "batch-from-conv2")
@@ -30,6 +30,18 @@ VOC_CLASSES: tuple[str, ...] = (
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (scale, bias), each (3,), with ``x * scale + bias == (x / 255 - mean) / std`` for uint8 x.
+
+    The one home of these constants: training batches, the runtime's preprocess, the uint8 ONNX
+    graph and the parity checks all multiply by ``scale`` then add ``bias`` in float32, so their
+    inputs are bit-identical.
+    """
+    scale = np.asarray([1.0 / (255.0 * s) for s in std], dtype=np.float32)
+    bias = np.asarray([-m / s for m, s in zip(mean, std)], dtype=np.float32)
+    return scale, bias
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,7 @@ class ModelSpec:
 
     class_names: index 0 is the background class.
     input_size: side of the square RGB input in pixels.
-    mean, std: per-channel normalisation applied to RGB values scaled to [0, 1].
+    mean, std: per-channel normalization applied to RGB values scaled to [0, 1].
     width: channel multiplier of the network (1.0 = the reference SSD300).
     norm: "none" (the reference), "batch" (BatchNorm after each base and extra convolution) or
         "batch-from-conv2" (the same without conv1_1 and conv1_2); norms are folded into the
@@ -110,6 +122,10 @@ class ModelSpec:
     def num_classes(self) -> int:
         """Number of classes including background."""
         return len(self.class_names)
+
+    def normalization(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (scale, bias), each (3,): ``pixels * scale + bias`` normalizes uint8 RGB (see :func:`normalization`)."""
+        return normalization(self.mean, self.std)
 
     @property
     def num_priors(self) -> int:

@@ -27,6 +27,7 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -93,13 +94,19 @@ class ReadReport:
 # Layout
 
 
-def split_roots(path: str | os.PathLike, split: str) -> list[Path]:
+def split_roots(path: str | os.PathLike | Sequence[str | os.PathLike], split: str) -> list[Path]:
     """VOC roots to read for ``split`` under ``path``.
 
     ``path`` may be a VOC root itself (it has ``Annotations/``), a ``VOCdevkit`` folder, or a folder
     holding ``VOCdevkit``. From a devkit, ``trainval``/``train`` read every year in
     :data:`TRAIN_YEARS` that has the split file, other splits (``test``) read :data:`TEST_YEARS`.
+    A list of several paths is a list of VOC roots, taken as they are; a list of one is that path.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        paths = list(path)
+        if len(paths) != 1:
+            return [Path(p) for p in paths]
+        path = paths[0]
     path = Path(path)
     if (path / "Annotations").is_dir():
         return [path]
@@ -113,6 +120,23 @@ def split_roots(path: str | os.PathLike, split: str) -> list[Path]:
             "`ssd-train data --out DIR` or point to your VOCdevkit"
         )
     return roots
+
+
+def fit_to_image(record: VOCRecord, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The record's (boxes, labels, difficult) for the decoded image of ``size`` = (width, height).
+
+    When the annotation's ``<size>`` disagrees with the decoded image, pixel boxes are clipped to the
+    image and boxes left empty are dropped (with their labels and difficult flags); otherwise the
+    record's arrays are returned as they are.
+    """
+    width, height = size
+    if (width, height) == (record.width, record.height):
+        return record.boxes, record.labels, record.difficult
+    boxes = record.boxes.copy()
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep], record.labels[keep], record.difficult[keep]
 
 
 def read_split_ids(root: str | os.PathLike, split: str) -> list[str]:

@@ -11,7 +11,7 @@ Order, probabilities and ranges follow ``../shared/reference/ssd300.md`` ("Data"
    scale 0.3-1, aspect h/w strictly in (0.5, 2), keep boxes whose centre lies strictly inside, at least
    one box reaching the min IoU);
 4. horizontal flip with p = 0.5;
-5. bilinear resize to ``size`` x ``size`` with fractional boxes (then the caller normalises).
+5. bilinear resize to ``size`` x ``size`` with fractional boxes (then the caller normalizes).
 
 Efficiency: the expanded canvas (up to 16x the image) is never built. Steps 2-5 are composed into one
 window on the virtual canvas; :func:`render_window` resizes only the image part (plus a margin of

@@ -106,7 +106,7 @@ class TorchCheckpointBackend:
         size = self.spec.input_size
         if batch.dim() != 4 or tuple(batch.shape[1:]) != (3, size, size) or batch.dtype != torch.float32:
             raise InputError(
-                f"{self.path} expects float32 (N, 3, {size}, {size}) (float32-nchw, normalised); received "
+                f"{self.path} expects float32 (N, 3, {size}, {size}) (float32-nchw, normalized); received "
                 f"{str(batch.dtype).replace('torch.', '')} {tuple(batch.shape)}"
             )
 

@@ -2,7 +2,7 @@
 
 The dataset wraps :mod:`ssd_runtime.voc` records and the safe loader :func:`ssd_runtime.images.open_image`
 (one reader for training, PyTorch evaluation and runtime evaluation), applies
-:func:`ssd_train.augment.train_transform` or :func:`~ssd_train.augment.test_transform`, and normalises.
+:func:`ssd_train.augment.train_transform` or :func:`~ssd_train.augment.test_transform`, and normalizes.
 
 Randomness: every sample draws from its own ``numpy.random.Generator`` seeded by
 ``(seed, epoch, index)``, so a sample's augmentation does not depend on the worker that makes it,
@@ -17,7 +17,6 @@ import os
 import random
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,11 +24,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ssd_runtime.errors import ImageError
 from ssd_runtime.images import open_image
-from ssd_runtime.spec import IMAGENET_MEAN, IMAGENET_STD
-from ssd_runtime.voc import ReadReport, VOCRecord, dataset_class_names, read_voc_split, split_roots
+from ssd_runtime.spec import IMAGENET_MEAN, IMAGENET_STD, normalization
+from ssd_runtime.voc import ReadReport, VOCRecord, dataset_class_names, fit_to_image, read_voc_split, split_roots
 from ssd_train.augment import AUGMENTATIONS, test_transform, train_transform
 
-#: One sample: image float32 (3, S, S) normalised; boxes float32 (K, 4) fractional xyxy; labels int64
+#: One sample: image float32 (3, S, S) normalized; boxes float32 (K, 4) fractional xyxy; labels int64
 #: (K,); difficult bool (K,).
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 #: A batch: images (N, 3, S, S) and per-image lists of boxes, labels, difficult.
@@ -42,12 +41,12 @@ class VOCDetection(Dataset):
     Args:
         records: from :func:`ssd_runtime.voc.read_voc_split`.
         class_names: background first; travels into the model spec.
-        train: apply the training augmentation (else resize + normalise only).
+        train: apply the training augmentation (else resize + normalize only).
         augment: the training augmentation, "reference" (default), "light" or "flip"
             (:data:`ssd_train.augment.AUGMENTATIONS`).
         seed: base seed of the per-sample generators.
         size: output side in pixels (300 for SSD300).
-        mean, std: RGB normalisation of [0, 1] values (from the model spec).
+        mean, std: RGB normalization of [0, 1] values (from the model spec).
         on_bad_image: ``"error"`` raises :class:`~ssd_runtime.errors.ImageError` naming the file;
             ``"skip"`` warns and serves the next readable image instead (deterministically).
     """
@@ -79,9 +78,8 @@ class VOCDetection(Dataset):
         self.size = int(size)
         self.on_bad_image = on_bad_image
         self.mean, self.std = tuple(mean), tuple(std)
-        # normalise uint8 directly: (x / 255 - mean) / std = x * scale + bias
-        self._scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1)
-        self._bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(3, 1, 1)
+        # normalize uint8 directly: (x / 255 - mean) / std = x * scale + bias
+        self._scale, self._bias = _normalization(mean, std)
         self.skipped: list[str] = []
 
     @classmethod
@@ -101,7 +99,7 @@ class VOCDetection(Dataset):
 
         ``class_names`` defaults to the dataset's own (:func:`ssd_runtime.voc.dataset_class_names`).
         """
-        roots = [Path(p) for p in path] if isinstance(path, list) else split_roots(path, split)
+        roots = split_roots(path, split)
         if class_names is None:
             class_names = dataset_class_names(roots, split)
         records = read_voc_split(roots, split, class_names, strict=strict, skip_unknown=skip_unknown, report=report)
@@ -119,7 +117,7 @@ class VOCDetection(Dataset):
 
     def load(self, key: int | tuple[int, int], *, normalize: bool = True) -> Sample:
         """Sample ``key`` (an index, or (epoch, index)); ``normalize=False`` keeps the image uint8 (3, S, S)
-        for :class:`Collate` to normalise a whole batch at once (what :func:`make_loader` does)."""
+        for :class:`Collate` to normalize a whole batch at once (what :func:`make_loader` does)."""
         epoch, index = key if isinstance(key, tuple) else (0, key)
         for attempt in range(len(self.records)):
             record = self.records[(index + attempt) % len(self.records)]
@@ -134,9 +132,13 @@ class VOCDetection(Dataset):
 
     def _sample(self, record: VOCRecord, epoch: int, index: int, normalize: bool) -> Sample:
         image = open_image(record.image_path)
-        boxes, labels, difficult = record.boxes, record.labels, record.difficult
         if image.size != (record.width, record.height):
-            boxes, labels, difficult = _fit_boxes(record, image.size)
+            warnings.warn(
+                f"{record.annotation_path}: <size> says {record.width}x{record.height} but {record.image_path} is "
+                f"{image.size[0]}x{image.size[1]}; boxes clipped to the image",
+                stacklevel=2,
+            )
+        boxes, labels, difficult = fit_to_image(record, image.size)
         if self.train:
             pixels, frac, labels, difficult = train_transform(
                 image, boxes, labels, difficult, self.generator(epoch, index), self.size, self.augment
@@ -157,30 +159,21 @@ class VOCDetection(Dataset):
         )
 
 
-def _fit_boxes(record: VOCRecord, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The annotation's <size> disagrees with the decoded image: clip boxes to the image, drop empty ones."""
-    width, height = size
-    warnings.warn(
-        f"{record.annotation_path}: <size> says {record.width}x{record.height} but {record.image_path} is "
-        f"{width}x{height}; boxes clipped to the image",
-        stacklevel=3,
-    )
-    boxes = record.boxes.copy()
-    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
-    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return boxes[keep], record.labels[keep], record.difficult[keep]
+def _normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (scale, bias) tensors shaped (3, 1, 1) for CHW images: :func:`ssd_runtime.spec.normalization`."""
+    scale, bias = normalization(mean, std)
+    return torch.from_numpy(scale).view(3, 1, 1), torch.from_numpy(bias).view(3, 1, 1)
 
 
 class Collate:
-    """Batch samples: images (N, 3, S, S) float32 normalised; per-image boxes (K_i, 4), labels (K_i,),
+    """Batch samples: images (N, 3, S, S) float32 normalized; per-image boxes (K_i, 4), labels (K_i,),
     difficult (K_i,) as lists.
 
-    uint8 images (``VOCDetection.load(normalize=False)``) are converted and normalised straight into
+    uint8 images (``VOCDetection.load(normalize=False)``) are converted and normalized straight into
     the batch tensor - one pass instead of a float copy per image plus a stack. In a DataLoader worker
     the batch is allocated in shared memory (as torch's default collate does) and each per-image list
     is a set of views of one tensor, so a batch crosses to the main process as four shared buffers.
-    Already-normalised float images are stacked as they are.
+    Already-normalized float images are stacked as they are.
     """
 
     def __init__(
@@ -191,8 +184,7 @@ class Collate:
     ) -> None:
         self.mean, self.std = tuple(mean), tuple(std)
         self.normalize = normalize
-        self._scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1)
-        self._bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(3, 1, 1)
+        self._scale, self._bias = _normalization(mean, std)
 
     def __call__(self, batch: list[Sample]) -> Batch:
         images = [sample[0] for sample in batch]
@@ -220,25 +212,24 @@ class Collate:
         return out, list(boxes), list(labels), list(difficult)
 
 
-#: Collate with the ImageNet normalisation of the reference (use ``Collate(spec.mean, spec.std)`` otherwise).
+#: Collate with the ImageNet normalization of the reference (use ``Collate(spec.mean, spec.std)`` otherwise).
 collate = Collate()
 
 
 def normalize_batch(
     images: torch.Tensor, mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD
 ) -> torch.Tensor:
-    """uint8 (N, 3, S, S) batch (``Collate(normalize=False)``) -> float32 normalised, on its device.
+    """uint8 (N, 3, S, S) batch (``Collate(normalize=False)``) -> float32 normalized, on its device.
 
     The same operations in the same order as :class:`Collate`, so the result is bit-identical; run it
     after the transfer to the GPU and the loader moves 4x fewer bytes and does less work per image.
     """
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=images.device).view(3, 1, 1)
-    bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=images.device).view(3, 1, 1)
+    scale, bias = (x.to(images.device) for x in _normalization(mean, std))
     return images.float().mul_(scale).add_(bias)
 
 
 class UInt8View(Dataset):
-    """``dataset.load(key, normalize=False)``: uint8 images, normalised per batch by :class:`Collate`.
+    """``dataset.load(key, normalize=False)``: uint8 images, normalized per batch by :class:`Collate`.
 
     The fast way to feed a DataLoader (what :func:`make_loader` does)::
 
@@ -310,7 +301,7 @@ def make_loader(
 ) -> DataLoader:
     """A reproducible DataLoader over ``dataset`` (an :class:`EpochSampler`; ``loader.sampler.set_epoch``).
 
-    Workers produce uint8 images and :class:`Collate` normalises each batch with the dataset's mean/std;
+    Workers produce uint8 images and :class:`Collate` normalizes each batch with the dataset's mean/std;
     ``normalize=False`` yields uint8 batches for :func:`normalize_batch` on the training device.
     """
     generator = torch.Generator().manual_seed(int(seed))

@@ -189,7 +189,7 @@ class SSD300(nn.Module):
             without the two full-resolution convolutions (cheaper on the CPU); :meth:`fold_norms`
             folds them away.
 
-    forward: images float32 (N, 3, 300, 300), normalised RGB ->
+    forward: images float32 (N, 3, 300, 300), normalized RGB ->
         locs (N, 8732, 4) box offsets against ``priors_cxcy``, class_logits (N, 8732, n_classes).
     """
 
@@ -271,7 +271,7 @@ class SSD300(nn.Module):
 
 
 def l2_normalize(features: torch.Tensor) -> torch.Tensor:
-    """L2-normalise (N, C, H, W) over channels; the epsilon (absent in the reference) guards all-zero cells."""
+    """L2-normalize (N, C, H, W) over channels; the epsilon (absent in the reference) guards all-zero cells."""
     return features / features.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(L2NORM_EPS)
 
 
@@ -336,8 +336,8 @@ class FP16Network(nn.Module):
     """SSD300 in FP16 with the overflow-prone L2 norm of conv4_3 in FP32; FP32 input and outputs.
 
     The conv4_3 norm sums 512 squares per location: with activations above ~11 that sum passes FP16's
-    65,504 and a naive FP16 network returns inf/NaN. Here conv4_3 is cast to FP32, normalised and
-    rescaled in FP32, and cast back (normalised values are at most the rescale factor, ~20). No softmax
+    65,504 and a naive FP16 network returns inf/NaN. Here conv4_3 is cast to FP32, normalized and
+    rescaled in FP32, and cast back (normalized values are at most the rescale factor, ~20). No softmax
     (the postprocess applies it in FP32). Used by the PyTorch-checkpoint backend (``fp16=True``); the
     ONNX exporter's FP16 wrapper has the same semantics.
     """

@@ -346,7 +346,7 @@ def fit(config: TrainConfig) -> FitResult:
     last_path, best_path = out / "last.pt", out / "best.pt"
 
     train_set = VOCDetection.from_voc(
-        _data_paths(config.data), "trainval",
+        config.data, "trainval",
         class_names=_with_background(config.classes), train=True, seed=config.seed,
         skip_unknown=config.skip_unknown_classes, augment=config.augment,
     )  # fmt: skip
@@ -394,7 +394,7 @@ def fit(config: TrainConfig) -> FitResult:
     sampler.start_iteration = start_iteration
     loader = DataLoader(
         UInt8View(train_set), batch_size=sampler.per_rank, sampler=sampler, num_workers=config.workers,
-        collate_fn=Collate(train_set.mean, train_set.std, normalize=False),  # uint8: normalised on the device
+        collate_fn=Collate(train_set.mean, train_set.std, normalize=False),  # uint8: normalized on the device
         worker_init_fn=seed_worker if config.workers else None, pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(config.seed + 7919 * dist_info.rank),
         persistent_workers=False, prefetch_factor=4 if config.workers else None,
@@ -510,11 +510,6 @@ def _raise_if_bad(bad_iteration: torch.Tensor, bad_values: torch.Tensor, config:
     )
 
 
-def _data_paths(data: list[str]) -> str | list[str]:
-    """A single path may be a VOCdevkit (years picked per split) or a VOC root; several are roots."""
-    return data[0] if len(data) == 1 else list(data)
-
-
 def _with_background(classes: list[str] | None) -> tuple[str, ...] | None:
     if classes is None:
         return None
@@ -523,7 +518,7 @@ def _with_background(classes: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _eval_dataset(config: TrainConfig, class_names: tuple[str, ...], spec: ModelSpec) -> VOCDetection:
-    test_set = VOCDetection.from_voc(_data_paths(config.data), "test", class_names=class_names, train=False,
+    test_set = VOCDetection.from_voc(config.data, "test", class_names=class_names, train=False,
                                      skip_unknown=config.skip_unknown_classes, mean=spec.mean, std=spec.std, size=spec.input_size)
     if config.eval_images and config.eval_images < len(test_set):
         test_set.records = test_set.records[: config.eval_images]

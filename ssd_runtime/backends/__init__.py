@@ -4,7 +4,7 @@ A backend turns a preprocessed batch into the raw network outputs::
 
     class Backend(Protocol):
         spec: ModelSpec            # read from the model file (classes, priors, preprocessing)
-        input_kind: str            # "float32-nchw" (N, 3, S, S) normalised | "uint8-nhwc" (N, S, S, 3)
+        input_kind: str            # "float32-nchw" (N, 3, S, S) normalized | "uint8-nhwc" (N, S, S, 3)
         device: str                # "cpu", "cuda:0", ...: where infer() leaves its outputs
         def infer(self, batch) -> tuple[locs, class_logits]
 

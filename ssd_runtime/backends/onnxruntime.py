@@ -60,7 +60,7 @@ class OrtBackend:
         self.info = info
         self.spec = info.spec
         self.variant = info.variant
-        self.device = _normalise_device(device)
+        self.device = _normalize_device(device)
         options = ort.SessionOptions()
         if intra_op_threads:
             options.intra_op_num_threads = int(intra_op_threads)
@@ -162,7 +162,7 @@ class OrtBackend:
         return locs, logits
 
 
-def _normalise_device(device: str) -> str:
+def _normalize_device(device: str) -> str:
     device = str(device)
     if device == "cpu" or device == "cuda" or device.startswith("cuda:"):
         return "cuda:0" if device == "cuda" else device

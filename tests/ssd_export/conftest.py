@@ -19,7 +19,7 @@ TRAIN_SEED = 7  # the verification images use another seed (ssd_export.verify.VE
 
 
 def _training_batch(count: int, spec: ModelSpec) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    from ssd_export.verify import normalise
+    from ssd_runtime.preprocess import normalize
 
     pixels, boxes, labels = [], [], []
     for i in range(count):
@@ -30,7 +30,7 @@ def _training_batch(count: int, spec: ModelSpec) -> tuple[torch.Tensor, list[tor
         pixels.append(resized)
         boxes.append(torch.from_numpy(np.ascontiguousarray(frac, np.float32)))
         labels.append(torch.tensor([CLASS_NAMES.index(o.name) for o in objects], dtype=torch.int64))
-    images = torch.from_numpy(normalise(np.stack(pixels), spec))
+    images = torch.from_numpy(normalize(np.stack(pixels), spec))
     return images, boxes, labels
 
 

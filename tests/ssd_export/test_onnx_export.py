@@ -15,7 +15,8 @@ import torch
 from ssd_export import verify as verify_module
 from ssd_export.cli import main
 from ssd_export.onnx_export import DEFAULT_OPSET, ParityError, export_onnx
-from ssd_export.verify import normalise, verification_images, verify_onnx
+from ssd_export.verify import verification_images, verify_onnx
+from ssd_runtime.preprocess import normalize
 from ssd_export.wrappers import NaiveFP16Network
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import OnnxModelError, check_external_data, read_onnx_info, read_onnx_spec
@@ -59,7 +60,7 @@ def test_dynamic_batch_parity_at_another_batch_size(fp32_dynamic, trained_checkp
     model, spec = load_model(trained_checkpoint)
     assert session.get_inputs()[0].shape[0] == "batch"
     for batch in (1, 5):
-        images = normalise(verification_images(batch, seed=99), spec)
+        images = normalize(verification_images(batch, seed=99), spec)
         locs, logits = session.run(None, {"images": images})
         with torch.no_grad():
             ref_locs, ref_logits = model(torch.from_numpy(images))
@@ -122,7 +123,7 @@ def test_fp16_variant_valid_error_reported_and_no_overflow(trained_checkpoint: P
     # activations whose conv4_3 sum of squares exceeds FP16's 65,504 (as a full-width trained VGG's do
     # on real images): real images scaled up (the ReLU network is close to positively homogeneous)
     model, spec = load_model(trained_checkpoint)
-    images = torch.from_numpy(normalise(verification_images(2, seed=5), spec))
+    images = torch.from_numpy(normalize(verification_images(2, seed=5), spec))
     with torch.no_grad():
         base_sum_sq = float(model.base(images)[0].pow(2).sum(dim=1).max())
         images = images * float(np.sqrt(4 * 65504 / base_sum_sq))
@@ -155,7 +156,7 @@ def test_end2end_matches_reference_postprocess(trained_checkpoint: Path, tmp_pat
     assert comparison["num_detections_a"] > 0
     session = _session(out)
     assert [o.name for o in session.get_outputs()] == ["boxes", "scores", "labels", "num_detections"]
-    boxes, scores, labels, num = session.run(None, {"images": normalise(verification_images(1, seed=3), spec)})
+    boxes, scores, labels, num = session.run(None, {"images": normalize(verification_images(1, seed=3), spec)})
     assert boxes.shape == (1, 200, 4) and scores.shape == labels.shape == (1, 200) and num.shape == (1,)
     assert (labels[0, num[0]:] == -1).all() and (scores[0, num[0]:] == 0).all()
 

@@ -1,6 +1,7 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from ssd_runtime import VOC_CLASSES, ModelSpec, PriorConfig, SpecError, make_priors, priors_sha256
@@ -71,3 +72,12 @@ def test_norm_round_trips_defaults_for_older_files_and_is_checked():
     data["norm"] = "layer"
     with pytest.raises(SpecError, match="norm must be one of"):
         ModelSpec.from_dict(data, source="old.onnx")
+
+
+def test_normalization_is_the_float32_affine_form_of_mean_std():
+    spec = ModelSpec.create(("background", "a"))
+    scale, bias = spec.normalization()
+    assert scale.dtype == bias.dtype == np.float32 and scale.shape == bias.shape == (3,)
+    pixels = np.arange(256, dtype=np.float64)[:, None]
+    expected = (pixels / 255.0 - np.asarray(spec.mean)) / np.asarray(spec.std)
+    assert np.allclose(pixels * scale + bias, expected, atol=1e-5)

@@ -13,6 +13,7 @@ from ssd_runtime.spec import VOC_CLASSES
 from ssd_runtime.voc import (
     ReadReport,
     dataset_class_names,
+    fit_to_image,
     parse_annotation,
     read_class_file,
     read_voc_split,
@@ -235,6 +236,8 @@ def test_devkit_layout_reads_07_and_12_for_trainval_and_07_for_test(tmp_path):
     make_root(devkit / "VOC2012", {"2008_000001": xml([obj()])})
     assert split_roots(tmp_path, "trainval") == [devkit / "VOC2007", devkit / "VOC2012"]
     assert split_roots(devkit, "test") == [devkit / "VOC2007"]
+    assert split_roots([devkit], "test") == [devkit / "VOC2007"]  # a list of one is that path
+    assert split_roots([devkit / "VOC2007", devkit / "VOC2012"], "test") == [devkit / "VOC2007", devkit / "VOC2012"]
     train = read_voc_split(tmp_path, "trainval", CLASSES)
     assert [r.image_id for r in train] == ["000001", "2008_000001"]
     assert [r.image_id for r in read_voc_split(devkit, "test", CLASSES)] == ["000002"]
@@ -295,3 +298,13 @@ def test_verify_images_reports_unreadable_files(tmp_path):
     records = read_voc_split([root], "trainval", CLASSES)
     bad = verify_images(records)
     assert [r.image_id for r, _ in bad] == ["b"] and "b.jpg" in bad[0][1]
+
+
+def test_fit_to_image_clips_to_the_decoded_size_and_drops_emptied_boxes(tmp_path):
+    make_root(tmp_path, {"a": xml([obj(box=(10, 10, 50, 50)), obj("dog", box=(70, 20, 90, 40))])})
+    record = read_voc_split(tmp_path, "trainval", CLASSES)[0]
+    same = fit_to_image(record, (record.width, record.height))
+    assert same[0] is record.boxes and same[1] is record.labels
+    boxes, labels, difficult = fit_to_image(record, (60, 45))
+    assert boxes.tolist() == [[9.0, 9.0, 49.0, 45.0]] and labels.tolist() == [record.labels[0]]
+    assert difficult.shape == (1,)

@@ -32,7 +32,7 @@ def test_train_sample_shapes_and_types(root):
     assert ((boxes >= 0) & (boxes <= 1)).all() and (labels >= 1).all() and (labels < len(CLASS_NAMES)).all()
 
 
-def test_test_transform_is_resize_and_normalise(root):
+def test_test_transform_is_resize_and_normalize(root):
     ds = VOCDetection.from_voc(root, "test", train=False)
     image, boxes, labels, _ = ds[2]
     record = ds.records[2]
@@ -142,7 +142,7 @@ def test_bad_arguments(root):
         VOCDetection([], CLASS_NAMES, train=False)
 
 
-def test_loader_batches_equal_normalised_samples(root):
+def test_loader_batches_equal_normalized_samples(root):
     ds = VOCDetection.from_voc(root, "trainval", train=True, seed=4)
     loader = make_loader(ds, 5, seed=2, workers=1)
     keys = list(loader.sampler)[:5]
@@ -166,7 +166,7 @@ def test_plain_dataloader_with_collate_matches_uint8_view(root):
     assert all(torch.equal(a, b) for a, b in zip(plain[2], fast[2]))
 
 
-def test_uint8_batches_normalised_on_the_device_equal_collate():
+def test_uint8_batches_normalized_on_the_device_equal_collate():
     import torch
 
     from ssd_train.data import Collate, normalize_batch

@@ -103,7 +103,7 @@ def test_batch_is_vectorised_and_consistent():
     singles = [loss(locs[i : i + 1], scores[i : i + 1], boxes[i : i + 1], labels[i : i + 1]) for i in range(2)]
     n = [s.num_positives.item() for s in singles]
     assert batch.num_positives.item() == sum(n)
-    # Sums over images divided by the batch's positives: recombine the per-image normalised parts.
+    # Sums over images divided by the batch's positives: recombine the per-image normalized parts.
     expected_conf = sum(s.conf.item() * k for s, k in zip(singles, n)) / sum(n)
     assert batch.conf.item() == pytest.approx(expected_conf, rel=1e-5)
 
