@@ -20,7 +20,7 @@ import numpy as np
 
 from ssd_runtime.detector import Detector
 from ssd_runtime.metric import GroundTruth, VOCResult, voc_map
-from ssd_runtime.postprocess import Detections
+from ssd_runtime.detections import Detections
 from ssd_runtime.voc import VOCRecord, fit_to_image, read_voc_split, split_roots
 
 __all__ = ["TARGET_POINTS", "compare_map", "runtime_map"]
@@ -104,7 +104,7 @@ def compare_map(
         "model": str(model),
         "backend": type(detector.backend).__name__,
         "device": detector.backend.device,
-        "postprocess": postprocess,
+        "postprocess": detector.postprocess,  # the name, aliases resolved
         "precision": precision,
         "data": str(data),
         "split": split,

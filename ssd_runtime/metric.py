@@ -1,6 +1,6 @@
 """Pascal VOC mean average precision, vectorised in NumPy (the one metric of the toolkit).
 
-Rules (shared/reference/ssd300.md, "Inference and evaluation"), per class:
+Rules (``docs/reference.md``, "Inference and evaluation"), per class:
 
 - the detections of the class over the whole set are ranked by score descending (ties: image order,
   then the order inside the image's detections: a stable sort);
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ssd_runtime.postprocess import Detections
+from ssd_runtime.detections import Detections
 
 __all__ = ["AP_METHODS", "ClassResult", "GroundTruth", "VOCResult", "average_precision", "voc_map"]
 

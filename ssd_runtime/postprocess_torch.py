@@ -24,7 +24,8 @@ import torch
 
 from ssd_runtime.boxes import VARIANCES
 from ssd_runtime.boxes_torch import cxcywh_to_xyxy, decode
-from ssd_runtime.postprocess import Detections, _check_shapes, float32_threshold
+from ssd_runtime.detections import Detections, float32_threshold
+from ssd_runtime.postprocess import _check_shapes
 from ssd_runtime.spec import PostprocessSettings
 
 __all__ = ["PaddedDetections", "postprocess_torch", "postprocess_torch_padded"]

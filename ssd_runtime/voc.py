@@ -13,8 +13,8 @@ Training reads ``trainval`` of VOC2007 and VOC2012 together, testing reads VOC20
 the 1-based VOC coordinates minus 1 (all four), i.e. 0-based inclusive pixel indices, clipped to the
 image. Labels are int64 indices into the class list (1..C-1; 0 is background); difficult flags are kept.
 
-Bad annotations follow ``../shared/reference/bad-inputs.md``: unsafe XML (entity expansion, external
-entities, DTDs) is refused; a missing ``<size>`` uses the image header, a missing ``<difficult>`` is 0;
+Bad annotations follow ``docs/reference.md`` ("Loading untrusted files"): unsafe XML (entity
+expansion, external entities, DTDs) is refused; a missing ``<size>`` uses the image header, a missing ``<difficult>`` is 0;
 an unknown class is an error listing names and files unless ``skip_unknown=True``; boxes outside the
 image are clipped, non-integer coordinates parsed as floats, and degenerate or malformed objects
 dropped and counted in :class:`ReadReport` (``strict=True`` makes them errors); images with no objects
