@@ -249,8 +249,17 @@ class UInt8View(Dataset):
         return self.dataset.load(key, normalize=False)
 
 
+def epoch_order(num_items: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of ``epoch``: a permutation of ``range(num_items)`` seeded by ``(seed, epoch)``, int64.
+
+    The one definition of an epoch's order: :class:`EpochSampler` and the training run's
+    ``GlobalBatchSampler`` (``ssd_train.distributed``) both call it.
+    """
+    return np.random.default_rng([seed, epoch, 0x5A]).permutation(num_items)
+
+
 class EpochSampler(Sampler):
-    """Yields ``(epoch, index)`` keys: a permutation seeded by ``(seed, epoch)`` (or in order), from ``start``.
+    """Yields ``(epoch, index)`` keys: :func:`epoch_order` of ``(seed, epoch)`` (or in order), from ``start``.
 
     ``start`` skips the first keys of the epoch (resuming mid-epoch). Call :meth:`set_epoch` per epoch.
     """
@@ -269,7 +278,7 @@ class EpochSampler(Sampler):
         """Indices of the current epoch, int64 (num_items,)."""
         if not self.shuffle:
             return np.arange(self.num_items)
-        return np.random.default_rng([self.seed, self.epoch, 0x5A]).permutation(self.num_items)
+        return epoch_order(self.num_items, self.seed, self.epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         for index in self.order()[self.start :]:
