@@ -1,10 +1,6 @@
-import io
 import json
-import os
-import pickle
 import sys
 import zipfile
-from collections import OrderedDict
 
 import pytest
 import torch
@@ -15,14 +11,13 @@ from ssd_train.checkpoint import CheckpointError, load_model
 from ssd_train.cli import main
 from ssd_train.model import SSD300
 from ssd_train.tutorial import (
-    LEGACY_MAGIC_NUMBER,
-    LEGACY_PROTOCOL_VERSION,
     TutorialCheckpointError,
     UnsafeCheckpointError,
     convert_tutorial_checkpoint,
     load_tutorial_checkpoint,
     read_tutorial_checkpoint,
 )
+from tests.ssd_train.pickle_helpers import SystemPayload, write_payload_files
 from tests.ssd_train.tutorial_helpers import save_tutorial_like
 
 
@@ -84,46 +79,9 @@ def test_cli_errors_are_short_and_the_source_is_never_overwritten(tmp_path, full
     assert "tutorial checkpoint not found" in capsys.readouterr().err
 
 
-class SystemPayload:
-    def __reduce__(self):
-        return (os.system, ("touch pwned",))
-
-
-class ExecPayload:
-    def __reduce__(self):
-        return (exec, ("open('pwned', 'w').close()",))
-
-
-def _legacy_layout(main_pickle: bytes) -> bytes:
-    """A raw pickle stream inside torch's legacy layout (header pickles, main pickle, no storages)."""
-    header = b"".join(pickle.dumps(v, protocol=2) for v in (
-        LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, {"protocol_version": 1001, "little_endian": True}))
-    return header + main_pickle + pickle.dumps([], protocol=2)
-
-
-def _zip_with(data_pkl: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("archive/data.pkl", data_pkl)
-        archive.writestr("archive/byteorder", "little")
-        archive.writestr("archive/version", "3\n")
-    return buffer.getvalue()
-
-
 def _payload_files(tmp_path):
     """Files whose pickles would run code: raw streams, and payloads hidden inside a tutorial-like file."""
-    raw_system = b"cposix\nsystem\n(S'touch pwned'\ntR."
-    files = {
-        "legacy_raw_posix_system.pth.tar": _legacy_layout(raw_system),
-        "legacy_reduce_exec.pth.tar": _legacy_layout(pickle.dumps({"model": ExecPayload()}, protocol=2)),
-        "zip_builtins_exec.pth.tar": _zip_with(pickle.dumps({"model": ExecPayload()}, protocol=2)),
-        "zip_os_system.pth.tar": _zip_with(pickle.dumps({"model": SystemPayload()}, protocol=4)),
-        "zip_eval_protocol0.pth.tar": _zip_with(b"c__builtin__\neval\n(S'open(\"pwned\",\"w\")'\ntR."),
-    }
-    paths = []
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-        paths.append(tmp_path / name)
+    paths = write_payload_files(tmp_path)
     for legacy in (True, False):  # the payload deep inside the model, after stand-ins were made
         name = f"hidden_{'legacy' if legacy else 'zip'}.pth.tar"
         paths.append(save_tutorial_like(tmp_path / name, small_ssd(), legacy=legacy, extra={"note": SystemPayload()}))
@@ -140,18 +98,6 @@ def test_payloads_are_refused_without_running(tmp_path, monkeypatch):
             convert_tutorial_checkpoint(path, tmp_path / "out.pt")
     assert not (tmp_path / "pwned").exists()
     assert not (tmp_path / "out.pt").exists()
-
-
-def test_unknown_classes_and_tensor_state_are_refused(tmp_path):
-    evil = tmp_path / "subprocess.pth.tar"
-    evil.write_bytes(_zip_with(b"csubprocess\nPopen\n(S'true'\ntR."))
-    with pytest.raises(UnsafeCheckpointError, match="subprocess.Popen"):
-        read_tutorial_checkpoint(evil)
-    # BUILD on something that is not a stand-in (here an OrderedDict) is refused too.
-    build = tmp_path / "build.pth.tar"
-    build.write_bytes(_zip_with(b"\x80\x02ccollections\nOrderedDict\n)R}b."))
-    with pytest.raises(UnsafeCheckpointError, match="only stand-ins take state"):
-        read_tutorial_checkpoint(build)
 
 
 def test_missing_parameter_is_named(tmp_path):
@@ -182,54 +128,3 @@ def test_wrong_priors_are_refused(tmp_path):
     path = save_tutorial_like(tmp_path / "other_priors.pth.tar", ours, legacy=False)
     with pytest.raises(TutorialCheckpointError, match="priors_cxcy .* differ"):
         read_tutorial_checkpoint(path)
-
-
-class _HugeStorage:
-    """Pickled as a storage id claiming 10**12 float32 elements."""
-
-
-class _TensorOnHugeStorage:
-    def __reduce__(self):
-        return (torch._utils._rebuild_tensor_v2, (_HugeStorage(), 0, (1,), (1,), False, OrderedDict()))
-
-
-class _StoragePickler(pickle.Pickler):
-    def persistent_id(self, obj):
-        if isinstance(obj, _HugeStorage):
-            return ("storage", torch.FloatStorage, "0", "cpu", 10**12, None)
-        return None
-
-
-def test_storages_larger_than_the_file_are_refused_before_allocation(tmp_path):
-    stream = io.BytesIO()
-    _StoragePickler(stream, protocol=2).dump({"model": _TensorOnHugeStorage()})
-    path = tmp_path / "bomb.pth.tar"
-    path.write_bytes(_legacy_layout(stream.getvalue()))  # a few hundred bytes claiming 4 TB
-    with pytest.raises(TutorialCheckpointError, match="more bytes than the whole file"):
-        read_tutorial_checkpoint(path)
-
-
-class _ViewPickler(pickle.Pickler):
-    """Pickles _HugeStorage as a PyTorch < 1.0 storage view: elements 2..4 of a 5-element root."""
-
-    def persistent_id(self, obj):
-        if isinstance(obj, _HugeStorage):
-            return ("storage", torch.FloatStorage, "root", "cuda:0", 5, ("view", 2, 3))
-        return None
-
-
-def test_legacy_storage_views_and_gpu_locations(tmp_path):
-    class TensorOnView:
-        def __reduce__(self):
-            return (torch._utils._rebuild_tensor_v2, (_HugeStorage(), 1, (2,), (1,), False, OrderedDict()))
-
-    stream = io.BytesIO()
-    _ViewPickler(stream, protocol=2).dump([TensorOnView()])
-    data = torch.arange(5, dtype=torch.float32).numpy().tobytes()
-    path = tmp_path / "view.pth.tar"
-    path.write_bytes(_legacy_layout(stream.getvalue())[: -len(pickle.dumps([], protocol=2))]
-                     + pickle.dumps(["root"], protocol=2) + (5).to_bytes(8, "little") + data)
-    from ssd_train.tutorial import unpickle_checkpoint
-
-    (tensor,) = unpickle_checkpoint(path)
-    assert tensor.tolist() == [3.0, 4.0] and tensor.device.type == "cpu"
