@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from ssd_runtime.errors import ImageError
-from ssd_runtime.images import ALPHA_BACKGROUND, image_size, load_image, open_image
+from ssd_runtime.images import ALPHA_BACKGROUND, image_size, load_image, open_image, verify_image
+from tests.image_faults import corrupt_huffman_table, truncate
 
 
 def _rgb(h: int = 30, w: int = 40) -> np.ndarray:
@@ -150,3 +151,64 @@ def test_importing_ssd_runtime_needs_neither_torch_nor_defusedxml():
     code = "import sys, ssd_runtime, ssd_runtime.voc, ssd_runtime.images; print('torch' in sys.modules, 'defusedxml' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# verify_image: the check before a long run (header, pixel limit, completeness; decode=True decodes)
+
+
+def _jpeg(path, h: int = 120, w: int = 160) -> None:
+    Image.fromarray(_rgb(h, w)).save(path, quality=90)
+
+
+def test_verify_image_returns_the_upright_size_without_decoding(tmp_path):
+    _jpeg(tmp_path / "a.jpg")
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    assert verify_image(tmp_path / "a.jpg") == (160, 120) == verify_image(tmp_path / "a.jpg", decode=True)
+    assert verify_image(tmp_path / "a.png") == (40, 30)
+    image = Image.fromarray(_rgb())
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotated 90 degrees: width and height swap, as open_image returns it
+    image.save(tmp_path / "r.jpg", exif=exif)
+    assert verify_image(tmp_path / "r.jpg") == image_size(tmp_path / "r.jpg") == open_image(tmp_path / "r.jpg").size
+
+
+@pytest.mark.parametrize("name", ["t.jpg", "t.png"])
+def test_verify_image_finds_truncated_files_and_leaves_them_alone(tmp_path, name):
+    path = tmp_path / name
+    Image.fromarray(_rgb(200, 200)).save(path)
+    truncate(path)
+    before = path.read_bytes()
+    with pytest.raises(ImageError, match=rf"{name}: truncated or corrupt"):
+        verify_image(path)
+    assert path.read_bytes() == before
+
+
+def test_verify_image_accepts_bytes_after_the_jpeg_end_marker(tmp_path):
+    path = tmp_path / "tail.jpg"
+    _jpeg(path)
+    path.write_bytes(path.read_bytes() + b"camera maker notes after the image")
+    assert verify_image(path) == (160, 120)  # no end marker at the end: decoded to decide, and it loads
+
+
+def test_verify_image_refuses_what_open_image_refuses(tmp_path):
+    (tmp_path / "text.jpg").write_text("not an image")
+    with pytest.raises(ImageError, match="text.jpg.*not a JPEG or PNG"):
+        verify_image(tmp_path / "text.jpg")
+    Image.fromarray(_rgb()).save(tmp_path / "big.png")
+    with pytest.raises(ImageError, match="exceeds the limit"):
+        verify_image(tmp_path / "big.png", max_pixels=100)
+    with pytest.raises(FileNotFoundError):
+        verify_image(tmp_path / "missing.jpg")
+
+
+def test_a_corrupt_huffman_table_needs_the_decode(tmp_path):
+    # the quick check's known limit: the stream is only checked by decoding it
+    path = tmp_path / "h.jpg"
+    _jpeg(path)
+    corrupt_huffman_table(path)
+    assert verify_image(path) == (160, 120)
+    with pytest.raises(ImageError, match="h.jpg: truncated or corrupt"):
+        verify_image(path, decode=True)
+    with pytest.raises(ImageError, match="h.jpg"):
+        open_image(path)
