@@ -222,30 +222,66 @@ def write_class_file(path: str | os.PathLike, class_names: tuple[str, ...] | lis
 
 
 def dataset_class_names(roots: list[Path] | str | os.PathLike, split: str = "trainval") -> tuple[str, ...]:
-    """The class list of a dataset, background first.
+    """The class list of a dataset, background first (:func:`dataset_classes` without its source or warning).
 
     The first root's ``classes.txt`` if there is one; otherwise the Pascal VOC classes when every
     object name of the split is one of them, otherwise the sorted names found in the split's XML.
     """
+    return dataset_classes(roots, split, warn=False)[0]
+
+
+#: Sources of an inferred class list (:func:`dataset_classes`); a ``classes.txt`` source is its path.
+VOC_SOURCE, ANNOTATIONS_SOURCE = "voc", "annotations"
+
+
+def dataset_classes(
+    roots: list[Path] | str | os.PathLike, split: str = "trainval", *, warn: bool = True
+) -> tuple[tuple[str, ...], str]:
+    """(class names, background first; where they came from) of a dataset.
+
+    ``roots``: VOC roots, or one path for :func:`split_roots`. The names come from the first root's
+    ``classes.txt`` (source: that file's path); else they are the Pascal VOC classes when every object
+    name of the split is one (source :data:`VOC_SOURCE`); else the sorted names found in the split's
+    XML (source :data:`ANNOTATIONS_SOURCE`). Inferred names that are not Pascal VOC names are warned
+    about when ``warn`` (with the closest VOC name and a file using each), so a typo such as
+    ``persn`` is not silently trained as a class of its own.
+    """
+    import difflib
+
     from ssd_runtime.spec import VOC_CLASSES
 
-    if not isinstance(roots, list):
-        roots = split_roots(roots, split)
+    roots = split_roots(roots, split)
     for root in roots:
         if (root / CLASSES_FILE).is_file():
-            return read_class_file(root / CLASSES_FILE)
-    found: set[str] = set()
+            return read_class_file(root / CLASSES_FILE), str(root / CLASSES_FILE)
+    files_by_name: dict[str, list[str]] = {}
     for _, _, _, xml_path in preflight(roots, split):
         root_el = _parse_xml(xml_path)
         for obj in root_el.findall("object"):
             name = (obj.findtext("name") or "").strip()
             if name:
-                found.add(name)
-    if not found:
+                files_by_name.setdefault(name, []).append(xml_path.name)
+    if not files_by_name:
         raise AnnotationError(f"split {split!r} of {[str(r) for r in roots]}: no object names found; write a {CLASSES_FILE}")
-    if found <= set(VOC_CLASSES[1:]):
-        return VOC_CLASSES
-    return (BACKGROUND, *sorted(found))
+    voc_names = VOC_CLASSES[1:]
+    others = sorted(set(files_by_name) - set(voc_names))
+    if not others:
+        return VOC_CLASSES, VOC_SOURCE
+    if warn:
+        described = []
+        for name in others[:20]:
+            close = difflib.get_close_matches(name, voc_names, n=1, cutoff=0.75)
+            hint = f", did you mean {close[0]!r}?" if close else ""
+            files = files_by_name[name]
+            described.append(f"{name} ({len(files)} object(s), e.g. {files[0]}{hint})")
+        more = f", ... and {len(others) - 20} more" if len(others) > 20 else ""
+        warnings.warn(
+            f"classes inferred from the annotations of split {split!r}; not Pascal VOC names: "
+            f"{', '.join(described)}{more} - if these are typos fix the XML, else write {CLASSES_FILE} in the "
+            "VOC root (one name per line) to make them explicit",
+            stacklevel=2,
+        )
+    return (BACKGROUND, *sorted(files_by_name)), ANNOTATIONS_SOURCE
 
 
 # ----------------------------------------------------------------------------------------------
