@@ -2,14 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import sys
 import time
 
 from ssd_runtime import cli_common
-from ssd_runtime.priors import PRIOR_PRESETS
+from ssd_runtime.metric import AP_METHODS
+from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS
 from ssd_runtime.spec import NORMS
 from ssd_train.augment import AUGMENTATIONS
+from ssd_train.config import (
+    AMP_MODES, DEFAULT_RECIPE, DEVICES, HEAD_INITS, OPTIMIZERS, RECIPE_NAMES, RECIPES, SCHEDULES, TrainConfig,
+)  # fmt: skip
+from ssd_train.evaluation import evaluate
+from ssd_train.loss import LOC_LOSSES
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -42,7 +50,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="build SSD300 and run it once on a random batch")
-    p.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = reference SSD300)")
+    p.add_argument("--width", type=float, default=TrainConfig.default("width"),
+                   help="channel multiplier (1.0 = reference SSD300)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--vgg-weights", default=None, help="local torchvision VGG-16 state dict (.pth)")
     p.add_argument("--json", action="store_true", help="one-line JSON")
@@ -111,88 +120,87 @@ def _add_import_tutorial(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one-line JSON")
     p.set_defaults(func=_cmd_import_tutorial)
 
-#: Named recipes: defaults for flags the user did not give. "reference" is TrainConfig's own defaults.
-RECIPES: dict[str, dict] = {
-    "reference": {},
-    # The CPU quick start, about 14 minutes on 2 cores (BENCHMARKS.md): a narrow network with BatchNorm
-    # (none on the two 300x300 convs: cheaper) and the background head start, resize + flip
-    # augmentation, AdamW with warm-up and a cosine schedule, and small batches (batch 4 beat 8 and 16
-    # at the same number of images; width 0.0625 at twice the images did worse). Priors become positives
-    # at IoU 0.4 instead of 0.5: more positives per object, the largest single gain measured.
-    "cpu-quick": {"width": 0.125, "norm": "batch-from-conv2", "head_init": "background", "augment": "flip",
-                  "match_threshold": 0.4, "batch_size": 4, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 5e-4,
-                  "schedule": "cosine", "warmup": 200, "iterations": 3200, "workers": 1, "eval_every": 0,
-                  "save_every": 200, "log_every": 20, "grad_clip": 10.0, "channels_last": True},
-}
+def _fit_config(args: argparse.Namespace) -> TrainConfig:
+    """The run an ``ssd-train fit`` command line asks for: its recipe with the flags given on top."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.no_progress:
+        overrides["progress"] = False
+    if args.device == "cuda" and "channels_last" not in {**RECIPES[args.recipe], **overrides}:
+        overrides["channels_last"] = True
+    return TrainConfig.from_recipe(args.recipe, **overrides)
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     """Train; print a JSON summary."""
-    import dataclasses
+    from ssd_train.train import fit
 
-    from ssd_train.train import TrainConfig, fit
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = dict(RECIPES[args.recipe])
-    values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
-    if args.no_progress:
-        values["progress"] = False
-    if args.device == "cuda" and "channels_last" not in values:
-        values["channels_last"] = True
-    result = fit(TrainConfig(**values))
+    result = fit(_fit_config(args))
     report = dataclasses.asdict(result)
     report["recipe"] = args.recipe
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
 
+def _recipe_values(name: str) -> str:
+    """``TrainConfig.name`` in each recipe, for a flag's help: "recipes: reference=0.5, cpu-quick=0.4"."""
+    values = (f"{recipe}={RECIPES[recipe].get(name, TrainConfig.default(name))}" for recipe in RECIPE_NAMES)
+    return "recipes: " + ", ".join(values)
+
+
+def _add_field(p: argparse.ArgumentParser, name: str, help: str | None = None, **kwargs) -> None:
+    """``--name`` for the TrainConfig field ``name``: unset (None) takes the recipe's value, listed in the help.
+
+    Without ``choices``, ``action`` or ``type``, the type is that of the field's default (int or float).
+    """
+    if not {"choices", "action", "type"} & set(kwargs):
+        kwargs["type"] = type(TrainConfig.default(name))
+    values = f"({_recipe_values(name)})".replace("%", "%%")
+    p.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{help} {values}" if help else values, **kwargs)
+
+
 def _add_fit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="train SSD300 on VOC-format data (the reference recipe by default)")
     p.add_argument("--data", nargs="+", required=True, help="VOCdevkit, VOC root(s), or a generated dataset folder")
     p.add_argument("--out", required=True, help="run folder: last.pt, best.pt, metrics.csv")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="reference",
+    p.add_argument("--recipe", choices=RECIPE_NAMES, default=DEFAULT_RECIPE,
                    help="defaults for flags not given (reference = the paper/tutorial recipe)")
     p.add_argument("--classes", nargs="+", default=None, help="class names (default: the dataset's own)")
     p.add_argument("--skip-unknown-classes", dest="skip_unknown_classes", action="store_true", default=None)
-    p.add_argument("--width", type=float)
-    p.add_argument("--norm", choices=list(NORMS),
-                   help="none = the reference network; batch = BatchNorm after each conv (faster from scratch, "
-                        "folded away at export); batch-from-conv2 = the same without conv1_1/conv1_2 (cheaper on a CPU)")
-    p.add_argument("--head-init", choices=["reference", "background"],
-                   help="class-head initialisation: reference (Xavier) or background (start at P(background) 0.99)")
-    p.add_argument("--augment", choices=list(AUGMENTATIONS),
-                   help="training augmentation: reference; light = without the zoom-out; flip = resize + flip only")
+    _add_field(p, "width", help="channel multiplier")
+    _add_field(p, "norm", choices=NORMS,
+               help="none = the reference network; batch = BatchNorm after each conv (faster from scratch, "
+                    "folded away at export); batch-from-conv2 = the same without conv1_1/conv1_2 (cheaper on a CPU)")
+    _add_field(p, "head_init", choices=HEAD_INITS,
+               help="class-head initialisation: reference (Xavier) or background (start at P(background) 0.99)")
+    _add_field(p, "augment", choices=AUGMENTATIONS,
+               help="training augmentation: reference; light = without the zoom-out; flip = resize + flip only")
     p.add_argument("--vgg-weights", help="local torchvision VGG-16 state dict (width 1.0)")
     p.add_argument("--init-from", help="fine-tune from a toolkit checkpoint (class heads re-initialised if classes differ)")
-    p.add_argument("--priors", choices=list(PRIOR_PRESETS),
-                   help="prior geometry: reference (the paper's VOC SSD300) or coco (the original SSD300's COCO "
-                        "priors: smaller, for data with many small objects); recorded in the model spec")
-    p.add_argument("--prior-clip", choices=["reference", "extent", "none"])
-    p.add_argument("--loc-loss", choices=["smooth_l1", "reference_l1"])
-    p.add_argument("--match-threshold", type=float,
-                   help="IoU at which a prior becomes a positive of an object (reference 0.5; cpu-quick 0.4)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--optimizer", choices=["sgd", "adamw"])
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=["step", "cosine"])
-    p.add_argument("--lr-steps", type=int, nargs="+")
-    p.add_argument("--warmup", type=int, help="iterations of linear warm-up")
-    p.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
-    p.add_argument("--ema", type=float,
-                   help="keep an exponential moving average of the weights with this decay (e.g. 0.998; 0 = off): "
-                        "checkpoints and evaluations use the averaged weights")
-    p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--amp", choices=["none", "bf16", "fp16"])
-    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--eval-every", type=int)
-    p.add_argument("--eval-images", type=int)
-    p.add_argument("--save-every", type=int)
-    p.add_argument("--log-every", type=int)
+    _add_field(p, "priors", choices=tuple(PRIOR_PRESETS),
+               help="prior geometry: reference (the paper's VOC SSD300) or coco (the original SSD300's COCO "
+                    "priors: smaller, for data with many small objects); recorded in the model spec")
+    _add_field(p, "prior_clip", choices=CLIP_MODES)
+    _add_field(p, "loc_loss", choices=LOC_LOSSES)
+    _add_field(p, "match_threshold", help="IoU at which a prior becomes a positive of an object")
+    for name in ("batch_size", "iterations"):
+        _add_field(p, name)
+    _add_field(p, "optimizer", choices=OPTIMIZERS)
+    for name in ("lr", "momentum", "weight_decay"):
+        _add_field(p, name)
+    _add_field(p, "schedule", choices=SCHEDULES)
+    _add_field(p, "lr_steps", type=int, nargs="+")
+    _add_field(p, "warmup", help="iterations of linear warm-up")
+    _add_field(p, "grad_clip", type=float, help="clip the gradient norm to this value")
+    _add_field(p, "ema",
+               help="keep an exponential moving average of the weights with this decay (e.g. 0.998; 0 = off): "
+                    "checkpoints and evaluations use the averaged weights")
+    _add_field(p, "device", choices=DEVICES)
+    _add_field(p, "amp", choices=AMP_MODES)
+    _add_field(p, "channels_last", action="store_true", default=None,
+               help="channels-last memory format (on with --device cuda unless the recipe sets it)")
+    for name in ("workers", "seed", "eval_every", "eval_images", "save_every", "log_every"):
+        _add_field(p, name)
     p.add_argument("--stop-at", type=int, help="stop after this iteration (resume later with --resume)")
     p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt exactly")
     p.add_argument("--no-progress", action="store_true")
@@ -206,8 +214,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from ssd_train.checkpoint import load_model
     from ssd_train.data import VOCDetection
-    from ssd_train.train import evaluate
-
     model, spec = load_model(args.checkpoint)
     device = torch.device(args.device)
     dataset = VOCDetection.from_voc(args.data if len(args.data) > 1 else args.data[0], args.split,
@@ -234,15 +240,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_default(name: str):
+    """The default of ``evaluate``'s argument ``name``: ``ssd-train eval`` measures what the API measures."""
+    return inspect.signature(evaluate).parameters[name].default
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="VOC mAP of a checkpoint (PyTorch) at the evaluation settings")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", nargs="+", required=True, help="VOCdevkit, VOC root(s), or a generated dataset folder")
     p.add_argument("--split", default="test")
-    p.add_argument("--ap-method", choices=["11point", "allpoint"], default="11point")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--ap-method", choices=AP_METHODS, default=_evaluate_default("ap_method"))
+    p.add_argument("--device", choices=DEVICES, default=_evaluate_default("device"))
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=int, default=_evaluate_default("workers"))
     p.add_argument("--images", type=int, default=0, help="evaluate the first N images only (0 = all)")
     p.add_argument("--skip-unknown-classes", action="store_true")
     p.add_argument("--plot", help="write a precision-recall plot (PNG; needs matplotlib)")

@@ -42,6 +42,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                   "save_every": 200, "log_every": 20, "grad_clip": 10.0, "channels_last": True},
 }
 RECIPE_NAMES = tuple(RECIPES)
+DEFAULT_RECIPE = "reference"
 
 
 @dataclass

@@ -61,7 +61,7 @@ def test_resume_with_other_settings_is_refused(dataset, tmp_path):
 def test_model_ema_update():
     from torch import nn
 
-    from ssd_train.train import ModelEMA
+    from ssd_train.ema import ModelEMA
 
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     ema = ModelEMA(model, decay=0.99)
@@ -195,7 +195,8 @@ def test_distributed_two_gloo_processes(dataset, tmp_path):
 
 
 def test_cpu_quick_recipe_is_recorded_and_flags_override_it(dataset, tmp_path, capsys):
-    from ssd_train.cli import RECIPES, main
+    from ssd_train.cli import main
+    from ssd_train.config import RECIPES
 
     recipe = RECIPES["cpu-quick"]
     out = tmp_path / "quick"
