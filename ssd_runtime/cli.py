@@ -6,6 +6,8 @@ import json
 import sys
 
 from ssd_runtime import cli_common
+from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES
+from ssd_runtime.metric import AP_METHODS
 from ssd_runtime.priors import PRIOR_PRESETS
 
 
@@ -32,8 +34,9 @@ def _add_model_flags(p: argparse.ArgumentParser, model_flag: str = "--model") ->
                    help="model file: .onnx (ONNX Runtime), .pt/.pth (PyTorch checkpoint), .engine/.plan")
     p.add_argument("--backend", default="auto", help="auto (by file kind), onnxruntime, torch, tensorrt")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
-    p.add_argument("--postprocess", default="numpy", choices=["numpy", "gpu"],
-                   help="numpy (host) or gpu (torch on the backend's device)")
+    p.add_argument("--postprocess", default="numpy", choices=[*POSTPROCESSES, *POSTPROCESS_ALIASES],
+                   metavar="{" + ",".join(POSTPROCESSES) + "}",
+                   help="numpy (host) or torch (on the backend's device, the CPU included; 'gpu' is an alias)")
     p.add_argument("--fp16", action="store_true", help="PyTorch backend: FP16 network (conv4_3 norm in FP32)")
     p.add_argument("--cuda-graph", action="store_true", help="PyTorch backend on CUDA: replay CUDA graphs")
 
@@ -67,7 +70,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-images", type=int, default=0, help="evaluate the first N images only (0 = all)")
-    p.add_argument("--ap-method", default="11point", choices=["11point", "allpoint"])
+    p.add_argument("--ap-method", default=AP_METHODS[0], choices=AP_METHODS)
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.set_defaults(func=_cmd_eval)
 

@@ -3,15 +3,15 @@
 ::
 
     from ssd_runtime import Detector
-    detector = Detector.load("ssd300.onnx")             # or a .pt checkpoint, device="cuda", postprocess="gpu"
+    detector = Detector.load("ssd300.onnx")             # or a .pt checkpoint, device="cuda", postprocess="torch"
     result = detector.detect("street.jpg")              # one image -> ImageDetections
     results = detector.detect([img_a, img_b], min_score=0.5)   # a batch -> list[ImageDetections]
 
 Everything the detector needs (class names, priors, input size, mean/std, postprocess defaults)
 comes from the model file's spec. The pipeline is :func:`ssd_runtime.preprocess.preprocess` ->
-``backend.infer`` -> postprocess (NumPy, or torch on the backend's device with ``postprocess="gpu"``:
-the raw outputs are never copied to the host, only the final detections) -> boxes scaled to the
-pixels of each input image.
+``backend.infer`` -> postprocess (NumPy, or torch on the backend's device, the CPU included, with
+``postprocess="torch"``: the raw outputs are never copied to the host, only the final detections) ->
+boxes scaled to the pixels of each input image.
 
 Thread safety: ``detect`` keeps no per-call state on the detector; backends' ``infer`` is thread
 safe (ONNX Runtime sessions are; PyTorch inference under no_grad is; CUDA-graph replays take a lock).
@@ -27,15 +27,28 @@ from typing import Any
 import numpy as np
 
 from ssd_runtime.backends import backend_class, resolve_backend, to_numpy
-from ssd_runtime.postprocess import Detections, postprocess
+from ssd_runtime.detections import Detections
+from ssd_runtime.postprocess import postprocess
 from ssd_runtime.preprocess import ImageInput, PreparedBatch, as_image_list, preprocess
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
 
-__all__ = ["POSTPROCESSES", "Detector", "ImageDetections"]
+__all__ = ["POSTPROCESSES", "POSTPROCESS_ALIASES", "Detector", "ImageDetections", "resolve_postprocess"]
 
-#: "numpy": on the host, no torch; "gpu": the torch postprocess on the backend's device tensors
+#: "numpy": on the host, no torch; "torch": the torch postprocess on the backend's device tensors
 #: (a CUDA GPU for GPU backends; CPU tensors for a CPU backend).
-POSTPROCESSES = ("numpy", "gpu")
+POSTPROCESSES = ("numpy", "torch")
+#: Older names still accepted: "gpu" was the torch postprocess's name before it also meant the CPU.
+POSTPROCESS_ALIASES = {"gpu": "torch"}
+
+
+def resolve_postprocess(name: str) -> str:
+    """A postprocess name or alias -> its name in :data:`POSTPROCESSES`; anything else is a ValueError."""
+    name = POSTPROCESS_ALIASES.get(name, name)
+    if name not in POSTPROCESSES:
+        raise ValueError(
+            f"postprocess must be one of {POSTPROCESSES} (or an alias in {sorted(POSTPROCESS_ALIASES)}), got {name!r}"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -73,12 +86,12 @@ class Detector:
     """SSD300 detection through a backend (ONNX Runtime, PyTorch checkpoint, TensorRT).
 
     Use :meth:`load`. Attributes: ``backend`` (its ``spec``, ``input_kind``, ``device``), ``spec``,
-    ``postprocess`` ("numpy" | "gpu"), ``settings`` (defaults: the spec's detection settings).
+    ``postprocess`` ("numpy" | "torch"; the alias "gpu" is stored as "torch"), ``settings`` (defaults:
+    the spec's detection settings).
     """
 
     def __init__(self, backend: Any, *, postprocess: str = "numpy") -> None:
-        if postprocess not in POSTPROCESSES:
-            raise ValueError(f"postprocess must be one of {POSTPROCESSES}, got {postprocess!r}")
+        postprocess = resolve_postprocess(postprocess)
         self.backend = backend
         self.spec: ModelSpec = backend.spec
         self.postprocess = postprocess
@@ -102,6 +115,7 @@ class Detector:
         options go to the backend (PyTorch: ``fp16``, ``channels_last``, ``cuda_graph``; ONNX Runtime:
         ``intra_op_threads``).
         """
+        postprocess = resolve_postprocess(postprocess)  # before loading: a bad name fails fast
         if not os.path.exists(path):
             raise FileNotFoundError(f"model not found: {path}")
         name = resolve_backend(path, backend)

@@ -8,7 +8,8 @@ import pytest
 
 from ssd_runtime import Detector, ImageDetections
 from ssd_runtime.images import open_image
-from ssd_runtime.postprocess import compare_detections
+from ssd_runtime.compare import compare_detections
+from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES, resolve_postprocess
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_numpy_and_torch_postprocess_agree(runtime_onnx, runtime_checkpoint, ort
     settings = ort.spec.evaluation
     reference = ort.raw_detections(batch, settings)
     for path in (runtime_onnx, runtime_checkpoint):
-        _assert_identical(reference, Detector.load(path, postprocess="gpu").raw_detections(batch, settings), settings)
+        _assert_identical(reference, Detector.load(path, postprocess="torch").raw_detections(batch, settings), settings)
 
 
 def test_detect_input_forms(ort, images):
@@ -86,7 +87,7 @@ def test_results_are_pixels_names_and_default_settings(ort, images):
     assert entry["width"] == width and len(entry["detections"]) == len(result)
 
 
-@pytest.mark.parametrize("postprocess", ["numpy", "gpu"])
+@pytest.mark.parametrize("postprocess", POSTPROCESSES)
 @pytest.mark.parametrize("which", ["onnx", "pt"])
 def test_no_detection_gives_empty_arrays(runtime_onnx, runtime_checkpoint, images, postprocess, which):
     detector = Detector.load(runtime_onnx if which == "onnx" else runtime_checkpoint, postprocess=postprocess)
@@ -106,6 +107,15 @@ def test_threads_equal_serial(ort, torch_detector, images, which):
         np.testing.assert_array_equal(a.boxes, b.boxes)
         np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_postprocess_names_and_the_gpu_alias(ort):
+    assert POSTPROCESSES == ("numpy", "torch") and POSTPROCESS_ALIASES == {"gpu": "torch"}
+    assert [resolve_postprocess(name) for name in ("numpy", "torch", "gpu")] == ["numpy", "torch", "torch"]
+    # "gpu" (the torch postprocess's older name) is accepted and stored under its name
+    assert Detector(ort.backend, postprocess="gpu").postprocess == "torch"
+    with pytest.raises(ValueError, match="postprocess must be one of"):
+        resolve_postprocess("cuda")
 
 
 def test_load_errors(tmp_path, runtime_onnx):

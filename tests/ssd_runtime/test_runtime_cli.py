@@ -62,6 +62,20 @@ def test_detect_writes_images_and_json(runtime_onnx, voc_root, tmp_path, capsys)
             assert set(det) == {"box", "label", "class_name", "score"} and det["score"] > 0.2
 
 
+def test_postprocess_and_ap_method_choices_come_from_the_constants():
+    from ssd_runtime.cli import build_parser
+    from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES
+    from ssd_runtime.metric import AP_METHODS
+
+    parser = build_parser()
+    for name in (*POSTPROCESSES, *POSTPROCESS_ALIASES):
+        assert parser.parse_args(["bench", "--model", "m.onnx", "--postprocess", name]).postprocess == name
+    for method in AP_METHODS:
+        assert parser.parse_args(["eval", "--model", "m.onnx", "--data", "d", "--ap-method", method]).ap_method == method
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--model", "m.onnx", "--postprocess", "cuda"])
+
+
 def test_cli_errors_are_short_messages(tmp_path, capsys):
     assert main(["detect", "--model", str(tmp_path / "missing.onnx"), "x.jpg"]) == 2
     assert "model not found" in capsys.readouterr().err
