@@ -4,7 +4,7 @@ Generates (or reuses) the VOC-sized JPEGs of the embedded dataset, then times wh
 batches through :func:`ssd_train.data.make_loader` with 1 and 2 workers (and 0 = in-process, for
 reference), after a warm-up batch per worker. Prints one JSON object.
 
-    python benchmarks/data_loading.py [--data DIR] [--images 400] [--batches 20] [--batch-size 32]
+    python -m benchmarks.data_loading [--data DIR] [--images 400] [--batches 20] [--batch-size 32]
         [--workers 0 1 2] [--repeats N] [--float32] [--compare N]
 """
 from __future__ import annotations
@@ -96,7 +96,8 @@ def transform_cpu_ms(dataset: VOCDetection, count: int, seed: int) -> dict:
     import numpy as np
 
     from ssd_runtime.images import open_image
-    from ssd_train.augment import reference_train_transform, train_transform
+    from ssd_train.augment import train_transform
+    from tests.ssd_train.augment_reference import reference_train_transform  # the slow oracle of the tests
 
     out = {}
     for name, fn in (("fast", train_transform), ("reference_literal", reference_train_transform)):

@@ -1,4 +1,7 @@
-"""Benchmark: VOC mAP over 5000 images x 200 detections (JSON on stdout), single-threaded."""
+"""Benchmark: VOC mAP over 5000 images x 200 detections (JSON on stdout), single-threaded.
+
+    python -m benchmarks.metric [--images 5000] [--detections 200] [--repeats 3]
+"""
 from __future__ import annotations
 
 import os
@@ -8,15 +11,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ssd_runtime.detections import Detections  # noqa: E402
 from ssd_runtime.metric import GroundTruth, voc_map  # noqa: E402
-from ssd_runtime.postprocess import Detections  # noqa: E402
 from ssd_runtime.spec import VOC_CLASSES  # noqa: E402
 
 

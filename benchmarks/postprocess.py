@@ -2,7 +2,7 @@
 
 Baseline and candidate run interleaved in one process, single-threaded (BLAS/OpenMP pools and
 torch set to one thread), at evaluation settings (about 400 candidates per class per image) and at
-detection settings. Run: ``python benchmarks/postprocess.py [--images 8] [--repeats 7]``.
+detection settings. Run: ``python -m benchmarks.postprocess [--images 8] [--repeats 7]``.
 """
 from __future__ import annotations
 
@@ -13,15 +13,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.synthetic import synthetic_outputs  # noqa: E402
-from ssd_runtime.postprocess import compare_detections, postprocess  # noqa: E402
+from ssd_runtime.compare import compare_detections  # noqa: E402
+from ssd_runtime.postprocess import postprocess  # noqa: E402
 from ssd_runtime.priors import make_priors  # noqa: E402
 from ssd_runtime.spec import DETECTION_SETTINGS, EVALUATION_SETTINGS, PostprocessSettings  # noqa: E402
 

@@ -5,22 +5,22 @@ Times, per batch at detection and evaluation settings: the straightforward torch
 ``postprocess_torch_padded`` eagerly, and the padded variant captured in a CUDA graph (replayed).
 Checks the padded result against the NumPy postprocess (identical detections) and reports its
 ``exact`` flags. ``--device cpu`` runs the same code without graphs (a dry run for CI machines).
+
+    python -m benchmarks.postprocess_gpu [--device cuda|cpu] [--batch 1] [--repeats 100]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.synthetic import synthetic_outputs  # noqa: E402
-from ssd_runtime.postprocess import compare_detections, postprocess  # noqa: E402
-from ssd_runtime.priors import make_priors  # noqa: E402
-from ssd_runtime.spec import DETECTION_SETTINGS, EVALUATION_SETTINGS, PostprocessSettings  # noqa: E402
+from benchmarks.synthetic import synthetic_outputs
+from ssd_runtime.compare import compare_detections
+from ssd_runtime.postprocess import postprocess
+from ssd_runtime.priors import make_priors
+from ssd_runtime.spec import DETECTION_SETTINGS, EVALUATION_SETTINGS, PostprocessSettings
 
 
 def _straightforward(locs, logits, priors, settings: PostprocessSettings):

@@ -6,7 +6,7 @@ checkpoint and exported to ONNX (fp32); each (backend, postprocess) pair is time
 settings. Random weights detect nothing above min_score 0.2, so the postprocess column is its
 floor (softmax + candidate scan); ``benchmarks/postprocess.py`` times it on trained-looking outputs.
 
-    python benchmarks/runtime_cpu.py [--width 1.0] [--batch-sizes 1 8] [--iterations 10] [--out FILE]
+    python -m benchmarks.runtime_cpu [--width 1.0] [--batch-sizes 1 8] [--iterations 10] [--out FILE]
 """
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from ssd_export.onnx_export import export_onnx
     from ssd_runtime import Detector
     from ssd_runtime.bench import benchmark
+    from ssd_runtime.detector import POSTPROCESSES
     from ssd_runtime.spec import ModelSpec
     from ssd_train.checkpoint import save_checkpoint
     from ssd_train.model import SSD300
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         export_onnx(checkpoint, onnx_path, verify=False)
         report["export_seconds"] = round(time.perf_counter() - start, 2)
         for model in (onnx_path, checkpoint):
-            for postprocess in ("numpy", "gpu"):
+            for postprocess in POSTPROCESSES:
                 detector = Detector.load(model, postprocess=postprocess)
                 run = benchmark(detector, args.batch_sizes, warmup=args.warmup, iterations=args.iterations)
                 report["runs"].append(run)

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _stats(seconds: list[float], batch: int) -> dict:
@@ -117,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                     def network(backend=backend, batch_cl=batch_cl):
                         return backend.infer(batch_cl)
 
-                    def end_to_end(network=network):
+                    # bound now: `backend` is deleted after each precision's loop (late binding would break)
+                    def end_to_end(network=network, priors=backend.priors):
                         locs, logits = network()
-                        return postprocess_torch_padded(locs, logits, backend.priors, settings, spec.variances,
+                        return postprocess_torch_padded(locs, logits, priors, settings, spec.variances,
                                                         max_candidates=args.max_candidates,
                                                         nms_iterations=args.nms_iterations)
                 with torch.no_grad():

@@ -3,6 +3,8 @@
 Full width, batch 32, synthetic tensors on the device (no data loading), FP32 and AMP bf16
 (channels_last). Step = forward + MultiBox loss (matching, hard negative mining) + backward + SGD.
 Prints one JSON object; prints {"skipped": ...} without CUDA.
+
+    python -m benchmarks.train_step_gpu [--batch 32] [--iters 20] [--loader-images 1200] [--workers N]
 """
 from __future__ import annotations
 
