@@ -18,6 +18,7 @@ from ssd_train.config import (
 )  # fmt: skip
 from ssd_train.evaluation import evaluate
 from ssd_train.loss import LOC_LOSSES
+from ssd_train.training_set import IMAGE_CHECKS
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -167,6 +168,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="defaults for flags not given (reference = the paper/tutorial recipe)")
     p.add_argument("--classes", nargs="+", default=None, help="class names (default: the dataset's own)")
     p.add_argument("--skip-unknown-classes", dest="skip_unknown_classes", action="store_true", default=None)
+    _add_field(p, "check_images", choices=IMAGE_CHECKS,
+               help="check every training image before the run: quick = header and completeness (cached in OUT), "
+                    "full = decode each one, off")
+    _add_field(p, "skip_bad_images", action="store_true", default=None,
+               help="leave images that cannot be read out of training (a counted warning) instead of stopping")
     _add_field(p, "width", help="channel multiplier")
     _add_field(p, "norm", choices=NORMS,
                help="none = the reference network; batch = BatchNorm after each conv (faster from scratch, "

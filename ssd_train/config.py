@@ -16,6 +16,7 @@ from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS
 from ssd_runtime.spec import NORMS
 from ssd_train.augment import AUGMENTATIONS
 from ssd_train.loss import LOC_LOSSES
+from ssd_train.training_set import IMAGE_CHECKS
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine")
@@ -53,6 +54,9 @@ class TrainConfig:
         evaluation) or the folder of a generated dataset.
     classes: class names without background; ``None`` reads them from the dataset.
     skip_unknown_classes: drop objects whose class is not in ``classes`` (counted) instead of failing.
+    check_images: check every training image before the run (``ssd_train.training_set.IMAGE_CHECKS``):
+        "quick" (header and completeness, cached in ``out``), "full" (decode every image) or "off".
+    skip_bad_images: leave unreadable images out (one counted warning) instead of stopping with the list.
     norm: "none" (the reference network), "batch" (BatchNorm after each conv) or "batch-from-conv2"
         (not after conv1_1/conv1_2); see ``SSD300``.
     head_init: "reference" (Xavier) or "background" (``SSD300.init_class_heads_background``).
@@ -76,6 +80,8 @@ class TrainConfig:
     out: str
     classes: list[str] | None = None
     skip_unknown_classes: bool = False
+    check_images: str = "quick"
+    skip_bad_images: bool = False
     width: float = 1.0
     norm: str = "none"
     head_init: str = "reference"
@@ -122,7 +128,7 @@ class TrainConfig:
             ("amp", self.amp, AMP_MODES), ("head_init", self.head_init, HEAD_INITS),
             ("augment", self.augment, AUGMENTATIONS), ("norm", self.norm, NORMS),
             ("priors", self.priors, tuple(PRIOR_PRESETS)), ("prior_clip", self.prior_clip, CLIP_MODES),
-            ("loc_loss", self.loc_loss, LOC_LOSSES),
+            ("loc_loss", self.loc_loss, LOC_LOSSES), ("check_images", self.check_images, IMAGE_CHECKS),
         ):  # fmt: skip
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")

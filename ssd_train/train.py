@@ -17,12 +17,13 @@ re-exported here.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
+from ssd_runtime.image_check import CACHE_FILE
 from ssd_runtime.priors import PRIOR_PRESETS, PriorConfig
 from ssd_runtime.spec import ModelSpec
 from ssd_train.config import (
@@ -37,6 +38,7 @@ from ssd_train.model import SSD300
 from ssd_train.optim import build_optimizer, lr_factor, set_learning_rate
 from ssd_train.run_log import LossMeter, RunLog
 from ssd_train.state import TrainingState, init_from_checkpoint, seed_everything
+from ssd_train.training_set import load_training_set, stderr_note
 
 __all__ = [
     "AMP_MODES", "DEVICES", "HEAD_INITS", "OPTIMIZERS", "RECIPES", "RECIPE_NAMES", "SCHEDULES", "FitResult",
@@ -57,6 +59,9 @@ class FitResult:
     seconds: float
     images_per_s: float
     stopped_early: bool = False
+    classes: list[str] = field(default_factory=list)  # trained, background left out
+    class_source: str = ""  # ssd_train.training_set.TrainingSetReport.class_source
+    image_check: dict | None = None  # ssd_runtime.image_check.ImageCheckReport.to_dict()
 
 
 def fit(config: TrainConfig) -> FitResult:
@@ -65,10 +70,11 @@ def fit(config: TrainConfig) -> FitResult:
     device = _training_device(config, dist_info)
     out = Path(config.out)
     last_path, best_path = out / "last.pt", out / "best.pt"
-    train_set = VOCDetection.from_voc(
-        config.data, "trainval",
-        class_names=_with_background(config.classes), train=True, seed=config.seed,
-        skip_unknown=config.skip_unknown_classes, augment=config.augment,
+    train_set, data_report = load_training_set(
+        config.data, classes=config.classes, skip_unknown_classes=config.skip_unknown_classes,
+        check_images=config.check_images, skip_bad_images=config.skip_bad_images, cache_path=out / CACHE_FILE,
+        update_cache=dist_info.main, check_workers=max(2, config.workers),
+        note=stderr_note if dist_info.main else None, seed=config.seed, augment=config.augment,
     )  # fmt: skip
     spec = ModelSpec.create(train_set.class_names, width=config.width, norm=config.norm,
                             priors=PriorConfig(**PRIOR_PRESETS[config.priors], clip=config.prior_clip))
@@ -82,7 +88,8 @@ def fit(config: TrainConfig) -> FitResult:
 
     def result(seconds: float, images_per_s: float) -> FitResult:
         return FitResult(state.iteration, str(last_path), str(best_path) if best_path.exists() else None,
-                         state.best_map, state.history, seconds, images_per_s, state.iteration < config.iterations)
+                         state.best_map, state.history, seconds, images_per_s, state.iteration < config.iterations,
+                         **data_report.to_dict())
 
     if start_iteration >= config.iterations:
         return result(0.0, 0.0)
@@ -246,10 +253,3 @@ def _raise_if_bad(meter: LossMeter, config: TrainConfig, last_path: Path) -> Non
         f"lr {config.lr * lr_factor(config, iteration - 1):g}; no checkpoint was written from it (the last good "
         f"one is {last_path}). Lower the learning rate, add --warmup or --grad-clip, then --resume"
     )
-
-
-def _with_background(classes: list[str] | None) -> tuple[str, ...] | None:
-    if classes is None:
-        return None
-    names = [c for c in classes if c != "background"]
-    return ("background", *names)
