@@ -1,6 +1,6 @@
 """The reference SSD300 training augmentation (and the test transform), computed efficiently.
 
-Order, probabilities and ranges follow ``../shared/reference/ssd300.md`` ("Data"):
+Order, probabilities and ranges follow ``docs/reference.md`` ("Data"):
 
 1. photometric distortion: brightness, contrast, saturation (factors in [0.5, 1.5]) and hue (shift in
    [-18/255, 18/255]) in a random order, each with p = 0.5 (PIL ImageEnhance / HSV, as torchvision's
@@ -115,14 +115,6 @@ def _hue(image: Image.Image, factor: float, mean: int | None = None) -> Image.Im
         weight = _point(h, bytes(np.rint(255 * np.roll(profile, -shift)).astype(np.uint8)))
         channels.append(ImageChops.subtract(v, ImageChops.multiply(v, ImageChops.multiply(s, weight))))
     return Image.merge("RGB", channels)
-
-
-def hue_reference(image: Image.Image, factor: float) -> Image.Image:
-    """torchvision's PIL ``adjust_hue`` itself (HSV round trip through PIL), for tests and the reference path."""
-    shift = int(factor * 255) % 256
-    h, s, v = image.convert("HSV").split()
-    h = h.point([(i + shift) % 256 for i in range(256)])
-    return Image.merge("HSV", (h, s, v)).convert("RGB")
 
 
 def _gray_mean(image: Image.Image) -> int:
@@ -319,7 +311,8 @@ def train_transform(
     flip, and with the bilinear resize up to clipping at 0/255 and hue's non-linearity at colour
     edges; the contrast op's mean is that of the whole distorted image (measured on a 4x-reduced
     copy), and the zoom-out filler is restored so that it stays undistorted as in the reference.
-    :func:`reference_train_transform` is the literal version; a test holds the two close.
+    The literal version (materialised canvas, full-size distortion) lives beside the tests
+    (``tests/ssd_train/augment_reference.py``); a test holds the two close.
 
     Args:
         image: RGB PIL image. boxes: float32 (K, 4) pixel xyxy (reference frame). labels (K,),
@@ -361,41 +354,6 @@ def train_transform(
         rendered = rendered.transpose(Image.FLIP_LEFT_RIGHT)
     return (
         np.array(rendered),
-        _finish_boxes(new_boxes, crop_w, crop_h, flip),
-        np.asarray(labels)[keep],
-        np.asarray(difficult)[keep],
-    )
-
-
-def reference_train_transform(
-    image: Image.Image,
-    boxes: np.ndarray,
-    labels: np.ndarray,
-    difficult: np.ndarray,
-    rng: np.random.Generator,
-    size: int = 300,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The literal reference pipeline (full-size distortion with PIL's own HSV hue, materialised
-    zoom-out canvas, crop, flip, resize) with the same draws as :func:`train_transform`. Slow: tests only."""
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    plan = sample_photometric(rng)
-    for name, factor in plan:
-        image = hue_reference(image, factor) if name == "hue" else _DISTORTIONS[name](image, factor)
-    width, height = image.size
-    canvas_w, canvas_h, left, top = sample_expand(width, height, rng)
-    canvas = Image.new("RGB", (canvas_w, canvas_h), FILLER)
-    canvas.paste(image, (left, top))
-    canvas_boxes = boxes + np.array([left, top, left, top], dtype=np.float32)
-    window, keep = sample_crop(canvas_w, canvas_h, canvas_boxes, rng)
-    flip = rng.random() < FLIP_P
-    new_boxes = _crop_boxes(canvas_boxes, window, keep)
-    cropped = canvas.crop(window)
-    if flip:
-        cropped = cropped.transpose(Image.FLIP_LEFT_RIGHT)
-    pixels = np.asarray(cropped.resize((size, size), Image.BILINEAR))
-    crop_w, crop_h = window[2] - window[0], window[3] - window[1]
-    return (
-        np.ascontiguousarray(pixels),
         _finish_boxes(new_boxes, crop_w, crop_h, flip),
         np.asarray(labels)[keep],
         np.asarray(difficult)[keep],

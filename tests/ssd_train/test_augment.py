@@ -12,13 +12,13 @@ from ssd_train.augment import (
     _contrast,
     _hue,
     _saturation,
-    hue_reference,
-    reference_train_transform,
     render_window,
     sample_crop,
     train_transform,
 )
 from ssd_train import augment
+
+from .augment_reference import hue_reference, reference_train_transform
 
 
 def _textured(width=200, height=150, seed=0) -> Image.Image:
