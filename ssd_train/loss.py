@@ -134,7 +134,7 @@ class MultiBoxLoss(nn.Module):
         labels: Sequence[torch.Tensor],
         image_ids: Sequence[str] | None = None,
     ) -> LossParts:
-        n_images, n_priors, n_classes = predicted_scores.shape
+        n_images, n_priors, num_classes = predicted_scores.shape
         if predicted_locs.shape != (n_images, n_priors, 4) or n_priors != self.priors_cxcy.shape[0]:
             raise ValueError(
                 f"expected locs (N, {self.priors_cxcy.shape[0]}, 4) and scores (N, {self.priors_cxcy.shape[0]}, C), "
@@ -162,7 +162,7 @@ class MultiBoxLoss(nn.Module):
 
         # (N, P, C) -> (N*P, C) for the per-prior cross-entropy, back to (N, P).
         ce = F.cross_entropy(
-            predicted_scores.float().reshape(-1, n_classes), true_classes.reshape(-1), reduction="none"
+            predicted_scores.float().reshape(-1, num_classes), true_classes.reshape(-1), reduction="none"
         ).reshape(n_images, n_priors)
         conf_pos = (ce * positive).sum()
         # Hard negatives: per image the neg_pos_ratio * n_positives highest-CE background priors.

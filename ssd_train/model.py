@@ -1,4 +1,4 @@
-"""The SSD300 network (VGG-16 base), as in the reference design (shared/reference/ssd300.md).
+"""The SSD300 network (VGG-16 base), as in the reference design (``docs/reference.md``).
 
 ``forward(images) -> (locs, class_logits)`` and nothing else: loss and postprocess are separate.
 Parameter names follow the reference tutorial (``base``, ``aux_convs``, ``pred_convs``,
@@ -156,12 +156,12 @@ class AuxiliaryConvolutions(_ConvStack):
 class PredictionConvolutions(nn.Module):
     """3x3 localisation and class heads on the six source maps."""
 
-    def __init__(self, n_classes: int, boxes_per_location: tuple[int, ...], width: float = 1.0) -> None:
+    def __init__(self, num_classes: int, boxes_per_location: tuple[int, ...], width: float = 1.0) -> None:
         super().__init__()
-        self.n_classes = n_classes
+        self.num_classes = num_classes
         for (name, channels), boxes in zip(SOURCE_CHANNELS.items(), boxes_per_location, strict=True):
             setattr(self, f"loc_{name}", _conv(scaled(channels, width), boxes * 4, 3, padding=1))
-            setattr(self, f"cl_{name}", _conv(scaled(channels, width), boxes * n_classes, 3, padding=1))
+            setattr(self, f"cl_{name}", _conv(scaled(channels, width), boxes * num_classes, 3, padding=1))
 
     def forward(self, sources: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         n = sources[0].shape[0]
@@ -170,15 +170,25 @@ class PredictionConvolutions(nn.Module):
             # (N, A*4, H, W) -> (N, H, W, A*4) -> (N, H*W*A, 4)
             locs.append(getattr(self, f"loc_{name}")(x).permute(0, 2, 3, 1).reshape(n, -1, 4))
             # (N, A*C, H, W) -> (N, H, W, A*C) -> (N, H*W*A, C)
-            logits.append(getattr(self, f"cl_{name}")(x).permute(0, 2, 3, 1).reshape(n, -1, self.n_classes))
+            logits.append(getattr(self, f"cl_{name}")(x).permute(0, 2, 3, 1).reshape(n, -1, self.num_classes))
         return torch.cat(locs, 1), torch.cat(logits, 1)
+
+
+def _num_classes(num_classes: int | None, n_classes: int | None, default: int = 21) -> int:
+    """``num_classes`` or its alias ``n_classes`` (the reference tutorial's name); the two disagreeing is an error."""
+    if n_classes is None:
+        return default if num_classes is None else int(num_classes)
+    if num_classes is not None and int(num_classes) != int(n_classes):
+        raise TypeError(f"num_classes={num_classes} and its alias n_classes={n_classes} disagree; pass num_classes")
+    return int(n_classes)
 
 
 class SSD300(nn.Module):
     """SSD300 with a VGG-16 base.
 
     Args:
-        n_classes: classes including background (21 for Pascal VOC).
+        num_classes: classes including background (default 21, Pascal VOC). ``n_classes=`` (the
+            reference tutorial's name) is accepted as a keyword alias.
         width: channel multiplier; 1.0 is the reference network (26,285,486 parameters at 21 classes).
             Other widths keep the geometry (8732 priors) for fast CPU training and tests.
         prior_config: prior geometry (default: the reference's).
@@ -190,23 +200,26 @@ class SSD300(nn.Module):
             folds them away.
 
     forward: images float32 (N, 3, 300, 300), normalized RGB ->
-        locs (N, 8732, 4) box offsets against ``priors_cxcy``, class_logits (N, 8732, n_classes).
+        locs (N, 8732, 4) box offsets against ``priors_cxcy``, class_logits (N, 8732, num_classes).
     """
 
     def __init__(
         self,
-        n_classes: int = 21,
+        num_classes: int | None = None,
         width: float = 1.0,
         prior_config: PriorConfig | None = None,
         vgg_weights: str | Path | None = None,
         norm: str = "none",
+        *,
+        n_classes: int | None = None,
     ) -> None:
         super().__init__()
-        if n_classes < 2:
-            raise ValueError(f"n_classes counts background and needs to be >= 2, got {n_classes}")
+        num_classes = _num_classes(num_classes, n_classes)
+        if num_classes < 2:
+            raise ValueError(f"num_classes counts background and needs to be >= 2, got {num_classes}")
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
-        self.n_classes = n_classes
+        self.num_classes = num_classes
         self.width = float(width)
         self.prior_config = prior_config or PriorConfig()
         if len(self.prior_config.feature_map_sizes) != len(SOURCE_CHANNELS):
@@ -215,7 +228,7 @@ class SSD300(nn.Module):
         self.norm = norm
         self.base = VGGBase(width, norm)
         self.aux_convs = AuxiliaryConvolutions(width, norm)
-        self.pred_convs = PredictionConvolutions(n_classes, self.prior_config.boxes_per_location, width)
+        self.pred_convs = PredictionConvolutions(num_classes, self.prior_config.boxes_per_location, width)
         self.rescale_factors = nn.Parameter(torch.full((1, scaled(512, width), 1, 1), L2NORM_INIT_SCALE))
         self.register_buffer(
             "priors_cxcy", torch.from_numpy(make_priors(self.prior_config).copy()), persistent=False
@@ -245,11 +258,11 @@ class SSD300(nn.Module):
         """
         if not 0.0 < background < 1.0:
             raise ValueError(f"background must be in (0, 1), got {background}")
-        others = self.n_classes - 1
+        others = self.num_classes - 1
         for name, module in self.pred_convs.named_children():
             if name.startswith("cl_"):
                 nn.init.normal_(module.weight, std=0.01)
-                bias = module.bias.data.view(-1, self.n_classes)
+                bias = module.bias.data.view(-1, self.num_classes)
                 bias.zero_()
                 bias[:, 0] = math.log(background * others / (1.0 - background))
 

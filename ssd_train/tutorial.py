@@ -96,7 +96,7 @@ class TutorialCheckpoint:
 @cache
 def _our_parameter_names() -> tuple[str, ...]:
     # Names do not depend on width or class count: a narrow model lists them cheaply.
-    return tuple(SSD300(n_classes=2, width=0.125).state_dict())
+    return tuple(SSD300(num_classes=2, width=0.125).state_dict())
 
 
 def _modules_state(node: StandIn, prefix: str, out: dict[str, torch.Tensor], seen: set[int], path: Path) -> None:

@@ -83,6 +83,6 @@ def test_not_a_toolkit_checkpoint(tmp_path):
 
 
 def test_weights_that_do_not_fit_the_spec(tmp_path):
-    path = save_checkpoint(tmp_path / "m.pt", SSD300(n_classes=5, width=0.125), SPEC)
+    path = save_checkpoint(tmp_path / "m.pt", SSD300(num_classes=5, width=0.125), SPEC)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(path)

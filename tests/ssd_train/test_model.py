@@ -11,7 +11,7 @@ from ssd_train.model import VGGWeightsError, decimate
 @pytest.fixture(scope="module")
 def reference_model():
     torch.manual_seed(0)
-    return SSD300(n_classes=21).eval()
+    return SSD300(num_classes=21).eval()
 
 
 def test_parameter_count(reference_model):
@@ -28,7 +28,7 @@ def test_forward_shapes(reference_model, batch):
 
 
 def test_width_keeps_geometry():
-    model = SSD300(n_classes=7, width=0.125).eval()
+    model = SSD300(num_classes=7, width=0.125).eval()
     with torch.inference_mode():
         locs, logits = model(torch.randn(2, 3, 300, 300))
     assert locs.shape == (2, 8732, 4) and logits.shape == (2, 8732, 7)
@@ -43,7 +43,7 @@ def test_priors_buffer_and_l2norm_scale(reference_model):
 
 
 def test_l2norm_survives_all_zero_features():
-    model = SSD300(n_classes=3, width=0.125).eval()
+    model = SSD300(num_classes=3, width=0.125).eval()
     with torch.inference_mode():
         locs, logits = model(torch.full((1, 3, 300, 300), -10.0))  # ReLUs can zero conv4_3 entirely
     assert torch.isfinite(locs).all() and torch.isfinite(logits).all()
@@ -52,7 +52,18 @@ def test_l2norm_survives_all_zero_features():
 def test_from_spec():
     spec = ModelSpec.create(["background", "a", "b"], width=0.25)
     model = SSD300.from_spec(spec)
-    assert model.n_classes == 3 and model.width == 0.25
+    assert model.num_classes == 3 and model.width == 0.25
+
+
+def test_n_classes_is_a_keyword_alias_of_num_classes():
+    model = SSD300(n_classes=4, width=0.125)  # the reference tutorial's name
+    assert model.num_classes == 4 and model.pred_convs.num_classes == 4
+    assert SSD300(4, width=0.125).num_classes == 4 and SSD300(width=0.125).num_classes == 21
+    assert SSD300(num_classes=4, n_classes=4, width=0.125).num_classes == 4
+    with pytest.raises(TypeError, match="disagree"):
+        SSD300(num_classes=4, n_classes=5, width=0.125)
+    with pytest.raises(ValueError, match="num_classes counts background"):
+        SSD300(n_classes=1, width=0.125)
 
 
 def test_vgg_decimation_from_a_file(tmp_path):
@@ -60,7 +71,7 @@ def test_vgg_decimation_from_a_file(tmp_path):
     vgg_state = torchvision.models.vgg16(weights=None).state_dict()
     path = tmp_path / "vgg16.pth"
     torch.save(vgg_state, path)
-    model = SSD300(n_classes=21, vgg_weights=path)
+    model = SSD300(num_classes=21, vgg_weights=path)
     base = model.base
     torch.testing.assert_close(base.conv1_1.weight, vgg_state["features.0.weight"], rtol=0, atol=0)
     torch.testing.assert_close(base.conv4_3.bias, vgg_state["features.21.bias"], rtol=0, atol=0)
@@ -114,8 +125,8 @@ def _train_norm_statistics(model: SSD300) -> None:
 @pytest.mark.parametrize("norm, unnormed", [("batch", set()), ("batch-from-conv2", {"conv1_1", "conv1_2"})])
 def test_batch_norm_option_keeps_the_weight_names_and_folds_away(norm, unnormed):
     torch.manual_seed(0)
-    plain = SSD300(n_classes=4, width=0.125)
-    model = SSD300(n_classes=4, width=0.125, norm=norm)
+    plain = SSD300(num_classes=4, width=0.125)
+    model = SSD300(num_classes=4, width=0.125, norm=norm)
     names = set(model.state_dict())
     assert set(plain.state_dict()) < names  # the reference names are kept, the norms added
     assert {n for n in names - set(plain.state_dict())} == {
@@ -146,12 +157,12 @@ def test_norm_comes_from_the_spec_and_is_checked(norm):
     assert SSD300.from_spec(spec).norm == norm
     assert ModelSpec.from_dict(spec.to_dict()).norm == norm
     with pytest.raises(ValueError, match="norm must be one of"):
-        SSD300(n_classes=2, width=0.125, norm="group")
+        SSD300(num_classes=2, width=0.125, norm="group")
 
 
 def test_background_head_init_starts_every_prior_near_background():
     torch.manual_seed(0)
-    model = SSD300(n_classes=8, width=0.125, norm="batch").eval()
+    model = SSD300(num_classes=8, width=0.125, norm="batch").eval()
     model.init_class_heads_background(0.99)
     with torch.inference_mode():
         _, logits = model(torch.randn(2, 3, 300, 300))

@@ -29,7 +29,7 @@ def synthetic_batch() -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tens
 def test_small_model_overfits_four_images():
     torch.manual_seed(0)
     images, boxes, labels = synthetic_batch()
-    model = SSD300(n_classes=4, width=0.125)
+    model = SSD300(num_classes=4, width=0.125)
     criterion = MultiBoxLoss(model.priors_cxcy)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []

@@ -23,7 +23,7 @@ from tests.ssd_train.tutorial_helpers import save_tutorial_like
 
 def small_ssd(seed: int = 0) -> SSD300:
     torch.manual_seed(seed)
-    return SSD300(n_classes=21, width=0.125)
+    return SSD300(num_classes=21, width=0.125)
 
 
 def assert_same_weights(state: dict[str, torch.Tensor], model: SSD300) -> None:
@@ -37,7 +37,7 @@ def assert_same_weights(state: dict[str, torch.Tensor], model: SSD300) -> None:
 @pytest.fixture(scope="module")
 def full_size(tmp_path_factory):
     """The tutorial's layout at full size (26.3 M parameters), legacy format, as PyTorch 0.4 wrote it."""
-    ours = SSD300(n_classes=21)
+    ours = SSD300(num_classes=21)
     path = save_tutorial_like(tmp_path_factory.mktemp("tutorial") / "checkpoint_ssd300.pth.tar", ours, legacy=True)
     return path, ours
 

@@ -64,14 +64,14 @@ class AuxiliaryConvolutions(nn.Module):
 class PredictionConvolutions(nn.Module):
     def __init__(self, ours: OurSSD300) -> None:
         super().__init__()
-        self.n_classes = ours.n_classes
+        self.n_classes = ours.num_classes  # the tutorial's attribute name
         _adopt(self, ours.pred_convs)
 
 
 class SSD300(nn.Module):
     def __init__(self, ours: OurSSD300) -> None:
         super().__init__()
-        self.n_classes = ours.n_classes
+        self.n_classes = ours.num_classes  # the tutorial's attribute name
         self.base = VGGBase(ours)
         self.aux_convs = AuxiliaryConvolutions(ours)
         self.pred_convs = PredictionConvolutions(ours)
