@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ssd_export import defaults
 from ssd_runtime import cli_common
 
 
@@ -26,12 +27,12 @@ def _print_report(report: dict, as_json: bool) -> None:
 def _cmd_onnx(args: argparse.Namespace) -> int:
     """Export a checkpoint to ONNX, verify parity, print the report."""
     from ssd_export.onnx_export import export_onnx
-    from ssd_export.verify import ParityError
+    from ssd_export.parity import ParityError
 
+    batch = {} if args.static_batch is None else {"dynamic_batch": False, "static_batch": args.static_batch}
     try:
         result = export_onnx(
-            args.checkpoint, args.output, dynamic_batch=args.static_batch is None,
-            static_batch=args.static_batch or 1, variant=args.variant, opset=args.opset,
+            args.checkpoint, args.output, **batch, variant=args.variant, opset=args.opset,
             exporter=args.exporter, verify=not args.no_verify, max_candidates=args.max_candidates,
         )
     except ParityError as exc:
@@ -51,18 +52,18 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
 
 
 def _add_onnx(sub: argparse._SubParsersAction) -> None:
-    from ssd_runtime.onnx_model import VARIANTS
-
     p = sub.add_parser("onnx", help="export a checkpoint to one verified ONNX file (spec in its metadata)")
     p.add_argument("--checkpoint", required=True, help="toolkit checkpoint (.pt)")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write (e.g. ssd300.onnx)")
     p.add_argument("--static-batch", type=int, default=None, metavar="N",
                    help="fix the batch size to N (default: dynamic batch)")
-    p.add_argument("--variant", choices=VARIANTS, default="fp32")
-    p.add_argument("--opset", type=int, default=19, help="ONNX opset (default 19)")
-    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
-    p.add_argument("--max-candidates", type=int, default=3840,
-                   help="end2end: per-image cap on (class, prior) candidates entering the NMS")
+    p.add_argument("--variant", choices=defaults.VARIANTS, default=defaults.DEFAULT_VARIANT)
+    p.add_argument("--opset", type=int, default=defaults.DEFAULT_OPSET,
+                   help=f"ONNX opset (default {defaults.DEFAULT_OPSET})")
+    p.add_argument("--exporter", choices=defaults.EXPORTERS, default=defaults.DEFAULT_EXPORTER)
+    p.add_argument("--max-candidates", type=int, default=defaults.DEFAULT_MAX_CANDIDATES,
+                   help="end2end: per-image cap on (class, prior) candidates entering the NMS "
+                   f"(default {defaults.DEFAULT_MAX_CANDIDATES})")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     p.add_argument("--json", action="store_true", help="one-line JSON report")
     p.set_defaults(func=_cmd_onnx)
@@ -70,7 +71,8 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Verify an ONNX file against a checkpoint; print (and optionally save) the report."""
-    from ssd_export.verify import verify_onnx, write_report
+    from ssd_export.parity import write_report
+    from ssd_export.verify import verify_onnx
 
     report = verify_onnx(args.model, args.checkpoint, batch_size=args.batch)
     if args.report:
@@ -83,7 +85,8 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="ONNX Runtime vs PyTorch parity of an exported ONNX file")
     p.add_argument("--model", required=True, help="exported ONNX file")
     p.add_argument("--checkpoint", required=True, help="the checkpoint it was exported from")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 3, or the static one)")
+    p.add_argument("--batch", type=int, default=None,
+                   help=f"batch size (default {defaults.DEFAULT_VERIFY_BATCH}, or the static one)")
     p.add_argument("--report", default=None, help="also save the JSON report here")
     p.add_argument("--json", action="store_true", help="one-line JSON report")
     p.set_defaults(func=_cmd_verify)

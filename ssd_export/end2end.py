@@ -27,11 +27,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ssd_export.defaults import DEFAULT_MAX_CANDIDATES
 from ssd_runtime.postprocess import float32_threshold
 from ssd_runtime.spec import PostprocessSettings
 
-#: Default per-image candidate cap: TensorRT's TopK limit (k <= 3840), under its NMS layer's 5000.
-DEFAULT_MAX_CANDIDATES = 3840
+__all__ = ["DEFAULT_MAX_CANDIDATES", "append_nms"]
 
 
 def append_nms(

@@ -34,8 +34,17 @@ from typing import Any
 import onnx
 import torch
 
-from ssd_export.end2end import DEFAULT_MAX_CANDIDATES, append_nms
-from ssd_export.verify import ParityError, verify_onnx, write_report
+from ssd_export.defaults import (
+    DEFAULT_EXPORTER,
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_OPSET,
+    DEFAULT_VARIANT,
+    EXPORTERS,
+    TRACE_BATCH,
+)
+from ssd_export.end2end import append_nms
+from ssd_export.parity import ParityError, write_report
+from ssd_export.verify import verify_onnx
 from ssd_export.wrappers import ScoresAndBoxes, Uint8NHWCInput
 from ssd_train.model import FP16Network
 from ssd_runtime.fileio import atomic_path, sha256_file
@@ -46,6 +55,7 @@ from ssd_runtime.onnx_model import (
     META_OPSET,
     META_SOURCE_SHA256,
     META_SPEC,
+    META_TRACE_BATCH,
     META_VARIANT,
     ONNX_FORMAT_VERSION,
     VARIANT_IO,
@@ -55,12 +65,7 @@ from ssd_runtime.onnx_model import (
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
 from ssd_train.checkpoint import load_model
 
-DEFAULT_OPSET = 19
-EXPORTERS = ("torchscript", "dynamo")
-#: Batch size the dynamic-batch graph is traced at (verification runs at another one).
-TRACE_BATCH = 2
 TRACE_SEED = 1234
-META_TRACE_BATCH = "ssd300.trace_batch"
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "ExportReport", "ParityError", "export_onnx"]
 
@@ -112,9 +117,9 @@ def export_onnx(
     *,
     dynamic_batch: bool = True,
     static_batch: int = 1,
-    variant: str = "fp32",
+    variant: str = DEFAULT_VARIANT,
     opset: int = DEFAULT_OPSET,
-    exporter: str = "torchscript",
+    exporter: str = DEFAULT_EXPORTER,
     verify: bool = True,
     verify_batch: int | None = None,
     end2end_settings: PostprocessSettings | None = None,

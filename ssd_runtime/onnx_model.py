@@ -8,9 +8,12 @@ The exporter (``ssd_export.onnx_export``) writes into the ONNX ``metadata_props`
   outputs are, see :data:`VARIANT_IO`);
 - ``ssd300.source_checkpoint_sha256``: sha256 of the checkpoint file the weights came from;
 - ``ssd300.exporter``, ``ssd300.opset``, ``ssd300.format_version`` and, for ``end2end``,
-  ``ssd300.end2end`` (the settings and caps baked into the graph, JSON).
+  ``ssd300.end2end`` (the settings and caps baked into the graph, JSON);
+- ``ssd300.trace_batch``: the batch size the graph was traced at (verification runs at another one).
 
-Loading rules (shared/reference/bad-inputs.md): before any loader reads tensor data,
+Each key has a named constant here (``META_*``); writers and readers use those, never the string.
+
+Loading rules (``docs/reference.md``, "Loading untrusted files"): before any loader reads tensor data,
 :func:`check_external_data` refuses external-data locations that are absolute, contain ``..``, or
 resolve (through symlinks) outside the model's folder. The exporter itself always writes a single
 self-contained file.
@@ -36,6 +39,7 @@ META_EXPORTER = "ssd300.exporter"
 META_OPSET = "ssd300.opset"
 META_FORMAT_VERSION = "ssd300.format_version"
 META_END2END = "ssd300.end2end"
+META_TRACE_BATCH = "ssd300.trace_batch"
 #: Version of the metadata layout above (the spec carries its own schema version).
 ONNX_FORMAT_VERSION = 1
 
@@ -74,7 +78,10 @@ class End2EndConfig:
 
 @dataclass(frozen=True)
 class OnnxModelInfo:
-    """Everything an exported ONNX file says about itself (read from ``metadata_props``)."""
+    """Everything an exported ONNX file says about itself (read from ``metadata_props``).
+
+    trace_batch: the batch size the graph was traced at (None if not recorded or not an integer).
+    """
 
     path: Path
     spec: ModelSpec
@@ -83,6 +90,7 @@ class OnnxModelInfo:
     exporter: str
     opset: int
     end2end: End2EndConfig | None = None
+    trace_batch: int | None = None
 
     @property
     def input_name(self) -> str:
@@ -237,6 +245,7 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxModelInfo:
         opset = int(meta.get(META_OPSET, "0"))
     except ValueError as exc:
         raise OnnxModelError(f"{path}: malformed '{META_OPSET}' metadata") from exc
+    trace_batch = meta.get(META_TRACE_BATCH, "")
     return OnnxModelInfo(
         path=path,
         spec=spec,
@@ -245,6 +254,7 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxModelInfo:
         exporter=meta.get(META_EXPORTER, ""),
         opset=opset,
         end2end=end2end,
+        trace_batch=int(trace_batch) if trace_batch.isdecimal() else None,
     )
 
 
@@ -254,6 +264,15 @@ def read_onnx_spec(path: str | os.PathLike) -> ModelSpec:
 
 
 __all__ = [
+    "META_END2END",
+    "META_EXPORTER",
+    "META_FORMAT_VERSION",
+    "META_OPSET",
+    "META_SOURCE_SHA256",
+    "META_SPEC",
+    "META_TRACE_BATCH",
+    "META_VARIANT",
+    "ONNX_FORMAT_VERSION",
     "End2EndConfig",
     "OnnxModelError",
     "OnnxModelInfo",

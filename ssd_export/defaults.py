@@ -1,0 +1,37 @@
+"""Choices and defaults of the export API, in one place for the library and the ``ssd-export`` CLI.
+
+No imports beyond the runtime's ONNX metadata module (no torch, onnx or onnxruntime), so the CLI can
+build its parser from these without loading the exporter.
+"""
+from __future__ import annotations
+
+from ssd_runtime.onnx_model import VARIANTS
+
+#: ONNX opset of every export (see :mod:`ssd_export.onnx_export` for why 19).
+DEFAULT_OPSET = 19
+#: torch.onnx exporters: the TorchScript one (default) and the dynamo one.
+EXPORTERS = ("torchscript", "dynamo")
+DEFAULT_EXPORTER = EXPORTERS[0]
+#: Graph variants (:data:`ssd_runtime.onnx_model.VARIANT_IO`); the default exports raw FP32 outputs.
+DEFAULT_VARIANT = "fp32"
+#: Batch size the dynamic-batch graph is traced at (verification runs at another one).
+TRACE_BATCH = 2
+#: Per-image cap on (class, prior) candidates entering the end-to-end NMS: TensorRT's TopK limit
+#: (k <= 3840), under its NMS layer's 5000.
+DEFAULT_MAX_CANDIDATES = 3840
+#: Verification: batch size (for a dynamic batch) and the seed of the generated scenes (the tracing
+#: and the test fixtures use other seeds).
+DEFAULT_VERIFY_BATCH = 3
+VERIFY_SEED = 20_250_101
+
+__all__ = [
+    "DEFAULT_EXPORTER",
+    "DEFAULT_MAX_CANDIDATES",
+    "DEFAULT_OPSET",
+    "DEFAULT_VARIANT",
+    "DEFAULT_VERIFY_BATCH",
+    "EXPORTERS",
+    "TRACE_BATCH",
+    "VARIANTS",
+    "VERIFY_SEED",
+]

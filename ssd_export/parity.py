@@ -1,0 +1,317 @@
+"""Parity of any deployed model with its checkpoint, through the runtime's ``Backend`` interface.
+
+One check serves every artifact: the backend under test and the checkpoint (served in FP32 on the CPU
+by :class:`ssd_train.backend.TorchCheckpointBackend`, BatchNorms folded as every export folds them)
+run ``infer`` on the same generated scenes, and the raw outputs and the detections are compared under
+the tolerance of the artifact's precision (:data:`TOLERANCES`). What differs between artifacts is the
+backend object and the tolerance, never the check::
+
+    from ssd_export.parity import TOLERANCES, Tolerance, check_parity
+    from ssd_runtime.backends.onnxruntime import OrtBackend
+
+    check_parity(OrtBackend("ssd300.onnx"), "model.pt", "fp32")          # identical detections required
+    check_parity(OrtBackend("ssd300-fp16.onnx"), "model.pt", "fp16")     # detections reported
+    # a TensorRT engine or an INT8 model is one more call, with its backend and its tolerance:
+    check_parity(TensorRTBackend.load("ssd300.engine", device="cuda"), "model.pt", "fp16")
+    check_parity(OrtBackend("ssd300-int8.onnx"), "model.pt",
+                 Tolerance("int8", rtol=..., atol=..., range_ulps=..., ulp=..., identical_detections=False))
+
+The images are rendered by the synthetic dataset generator with a seed no tracing or test training
+uses (natural-looking activations, not noise), resized as the evaluation pipeline does (bilinear), fed
+as uint8 (N, S, S, 3) RGB to ``uint8-nhwc`` backends and normalized float32 (N, 3, S, S) to the others.
+Checks: the backend's spec equals the checkpoint's apart from provenance; each output has the
+reference's shape (N, P, 4) / (N, P, C) with P = spec.num_priors, is finite and within the tolerance;
+the NumPy postprocess of both at the spec's detection and evaluation settings gives *identical
+detections* (``docs/reference.md``, "Identical detections") where the precision requires it, and the
+comparison is reported otherwise. The ONNX-specific checks (metadata, provenance, trace batch, the
+end-to-end graph) are a thin layer in :mod:`ssd_export.verify`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssd_export.defaults import DEFAULT_VERIFY_BATCH, VERIFY_SEED
+from ssd_runtime.backends import Backend, to_numpy
+from ssd_runtime.fileio import atomic_write_bytes
+from ssd_runtime.postprocess import compare_detections, postprocess
+from ssd_runtime.preprocess import normalize
+from ssd_runtime.spec import ModelSpec
+from ssd_train.augment import test_transform
+from ssd_train.synthetic import render_image
+
+__all__ = [
+    "DEFAULT_VERIFY_BATCH",
+    "TOLERANCES",
+    "VERIFY_SEED",
+    "ParityError",
+    "ReferenceOutputs",
+    "Tolerance",
+    "check_parity",
+    "reference_outputs",
+    "spec_matches",
+    "summarize_comparison",
+    "tensor_stats",
+    "tolerance_for",
+    "verification_images",
+    "verification_inputs",
+    "write_report",
+]
+
+
+class ParityError(ValueError):
+    """A deployed model does not match its checkpoint; ``report`` holds the verification report."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close a backend's raw outputs must be to the checkpoint's FP32 outputs, for one precision.
+
+    An output passes when it is finite and ``allclose(actual, expected, rtol, atol_for(expected))``:
+    the atol floor grows with the output's range, ``range_ulps * ulp * max|expected|``, because
+    rounding error scales with the magnitude of the activations (a trained FP32 network differs from
+    PyTorch by ~10 FP32 ulps of its range through summation order alone; FP16 networks with BatchNorm
+    folded in reach 3e-3 of their range).
+
+    identical_detections: identical detections at the detection and evaluation settings are
+        required; when False they are reported, with a second comparison at this ``atol``.
+    """
+
+    precision: str
+    rtol: float
+    atol: float
+    range_ulps: float
+    ulp: float
+    identical_detections: bool
+
+    def atol_for(self, expected: np.ndarray) -> float:
+        """The atol for one output: ``atol`` or ``range_ulps`` ulps of max|expected|, the larger."""
+        return max(self.atol, self.range_ulps * self.ulp * float(np.abs(expected).max(initial=0.0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"precision": self.precision, "rtol": self.rtol, "atol": self.atol,
+                "range_ulps": self.range_ulps, "identical_detections": self.identical_detections}
+
+
+#: Tolerance by precision. INT8 gets its entry (measured on a calibrated model) when that path lands;
+#: until then pass a :class:`Tolerance` to :func:`check_parity`.
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance("fp32", rtol=1e-3, atol=1e-5, range_ulps=32, ulp=2.0**-23, identical_detections=True),
+    "fp16": Tolerance("fp16", rtol=2e-2, atol=2e-2, range_ulps=8, ulp=2.0**-11, identical_detections=False),
+}
+
+
+def tolerance_for(precision: str | Tolerance) -> Tolerance:
+    """The :class:`Tolerance` of ``precision`` (a key of :data:`TOLERANCES`), or ``precision`` itself."""
+    if isinstance(precision, Tolerance):
+        return precision
+    if precision not in TOLERANCES:
+        raise ValueError(f"no parity tolerance for precision {precision!r} (known: {', '.join(TOLERANCES)}); "
+                         "pass a ssd_export.parity.Tolerance")
+    return TOLERANCES[precision]
+
+
+def verification_images(count: int, size: int = 300, seed: int = VERIFY_SEED) -> np.ndarray:
+    """uint8 (count, size, size, 3) RGB synthetic scenes, resized as evaluation does (bilinear)."""
+    empty = np.zeros((0, 4), np.float32)
+    return np.stack([test_transform(render_image(seed, i)[0], empty, size)[0] for i in range(count)])
+
+
+def verification_inputs(spec: ModelSpec, count: int, seed: int = VERIFY_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """The verification scenes as uint8 (N, S, S, 3) RGB pixels and as normalized float32 (N, 3, S, S)."""
+    pixels = verification_images(count, spec.input_size, seed)
+    return pixels, normalize(pixels, spec)
+
+
+@dataclass(frozen=True)
+class ReferenceOutputs:
+    """The checkpoint's raw FP32 outputs on ``verification_inputs(spec, batch_size, seed)``.
+
+    locs float32 (N, P, 4), class_logits float32 (N, P, C); source: what produced them (for reports).
+    Compute once with :func:`reference_outputs` to check several artifacts against one checkpoint.
+    """
+
+    spec: ModelSpec
+    locs: np.ndarray
+    class_logits: np.ndarray
+    seed: int
+    source: str
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.locs.shape[0])
+
+
+def reference_outputs(
+    reference: str | os.PathLike | Backend,
+    batch_size: int = DEFAULT_VERIFY_BATCH,
+    seed: int = VERIFY_SEED,
+) -> ReferenceOutputs:
+    """Run the reference on the verification scenes: a checkpoint path (PyTorch FP32 on the CPU) or a Backend."""
+    if isinstance(reference, (str, os.PathLike)):
+        from ssd_train.backend import TorchCheckpointBackend
+
+        source = str(reference)
+        reference = TorchCheckpointBackend(reference, device="cpu")
+    else:
+        source = _describe(reference)["name"]
+    locs, class_logits = _run(reference, batch_size, seed)
+    return ReferenceOutputs(reference.spec, locs, class_logits, seed, source)
+
+
+def spec_matches(a: ModelSpec, b: ModelSpec) -> bool:
+    """Whether two specs are equal apart from provenance (which records where an artifact came from)."""
+    return _spec_core(a) == _spec_core(b)
+
+
+def tensor_stats(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> dict[str, Any]:
+    """max abs / rel difference and allclose of two arrays (rel over |expected| > atol)."""
+    actual = actual.astype(np.float64)
+    expected = expected.astype(np.float64)
+    diff = np.abs(actual - expected)
+    big = np.abs(expected) > atol
+    return {
+        "shape": list(actual.shape),
+        "finite": bool(np.isfinite(actual).all()),
+        "max_abs": float(diff.max(initial=0.0)),
+        "max_rel": float((diff[big] / np.abs(expected[big])).max(initial=0.0)),
+        "max_abs_expected": float(np.abs(expected).max(initial=0.0)),
+        "allclose": bool(np.isfinite(actual).all() and np.allclose(actual, expected, rtol=rtol, atol=atol)),
+    }
+
+
+def summarize_comparison(comparison: dict[str, Any], limit: int = 10) -> dict[str, Any]:
+    """A comparison dict with the mismatch list cut to ``limit`` entries (the count is kept)."""
+    comparison["num_mismatches"] = len(comparison["mismatches"])
+    comparison["mismatches"] = comparison["mismatches"][:limit]
+    return comparison
+
+
+def check_parity(
+    backend: Backend,
+    reference: str | os.PathLike | Backend | ReferenceOutputs,
+    tolerance: str | Tolerance = "fp32",
+    *,
+    batch_size: int = DEFAULT_VERIFY_BATCH,
+    seed: int = VERIFY_SEED,
+) -> dict[str, Any]:
+    """Check ``backend`` against its checkpoint on ``batch_size`` verification scenes; return the report.
+
+    Args:
+        backend: any runtime backend (``spec``, ``input_kind``, ``device``, ``infer``); host or device
+            outputs. A static-batch backend needs ``batch_size`` equal to its batch.
+        reference: the checkpoint (path), a backend serving it, or its :class:`ReferenceOutputs` at
+            this ``batch_size`` and ``seed``.
+        tolerance: a precision (key of :data:`TOLERANCES`: ``fp32``, ``fp16``) or a :class:`Tolerance`.
+        batch_size: number of scenes; pick one other than the batch the artifact was traced at.
+        seed: seed of the generated scenes.
+
+    Returns a JSON-able dict: ``passed`` (bool), ``failures`` (list of strings), ``backend``,
+    ``reference``, ``precision``, ``tolerance`` (with ``atol_locs`` / ``atol_class_logits``, the atol
+    applied to each output), ``batch_size``, ``seed``, ``images``, ``spec_matches``, ``outputs``
+    (per output: :func:`tensor_stats`), ``detections`` (``detection`` and ``evaluation``: the
+    :func:`~ssd_runtime.postprocess.compare_detections` summary and the settings; where identical
+    detections are not required, also ``identical_within_<precision>_atol``). Never raises for a
+    parity failure (the caller decides; :class:`ParityError` carries a report).
+    """
+    tol = tolerance_for(tolerance)
+    if not isinstance(reference, ReferenceOutputs):
+        reference = reference_outputs(reference, batch_size, seed)
+    elif (reference.batch_size, reference.seed) != (batch_size, seed):
+        raise ValueError(f"reference outputs are for batch {reference.batch_size}, seed {reference.seed}; "
+                         f"the check asked for batch {batch_size}, seed {seed}")
+    spec = reference.spec
+    failures: list[str] = []
+    report: dict[str, Any] = {
+        "backend": _describe(backend),
+        "reference": reference.source,
+        "precision": tol.precision,
+        "tolerance": {"rtol": tol.rtol, "atol": tol.atol},
+        "batch_size": batch_size,
+        "seed": seed,
+        "images": f"synthetic scenes, seed {seed}, {batch_size} images",
+        "spec_matches": spec_matches(backend.spec, spec),
+        "outputs": {},
+        "detections": {},
+    }
+    if not report["spec_matches"]:
+        failures.append("the model spec differs from the checkpoint's (apart from provenance)")
+    outputs = _run(backend, batch_size, seed, spec)
+    if _check_outputs(outputs, (reference.locs, reference.class_logits), tol, report, failures):
+        _check_detections(outputs, reference, tol, report, failures)
+    report["passed"] = not failures
+    report["failures"] = failures
+    return report
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> Path:
+    """Save a verification report as JSON (atomically)."""
+    path = Path(path)
+    atomic_write_bytes(path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def _run(backend: Backend, batch_size: int, seed: int, spec: ModelSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``backend.infer`` on the verification scenes (in its input kind) -> float32 host (locs, class_logits)."""
+    pixels, images = verification_inputs(spec or backend.spec, batch_size, seed)
+    locs, class_logits = backend.infer(pixels if backend.input_kind == "uint8-nhwc" else images)
+    return to_numpy(locs), to_numpy(class_logits)
+
+
+def _check_outputs(outputs: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray, np.ndarray],
+                   tol: Tolerance, report: dict, failures: list[str]) -> bool:
+    """Shapes, finiteness and closeness of (locs, class_logits); False when a shape differs."""
+    for name, actual, wanted in zip(("locs", "class_logits"), outputs, expected):
+        if actual.shape != wanted.shape:
+            failures.append(f"{name}: shape {list(actual.shape)}, expected {list(wanted.shape)}")
+            return False
+        atol = tol.atol_for(wanted)
+        report["tolerance"][f"atol_{name}"] = atol
+        stats = report["outputs"][name] = tensor_stats(actual, wanted, rtol=tol.rtol, atol=atol)
+        if not stats["finite"]:
+            failures.append(f"{name}: inf/NaN in the backend's output")
+        elif not stats["allclose"]:
+            failures.append(f"{name}: max abs diff {stats['max_abs']:.3g} beyond rtol {tol.rtol} / atol {atol:.3g}")
+    return True
+
+
+def _check_detections(outputs: tuple[np.ndarray, np.ndarray], reference: ReferenceOutputs, tol: Tolerance,
+                      report: dict, failures: list[str]) -> None:
+    """NumPy postprocess of both at the detection and evaluation settings; compare (required or reported)."""
+    spec = reference.spec
+    priors = spec.make_priors()
+    for name, settings in (("detection", spec.detection), ("evaluation", spec.evaluation)):
+        ours = postprocess(*outputs, priors, settings, spec.variances)
+        ref = postprocess(reference.locs, reference.class_logits, priors, settings, spec.variances)
+        comparison = summarize_comparison(compare_detections(ref, ours, settings).to_dict())
+        comparison["settings"] = settings.to_dict()
+        if not tol.identical_detections:  # reported, and also compared within the precision's atol
+            loose = compare_detections(ref, ours, settings, atol=tol.atol).to_dict()
+            comparison[f"identical_within_{tol.precision}_atol"] = loose["identical"]
+            comparison[f"num_mismatches_within_{tol.precision}_atol"] = len(loose["mismatches"])
+        elif not comparison["identical"]:
+            failures.append(f"detections at {name} settings are not identical: {comparison['mismatches'][:3]}")
+        report["detections"][name] = comparison
+
+
+def _describe(backend: Backend) -> dict[str, Any]:
+    """Plain data naming a backend: class, file (if any), device, input kind."""
+    path = getattr(backend, "path", None)
+    name = type(backend).__name__ + (f"({path})" if path is not None else "")
+    return {"name": name, "path": None if path is None else str(path), "device": str(backend.device),
+            "input_kind": backend.input_kind}
+
+
+def _spec_core(spec: ModelSpec) -> dict:
+    data = spec.to_dict()
+    data.pop("provenance")
+    return data
