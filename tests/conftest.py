@@ -1,4 +1,8 @@
-"""Shared test setup: hardware markers skip where the hardware is absent."""
+"""Shared test setup: hardware markers skip where the hardware is absent; the session's data and model.
+
+Helpers for building models live in tests/training_helpers.py (import them from there, never from
+a conftest).
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -38,24 +42,18 @@ def voc_root(tmp_path_factory: pytest.TempPathFactory):
 def runtime_checkpoint(voc_root, tmp_path_factory: pytest.TempPathFactory):
     """A width-0.125 SSD300 trained for a few Adam steps on the tiny dataset (evaluation transform).
 
-    Barely trained, but with peaked scores and real detections above the detection threshold.
+    The session's one briefly trained model (tests/training_helpers.py): barely trained, but with
+    peaked scores and real detections above the detection threshold.
     """
-    import torch
-
-    from ssd_runtime.spec import ModelSpec
     from ssd_train.checkpoint import save_checkpoint
     from ssd_train.data import VOCDetection, collate
-    from ssd_train.model import SSD300
+    from tests.training_helpers import small_model, train_briefly
 
-    torch.manual_seed(0)
     dataset = VOCDetection.from_voc(voc_root, "trainval", train=False)
-    spec = ModelSpec.create(dataset.class_names, width=0.125)
-    model = SSD300.from_spec(spec)
+    model, spec = small_model(dataset.class_names)
     images, boxes, labels, _ = collate([dataset[i] for i in range(8)])
     train_briefly(model, images, boxes, labels, steps=14, pairs=4)
-    path = tmp_path_factory.mktemp("runtime") / "small.pt"
-    save_checkpoint(path, model, spec)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("runtime") / "small.pt", model, spec)
 
 
 @pytest.fixture(scope="session")
@@ -67,25 +65,3 @@ def runtime_onnx(runtime_checkpoint):
     export_onnx(runtime_checkpoint, out, verify=False)
     return out
 
-
-def train_briefly(model, images, boxes, labels, *, steps: int, pairs: int) -> float:
-    """A few Adam steps (lr 2e-3) cycling over ``pairs`` 2-image slices; leaves the model in eval mode.
-
-    Makes test models whose activations and scores are shaped by training (peaked softmax, grown
-    conv4_3 activations), unlike a random initialisation. Returns the last loss.
-    """
-    import torch
-
-    from ssd_train.loss import MultiBoxLoss
-
-    criterion = MultiBoxLoss(model.priors_cxcy)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    model.train()
-    for step in range(steps):
-        idx = slice((step % pairs) * 2, (step % pairs) * 2 + 2)
-        loss = criterion(*model(images[idx]), boxes[idx], labels[idx]).total
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    return loss.item()
