@@ -163,7 +163,8 @@ def reference_outputs(
         source = str(reference)
         reference = TorchCheckpointBackend(reference, device="cpu")
     else:
-        source = _describe(reference)["name"]
+        described = _describe(reference)
+        source = described["name"] + (f"({described['path']})" if described["path"] else "")
     locs, class_logits = _run(reference, batch_size, seed)
     return ReferenceOutputs(reference.spec, locs, class_logits, seed, source)
 
@@ -306,9 +307,8 @@ def _check_detections(outputs: tuple[np.ndarray, np.ndarray], reference: Referen
 def _describe(backend: Backend) -> dict[str, Any]:
     """Plain data naming a backend: class, file (if any), device, input kind."""
     path = getattr(backend, "path", None)
-    name = type(backend).__name__ + (f"({path})" if path is not None else "")
-    return {"name": name, "path": None if path is None else str(path), "device": str(backend.device),
-            "input_kind": backend.input_kind}
+    return {"name": type(backend).__name__, "path": None if path is None else str(path),
+            "device": str(backend.device), "input_kind": backend.input_kind}
 
 
 def _spec_core(spec: ModelSpec) -> dict:

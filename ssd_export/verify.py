@@ -98,6 +98,7 @@ def verify_onnx(
         parity = check_parity(backend, checkpoint, VARIANT_PRECISION[info.variant], batch_size=batch, seed=seed)
         failures += parity.pop("failures")
         parity.pop("passed")
+        parity["backend"].pop("path")  # the file is report["onnx"]
         report.update(parity)
     report["passed"] = not failures
     report["failures"] = failures
