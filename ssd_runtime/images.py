@@ -100,12 +100,12 @@ _JPEG_EOI = b"\xff\xd9"
 def verify_image(path: str | os.PathLike, *, decode: bool = False, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """Check that ``path`` will load with :func:`open_image`; return its upright (width, height).
 
-    ``decode=False`` (quick, about 0.1 ms for a VOC-sized JPEG): the checks of the header (format by
-    content, pixel limit) and of the file's completeness without decoding pixels - a PNG's chunk CRCs
+    ``decode=False`` (quick: 0.06 ms for a VOC-sized JPEG in the page cache): the checks of the header
+    (format by content, pixel limit) and of the file's completeness without decoding pixels - a PNG's chunk CRCs
     up to ``IEND``, a JPEG's end-of-image marker (a JPEG that does not end with one, e.g. one with
     trailing bytes, is fully decoded to decide). It catches files that are not images, bombs and
     truncated files, but not every corrupt entropy-coded stream. ``decode=True`` decodes the pixels
-    (what training does, about 10x slower) and catches those too. A PNG's EXIF orientation is read
+    (what training does, about 1.2 ms) and catches those too. A PNG's EXIF orientation is read
     from the header only (an ``eXIf`` chunk after the pixel data is not seen by the quick check).
 
     Raises:
