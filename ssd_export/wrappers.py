@@ -8,8 +8,6 @@
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,18 +36,6 @@ class Uint8NHWCInput(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(self.normalize(images))
-
-
-class NaiveFP16Network(nn.Module):
-    """Everything in FP16 (the L2 norm too): what a blanket FP16 conversion gives. For comparisons only."""
-
-    def __init__(self, model: SSD300) -> None:
-        super().__init__()
-        self.model = copy.deepcopy(model).eval().half()
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        locs, class_logits = self.model(images.to(torch.float16))
-        return locs.to(torch.float32), class_logits.to(torch.float32)
 
 
 class ScoresAndBoxes(nn.Module):

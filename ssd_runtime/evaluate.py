@@ -5,7 +5,7 @@ The one metric (:func:`ssd_runtime.metric.voc_map`) and the one data reader
 model and the checkpoint are run through the same :class:`~ssd_runtime.detector.Detector` pipeline
 (batched preprocess -> backend -> postprocess at the spec's evaluation settings), so "parity"
 compares the networks' detections, never two metrics. Ground truth is taken in fractions of the
-decoded image size, as the PyTorch evaluation (``ssd_train.train.evaluate``) does.
+decoded image size, as the PyTorch evaluation (``ssd_train.evaluation.evaluate``) does.
 
 Targets (issue 6): |delta mAP| <= 0.05 point for FP32 models and <= 0.1 point for FP16 ones
 (1 point = 0.01 on the 0-1 scale).

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ssd_runtime.errors import AnnotationError, DatasetError, ImageError
-from ssd_runtime.images import image_size, open_image
+from ssd_runtime.images import image_size
 
 #: Name of the optional class-list file in a VOC root (one name per line, background not listed).
 CLASSES_FILE = "classes.txt"
@@ -482,14 +482,3 @@ def read_voc_split(
     if warn and dropped:
         warnings.warn(f"VOC split {split!r}: {report.summary()}", stacklevel=2)
     return records
-
-
-def verify_images(records: list[VOCRecord]) -> list[tuple[VOCRecord, str]]:
-    """Fully decode every image; return (record, reason) for each one that fails (a pre-check for lenient use)."""
-    bad = []
-    for record in records:
-        try:
-            open_image(record.image_path)
-        except (ImageError, OSError) as exc:
-            bad.append((record, str(exc)))
-    return bad

@@ -6,6 +6,7 @@ device, so a step needs no host synchronisation; :class:`RunLog` writes the rows
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from pathlib import Path
 
@@ -98,8 +99,9 @@ class RunLog:
                                  lr=f"{row['lr']:.2g}", img_s=f"{row['images_per_s']:.1f}")
 
     def note(self, text: str) -> None:
+        """A line for the user on stderr (stdout carries only ``--json``'s summary)."""
         if self.enabled:
-            print(text, flush=True)
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if not self.enabled:

@@ -290,16 +290,6 @@ def test_crlf_split_file_extra_columns_and_latin1_xml(tmp_path):
     assert a.labels.tolist() == [1] and b.labels.tolist() == [2]
 
 
-def test_verify_images_reports_unreadable_files(tmp_path):
-    from ssd_runtime.voc import verify_images
-
-    root = make_root(tmp_path, {"a": xml([obj()]), "b": xml([obj()])})
-    (root / "JPEGImages" / "b.jpg").write_bytes(b"garbage")
-    records = read_voc_split([root], "trainval", CLASSES)
-    bad = verify_images(records)
-    assert [r.image_id for r, _ in bad] == ["b"] and "b.jpg" in bad[0][1]
-
-
 def test_fit_to_image_clips_to_the_decoded_size_and_drops_emptied_boxes(tmp_path):
     make_root(tmp_path, {"a": xml([obj(box=(10, 10, 50, 50)), obj("dog", box=(70, 20, 90, 40))])})
     record = read_voc_split(tmp_path, "trainval", CLASSES)[0]

@@ -1,4 +1,6 @@
-"""Synthetic raw SSD outputs that look like a trained model's (for benchmarks and tests).
+"""Synthetic raw SSD outputs that look like a trained model's, for tests and benchmarks.
+
+Benchmarks import test helpers such as this one; tests never import benchmarks.
 
 A few objects per image get confident, well-localised clusters of priors; on top of that every
 class gets about ``candidates_per_class`` scattered low-confidence priors above 0.01, as a trained
