@@ -1,4 +1,6 @@
-"""Torch-free Pascal VOC reader: split files, XML annotations (parsed with defusedxml), class lists.
+"""Torch-free Pascal VOC reader: split files and XML annotations (parsed with defusedxml).
+
+Class lists (``classes.txt``, the VOC classes, names inferred from the XML) live in :mod:`ssd_runtime.classes`.
 
 Layout (one "VOC root" per year; the generated dataset of ``ssd-train data`` is one such root)::
 
@@ -26,8 +28,8 @@ import math
 import os
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +37,6 @@ import numpy as np
 from ssd_runtime.errors import AnnotationError, DatasetError, ImageError
 from ssd_runtime.images import image_size
 
-#: Name of the optional class-list file in a VOC root (one name per line, background not listed).
-CLASSES_FILE = "classes.txt"
 BACKGROUND = "background"
 #: Largest annotation file read, in bytes (real VOC files are about 1 KB).
 MAX_XML_BYTES = 4 * 1024 * 1024
@@ -198,97 +198,10 @@ def preflight(roots: list[Path], split: str) -> list[tuple[Path, str, Path, Path
 
 
 # ----------------------------------------------------------------------------------------------
-# Class lists
-
-
-def read_class_file(path: str | os.PathLike) -> tuple[str, ...]:
-    """Class names of a ``classes.txt`` (one per line), with ``background`` prepended at index 0."""
-    path = Path(path)
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if names and names[0] == BACKGROUND:
-        names = names[1:]
-    if not names:
-        raise AnnotationError(f"{path}: class list is empty; write one class name per line")
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise AnnotationError(f"{path}: duplicate class names {dupes}")
-    return (BACKGROUND, *names)
-
-
-def write_class_file(path: str | os.PathLike, class_names: tuple[str, ...] | list[str]) -> None:
-    """Write a ``classes.txt`` (background, at index 0, is not written)."""
-    names = [n for n in class_names if n != BACKGROUND]
-    Path(path).write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
-
-
-def dataset_class_names(roots: list[Path] | str | os.PathLike, split: str = "trainval") -> tuple[str, ...]:
-    """The class list of a dataset, background first (:func:`dataset_classes` without its source or warning).
-
-    The first root's ``classes.txt`` if there is one; otherwise the Pascal VOC classes when every
-    object name of the split is one of them, otherwise the sorted names found in the split's XML.
-    """
-    return dataset_classes(roots, split, warn=False)[0]
-
-
-#: Sources of an inferred class list (:func:`dataset_classes`); a ``classes.txt`` source is its path.
-VOC_SOURCE, ANNOTATIONS_SOURCE = "voc", "annotations"
-
-
-def dataset_classes(
-    roots: list[Path] | str | os.PathLike, split: str = "trainval", *, warn: bool = True
-) -> tuple[tuple[str, ...], str]:
-    """(class names, background first; where they came from) of a dataset.
-
-    ``roots``: VOC roots, or one path for :func:`split_roots`. The names come from the first root's
-    ``classes.txt`` (source: that file's path); else they are the Pascal VOC classes when every object
-    name of the split is one (source :data:`VOC_SOURCE`); else the sorted names found in the split's
-    XML (source :data:`ANNOTATIONS_SOURCE`). Inferred names that are not Pascal VOC names are warned
-    about when ``warn`` (with the closest VOC name and a file using each), so a typo such as
-    ``persn`` is not silently trained as a class of its own.
-    """
-    import difflib
-
-    from ssd_runtime.spec import VOC_CLASSES
-
-    roots = split_roots(roots, split)
-    for root in roots:
-        if (root / CLASSES_FILE).is_file():
-            return read_class_file(root / CLASSES_FILE), str(root / CLASSES_FILE)
-    files_by_name: dict[str, list[str]] = {}
-    for _, _, _, xml_path in preflight(roots, split):
-        root_el = _parse_xml(xml_path)
-        for obj in root_el.findall("object"):
-            name = (obj.findtext("name") or "").strip()
-            if name:
-                files_by_name.setdefault(name, []).append(xml_path.name)
-    if not files_by_name:
-        raise AnnotationError(f"split {split!r} of {[str(r) for r in roots]}: no object names found; write a {CLASSES_FILE}")
-    voc_names = VOC_CLASSES[1:]
-    others = sorted(set(files_by_name) - set(voc_names))
-    if not others:
-        return VOC_CLASSES, VOC_SOURCE
-    if warn:
-        described = []
-        for name in others[:20]:
-            close = difflib.get_close_matches(name, voc_names, n=1, cutoff=0.75)
-            hint = f", did you mean {close[0]!r}?" if close else ""
-            files = files_by_name[name]
-            described.append(f"{name} ({len(files)} object(s), e.g. {files[0]}{hint})")
-        more = f", ... and {len(others) - 20} more" if len(others) > 20 else ""
-        warnings.warn(
-            f"classes inferred from the annotations of split {split!r}; not Pascal VOC names: "
-            f"{', '.join(described)}{more} - if these are typos fix the XML, else write {CLASSES_FILE} in the "
-            "VOC root (one name per line) to make them explicit",
-            stacklevel=2,
-        )
-    return (BACKGROUND, *sorted(files_by_name)), ANNOTATIONS_SOURCE
-
-
-# ----------------------------------------------------------------------------------------------
 # XML
 
 
-def _parse_xml(xml_path: Path):
+def parse_xml(xml_path: Path):
     """Parse one annotation with defusedxml (imported here: importing ssd_runtime must not need it)."""
     try:
         import defusedxml.ElementTree as SafeET
@@ -352,7 +265,7 @@ def parse_annotation(
     xml_path = Path(xml_path)
     report = report if report is not None else ReadReport()
     index = {name: i for i, name in enumerate(class_names)}
-    root = _parse_xml(xml_path)
+    root = parse_xml(xml_path)
     if root.tag != "annotation":
         raise AnnotationError(f"{xml_path}: root element is <{root.tag}>, expected <annotation>")
 

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ssd_runtime.classes import dataset_class_names
 from ssd_runtime.errors import ImageError
 from ssd_runtime.images import open_image
 from ssd_runtime.spec import IMAGENET_MEAN, IMAGENET_STD, normalization
-from ssd_runtime.voc import ReadReport, VOCRecord, dataset_class_names, fit_to_image, read_voc_split, split_roots
+from ssd_runtime.voc import ReadReport, VOCRecord, fit_to_image, read_voc_split, split_roots
 from ssd_train.augment import AUGMENTATIONS, test_transform, train_transform
 
 #: One sample: image float32 (3, S, S) normalized; boxes float32 (K, 4) fractional xyxy; labels int64
@@ -97,7 +98,7 @@ class VOCDetection(Dataset):
     ) -> VOCDetection:
         """Read ``split`` of a VOC root, a VOCdevkit (07+12 for trainval, 07 for test) or a list of roots.
 
-        ``class_names`` defaults to the dataset's own (:func:`ssd_runtime.voc.dataset_class_names`).
+        ``class_names`` defaults to the dataset's own (:func:`ssd_runtime.classes.dataset_class_names`).
         """
         roots = split_roots(path, split)
         if class_names is None:

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ssd_runtime.voc import BACKGROUND, CLASSES_FILE, write_class_file
+from ssd_runtime.classes import CLASSES_FILE, write_class_file
+from ssd_runtime.voc import BACKGROUND
 
 #: Object classes of the generated dataset (background is index 0 in the model's class list).
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring", "crescent")

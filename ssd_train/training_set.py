@@ -2,7 +2,7 @@
 
 Before a long run :func:`load_training_set` says which classes it trains and where they came from
 (``--classes``, the root's ``classes.txt``, the Pascal VOC names, or inferred from the annotations -
-with a warning for inferred names that are not VOC names: :func:`ssd_runtime.voc.dataset_classes`),
+with a warning for inferred names that are not VOC names: :func:`ssd_runtime.classes.dataset_classes`),
 reads the split, and checks every image (:mod:`ssd_runtime.image_check`, cached in the run folder), so
 a corrupt image is reported at once, with every other one, instead of hours in.
 """
@@ -13,8 +13,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ssd_runtime.classes import ANNOTATIONS_SOURCE, VOC_SOURCE, dataset_classes
 from ssd_runtime.image_check import CHECK_MODES, ImageCheckReport, check_records
-from ssd_runtime.voc import ANNOTATIONS_SOURCE, BACKGROUND, VOC_SOURCE, dataset_classes, split_roots
+from ssd_runtime.voc import BACKGROUND, split_roots
 from ssd_train.data import VOCDetection
 
 #: ``check_images`` values: the modes of :data:`ssd_runtime.image_check.CHECK_MODES`, or "off".
@@ -75,7 +76,7 @@ def load_training_set(
 ) -> tuple[VOCDetection, TrainingSetReport]:
     """The ``trainval`` split of ``data`` as a training :class:`~ssd_train.data.VOCDetection`, checked.
 
-    classes: names without background (``None``: the dataset's own, :func:`ssd_runtime.voc.dataset_classes`).
+    classes: names without background (``None``: the dataset's own, :func:`ssd_runtime.classes.dataset_classes`).
     check_images: "quick", "full" or "off" (:data:`IMAGE_CHECKS`); unreadable images raise one
         :class:`~ssd_runtime.image_check.BadImagesError` listing all of them, unless ``skip_bad_images``
         (then they are left out with one counted warning, and an image that still fails to decode

@@ -135,6 +135,6 @@ def test_check_records_skips_bad_images_with_a_counted_warning(voc_copy, tmp_pat
 
 
 def _names(root) -> tuple[str, ...]:
-    from ssd_runtime.voc import dataset_class_names
+    from ssd_runtime.classes import dataset_class_names
 
     return dataset_class_names([root])

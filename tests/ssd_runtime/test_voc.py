@@ -1,4 +1,4 @@
-"""The torch-free VOC reader: layout, coordinates, class lists and every bad-annotation case."""
+"""The torch-free VOC reader: layout, coordinates and every bad-annotation case."""
 from __future__ import annotations
 
 import time
@@ -9,16 +9,12 @@ import pytest
 from PIL import Image
 
 from ssd_runtime.errors import AnnotationError, DatasetError
-from ssd_runtime.spec import VOC_CLASSES
 from ssd_runtime.voc import (
     ReadReport,
-    dataset_class_names,
     fit_to_image,
     parse_annotation,
-    read_class_file,
     read_voc_split,
     split_roots,
-    write_class_file,
 )
 
 CLASSES = ("background", "cat", "dog")
@@ -208,25 +204,6 @@ def test_malformed_xml_names_the_file(tmp_path, text):
     root = make_root(tmp_path, {"a": text})
     with pytest.raises(AnnotationError, match=r"a\.xml"):
         read_voc_split([root], "trainval", CLASSES)
-
-
-def test_class_file_round_trip_and_discovery(tmp_path):
-    root = make_root(tmp_path / "custom", {"a": xml([obj("zebra"), obj("apple")])})
-    assert dataset_class_names([root]) == ("background", "apple", "zebra")
-    write_class_file(root / "classes.txt", ("background", "zebra", "apple"))
-    assert read_class_file(root / "classes.txt") == ("background", "zebra", "apple")
-    assert dataset_class_names([root]) == ("background", "zebra", "apple")
-    voc = make_root(tmp_path / "voc", {"a": xml([obj("cat"), obj("dog")])})
-    assert dataset_class_names([voc]) == VOC_CLASSES
-
-
-def test_class_file_errors(tmp_path):
-    (tmp_path / "c.txt").write_text("\n\n")
-    with pytest.raises(AnnotationError, match="empty"):
-        read_class_file(tmp_path / "c.txt")
-    (tmp_path / "c.txt").write_text("a\nb\na\n")
-    with pytest.raises(AnnotationError, match="duplicate"):
-        read_class_file(tmp_path / "c.txt")
 
 
 def test_devkit_layout_reads_07_and_12_for_trainval_and_07_for_test(tmp_path):

@@ -8,8 +8,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from ssd_runtime.classes import dataset_class_names
 from ssd_runtime.images import load_image
-from ssd_runtime.voc import dataset_class_names, read_voc_split
+from ssd_runtime.voc import read_voc_split
 from ssd_train.cli import main
 from ssd_train.synthetic import CLASS_NAMES, CLASSES, generate_voc_dataset, render_image
 

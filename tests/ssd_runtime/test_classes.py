@@ -1,18 +1,20 @@
-"""Where a dataset's class list comes from, and the warning that keeps a typo from becoming a class."""
+"""Class lists: classes.txt, where a dataset's list comes from, and the warning that keeps a typo from becoming a class."""
 from __future__ import annotations
 
 import warnings
 
 import pytest
 
-from ssd_runtime.spec import VOC_CLASSES
-from ssd_runtime.voc import (
+from ssd_runtime.classes import (
     ANNOTATIONS_SOURCE,
     VOC_SOURCE,
     dataset_class_names,
     dataset_classes,
+    read_class_file,
     write_class_file,
 )
+from ssd_runtime.errors import AnnotationError
+from ssd_runtime.spec import VOC_CLASSES
 from tests.ssd_runtime.test_voc import make_root, obj, xml
 
 
@@ -52,3 +54,22 @@ def test_dataset_class_names_is_unchanged_and_quiet(tmp_path):
         warnings.simplefilter("error")
         assert dataset_class_names([root]) == ("background", "apple", "zebra")
         assert dataset_class_names(root) == dataset_classes(root, warn=False)[0]
+
+
+def test_class_file_round_trip_and_discovery(tmp_path):
+    root = make_root(tmp_path / "custom", {"a": xml([obj("zebra"), obj("apple")])})
+    assert dataset_class_names([root]) == ("background", "apple", "zebra")
+    write_class_file(root / "classes.txt", ("background", "zebra", "apple"))
+    assert read_class_file(root / "classes.txt") == ("background", "zebra", "apple")
+    assert dataset_class_names([root]) == ("background", "zebra", "apple")
+    voc = make_root(tmp_path / "voc", {"a": xml([obj("cat"), obj("dog")])})
+    assert dataset_class_names([voc]) == VOC_CLASSES
+
+
+def test_class_file_errors(tmp_path):
+    (tmp_path / "c.txt").write_text("\n\n")
+    with pytest.raises(AnnotationError, match="empty"):
+        read_class_file(tmp_path / "c.txt")
+    (tmp_path / "c.txt").write_text("a\nb\na\n")
+    with pytest.raises(AnnotationError, match="duplicate"):
+        read_class_file(tmp_path / "c.txt")
