@@ -6,9 +6,13 @@ import json
 import sys
 
 from ssd_runtime import cli_common
-from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES
+from ssd_runtime.backends import BACKENDS
+from ssd_runtime.bench import benchmark
+from ssd_runtime.cli_common import default_of
+from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES, Detector
+from ssd_runtime.evaluate import compare_map
 from ssd_runtime.metric import AP_METHODS
-from ssd_runtime.priors import PRIOR_PRESETS
+from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS, PriorConfig
 
 
 def _cmd_priors(args: argparse.Namespace) -> int:
@@ -25,16 +29,17 @@ def _add_priors(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("priors", help="print the number and sha256 of the SSD300 priors")
     p.add_argument("--preset", default="reference", choices=list(PRIOR_PRESETS),
                    help="prior geometry (ssd_runtime.priors.PRIOR_PRESETS)")
-    p.add_argument("--clip", default="reference", choices=["reference", "extent", "none"])
+    p.add_argument("--clip", default=PriorConfig.__dataclass_fields__["clip"].default, choices=CLIP_MODES)
     p.set_defaults(func=_cmd_priors)
 
 
 def _add_model_flags(p: argparse.ArgumentParser, model_flag: str = "--model") -> None:
     p.add_argument(model_flag, dest="model", required=True,
                    help="model file: .onnx (ONNX Runtime), .pt/.pth (PyTorch checkpoint), .engine/.plan")
-    p.add_argument("--backend", default="auto", help="auto (by file kind), onnxruntime, torch, tensorrt")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
-    p.add_argument("--postprocess", default="numpy", choices=[*POSTPROCESSES, *POSTPROCESS_ALIASES],
+    p.add_argument("--backend", default=default_of(Detector.load, "backend"), choices=["auto", *BACKENDS],
+                   help="auto (by file kind) or a backend name")
+    p.add_argument("--device", default=default_of(Detector.load, "device"), help="cpu, cuda, cuda:N")
+    p.add_argument("--postprocess", default=default_of(Detector.load, "postprocess"), choices=[*POSTPROCESSES, *POSTPROCESS_ALIASES],
                    metavar="{" + ",".join(POSTPROCESSES) + "}",
                    help="numpy (host) or torch (on the backend's device, the CPU included; 'gpu' is an alias)")
     p.add_argument("--fp16", action="store_true", help="PyTorch backend: FP16 network (conv4_3 norm in FP32)")
@@ -51,7 +56,7 @@ def _backend_options(args: argparse.Namespace) -> dict:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ssd_runtime.evaluate import compare_map, format_report
+    from ssd_runtime.evaluate import format_report
 
     report = compare_map(
         args.model, args.data, checkpoint=args.checkpoint, split=args.split, backend=args.backend,
@@ -67,17 +72,17 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_model_flags(p)
     p.add_argument("--data", required=True, help="VOC root, VOCdevkit, or a generated dataset folder")
     p.add_argument("--checkpoint", help="the .pt the model was exported from: its mAP is reported beside (delta in points)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-images", type=int, default=0, help="evaluate the first N images only (0 = all)")
-    p.add_argument("--ap-method", default=AP_METHODS[0], choices=AP_METHODS)
+    p.add_argument("--split", default=default_of(compare_map, "split"))
+    p.add_argument("--batch-size", type=int, default=default_of(compare_map, "batch_size"))
+    p.add_argument("--max-images", type=int, default=default_of(compare_map, "max_images"),
+                   help="evaluate the first N images only (0 = all)")
+    p.add_argument("--ap-method", default=default_of(compare_map, "ap_method"), choices=AP_METHODS)
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ssd_runtime.bench import benchmark, format_summary
-    from ssd_runtime.detector import Detector
+    from ssd_runtime.bench import format_summary
 
     detector = Detector.load(args.model, args.backend, device=args.device, postprocess=args.postprocess,
                              **_backend_options(args))
@@ -90,9 +95,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency/throughput per stage (preprocess, inference, postprocess, end to end)")
     _add_model_flags(p)
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(default_of(benchmark, "batch_sizes")))
+    p.add_argument("--warmup", type=int, default=default_of(benchmark, "warmup"))
+    p.add_argument("--iterations", type=int, default=default_of(benchmark, "iterations"))
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
     p.set_defaults(func=_cmd_bench)
 

@@ -8,6 +8,7 @@ reads the toolkit's own one-line error (naming the file) instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -22,6 +23,11 @@ CommandAdder = Callable[[argparse._SubParsersAction], None]
 _TRACEBACK_HEADER = "Traceback (most recent call last):"
 # "ExcType: " or "package.module.ExcType: " at the start of a traceback's last line
 _EXCEPTION_NAME = re.compile(r"[A-Za-z_][\w.]*(?:: |:$|$)")
+
+
+def default_of(func: Callable, name: str):
+    """The default of ``func``'s parameter ``name``: a flag's default is the API's, written once."""
+    return inspect.signature(func).parameters[name].default
 
 
 def build_parser(prog: str, description: str, commands: Sequence[CommandAdder]) -> argparse.ArgumentParser:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import sys
 import time
 
 from ssd_runtime import cli_common
+from ssd_runtime.cli_common import default_of
 from ssd_runtime.metric import AP_METHODS
 from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS
 from ssd_runtime.spec import NORMS
@@ -246,20 +246,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_default(name: str):
-    """The default of ``evaluate``'s argument ``name``: ``ssd-train eval`` measures what the API measures."""
-    return inspect.signature(evaluate).parameters[name].default
-
-
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="VOC mAP of a checkpoint (PyTorch) at the evaluation settings")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", nargs="+", required=True, help="VOCdevkit, VOC root(s), or a generated dataset folder")
     p.add_argument("--split", default="test")
-    p.add_argument("--ap-method", choices=AP_METHODS, default=_evaluate_default("ap_method"))
-    p.add_argument("--device", choices=DEVICES, default=_evaluate_default("device"))
+    p.add_argument("--ap-method", choices=AP_METHODS, default=default_of(evaluate, "ap_method"))
+    p.add_argument("--device", choices=DEVICES, default=default_of(evaluate, "device"))
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=_evaluate_default("workers"))
+    p.add_argument("--workers", type=int, default=default_of(evaluate, "workers"))
     p.add_argument("--images", type=int, default=0, help="evaluate the first N images only (0 = all)")
     p.add_argument("--skip-unknown-classes", action="store_true")
     p.add_argument("--plot", help="write a precision-recall plot (PNG; needs matplotlib)")

@@ -76,6 +76,30 @@ def test_postprocess_and_ap_method_choices_come_from_the_constants():
         parser.parse_args(["bench", "--model", "m.onnx", "--postprocess", "cuda"])
 
 
+def test_flag_defaults_are_the_api_defaults():
+    import inspect
+
+    from ssd_runtime.bench import benchmark
+    from ssd_runtime.cli import build_parser
+    from ssd_runtime.detector import Detector
+    from ssd_runtime.evaluate import compare_map
+    from ssd_runtime.priors import PriorConfig
+
+    def default(func, name):
+        return inspect.signature(func).parameters[name].default
+
+    parser = build_parser()
+    ev = parser.parse_args(["eval", "--model", "m.onnx", "--data", "d"])
+    assert (ev.split, ev.batch_size, ev.max_images, ev.ap_method) == tuple(
+        default(compare_map, n) for n in ("split", "batch_size", "max_images", "ap_method"))
+    assert (ev.backend, ev.device, ev.postprocess) == tuple(
+        default(Detector.load, n) for n in ("backend", "device", "postprocess"))
+    bench = parser.parse_args(["bench", "--model", "m.onnx"])
+    assert (tuple(bench.batch_sizes), bench.warmup, bench.iterations) == tuple(
+        default(benchmark, n) for n in ("batch_sizes", "warmup", "iterations"))
+    assert parser.parse_args(["priors"]).clip == PriorConfig().clip
+
+
 def test_cli_errors_are_short_messages(tmp_path, capsys):
     assert main(["detect", "--model", str(tmp_path / "missing.onnx"), "x.jpg"]) == 2
     assert "model not found" in capsys.readouterr().err
