@@ -11,7 +11,7 @@ backend object and the tolerance, never the check::
 
     check_parity(OrtBackend("ssd300.onnx"), "model.pt", "fp32")          # identical detections required
     check_parity(OrtBackend("ssd300-fp16.onnx"), "model.pt", "fp16")     # detections reported
-    # a TensorRT engine or an INT8 model is one more call, with its backend and its tolerance:
+    # planned: a TensorRT engine or an INT8 model will be one more call, with its backend and tolerance:
     check_parity(TensorRTBackend.load("ssd300.engine", device="cuda"), "model.pt", "fp16")
     check_parity(OrtBackend("ssd300-int8.onnx"), "model.pt",
                  Tolerance("int8", rtol=..., atol=..., range_ulps=..., ulp=..., identical_detections=False))
