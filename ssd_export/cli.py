@@ -92,8 +92,53 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_verify)
 
 
+def _cmd_calibration(args: argparse.Namespace) -> int:
+    """Build a calibration manifest; print its warnings and a per-class summary."""
+    import warnings
+    from pathlib import Path
+
+    from ssd_export.calibration import build_manifest, write_manifest
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        manifest = build_manifest(args.data, split=args.split, images=args.images, seed=args.seed, model=args.model)
+    for warning in caught:
+        print(f"ssd-export calibration: warning: {warning.message}", file=sys.stderr)
+    selection = manifest["selection"]
+    output = args.output or f"calibration/{Path(manifest['dataset']['root']).name}_{args.split}_{selection['selected']}.json"
+    path = write_manifest(manifest, output)
+    if args.json:
+        print(json.dumps({"output": str(path), "selected": selection["selected"],
+                          "class_images": selection["class_images"]}, sort_keys=True))
+        return 0
+    print(f"wrote {path}: {selection['selected']} images of split {args.split!r} "
+          f"({manifest['dataset']['split_images']} in the split), seed {args.seed}, "
+          f"preprocessing from {manifest['preprocessing']['source']}")
+    for name, count in selection["class_images"].items():
+        print(f"  {name:16s} {count:5d} images (split: {manifest['dataset']['split_class_images'][name]})")
+    return 0
+
+
+def _add_calibration(sub: argparse._SubParsersAction) -> None:
+    from ssd_export.calibration import build_manifest
+
+    p = sub.add_parser("calibration", help="choose and hash a class-balanced INT8 calibration set (JSON manifest)")
+    p.add_argument("--data", required=True, help="VOC root, VOCdevkit or a folder holding one")
+    p.add_argument("--split", default=cli_common.default_of(build_manifest, "split"))
+    p.add_argument("--images", type=int, default=cli_common.default_of(build_manifest, "images"),
+                   help="images in the set (default %(default)s)")
+    p.add_argument("--seed", type=int, default=cli_common.default_of(build_manifest, "seed"),
+                   help="seed of the selection order (default %(default)s)")
+    p.add_argument("--model", default=None,
+                   help="model file (.pt, .onnx) whose preprocessing to record (default: the default spec's)")
+    p.add_argument("-o", "--output", default=None,
+                   help="manifest to write (default calibration/<data folder>_<split>_<count>.json)")
+    p.add_argument("--json", action="store_true", help="one-line JSON summary")
+    p.set_defaults(func=_cmd_calibration)
+
+
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS: list = [_add_onnx, _add_verify]
+COMMANDS: list = [_add_onnx, _add_verify, _add_calibration]
 
 
 def build_parser() -> argparse.ArgumentParser:
