@@ -23,7 +23,6 @@ another batch size -> moved into place atomically. A failed check or parity leav
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 import time
 import warnings
@@ -48,20 +47,7 @@ from ssd_export.verify import verify_onnx
 from ssd_export.wrappers import ScoresAndBoxes, Uint8NHWCInput
 from ssd_train.model import FP16Network
 from ssd_runtime.fileio import atomic_path, sha256_file
-from ssd_runtime.onnx_model import (
-    META_END2END,
-    META_EXPORTER,
-    META_FORMAT_VERSION,
-    META_OPSET,
-    META_SOURCE_SHA256,
-    META_SPEC,
-    META_TRACE_BATCH,
-    META_VARIANT,
-    ONNX_FORMAT_VERSION,
-    VARIANT_IO,
-    VARIANTS,
-    End2EndConfig,
-)
+from ssd_runtime.onnx_model import VARIANT_IO, VARIANTS, End2EndConfig, onnx_metadata, write_onnx_metadata
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
 from ssd_train.checkpoint import load_model
 
@@ -178,19 +164,10 @@ def export_onnx(
                            max_candidates=e2e.max_candidates, batch=batch_dim)
     else:
         _set_output_shapes(proto, batch_dim, spec)
-    metadata = {
-        META_FORMAT_VERSION: str(ONNX_FORMAT_VERSION),
-        META_SPEC: spec_out.to_json(),
-        META_VARIANT: variant,
-        META_SOURCE_SHA256: source_sha,
-        META_EXPORTER: exporter_name(exporter),
-        META_OPSET: str(opset),
-        META_TRACE_BATCH: str(trace_batch),
-    }
-    if e2e is not None:
-        metadata[META_END2END] = json.dumps(e2e.to_dict(), sort_keys=True)
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, metadata)
+    write_onnx_metadata(proto, onnx_metadata(
+        spec_out, variant, source_checkpoint_sha256=source_sha, exporter=exporter_name(exporter), opset=opset,
+        trace_batch=trace_batch, end2end=e2e,
+    ))
     proto.doc_string = f"SSD300 ({spec.num_classes} classes, width {spec.width}), variant {variant}"
     _check(proto, output)
 

@@ -26,7 +26,7 @@ from ssd_runtime.voc import VOCRecord, fit_to_image, read_voc_split, split_roots
 __all__ = ["TARGET_POINTS", "compare_map", "runtime_map"]
 
 #: |delta mAP| targets in points, by precision.
-TARGET_POINTS = {"fp32": 0.05, "fp16": 0.1}
+TARGET_POINTS = {"fp32": 0.05, "fp16": 0.1, "int8": 0.5}
 
 
 def _ground_truth(record: VOCRecord, size: tuple[int, int]) -> GroundTruth:
@@ -72,6 +72,8 @@ def runtime_map(
 
 def _precision(detector: Detector) -> str:
     backend = detector.backend
+    if getattr(backend, "variant", "") == "int8":
+        return "int8"
     if getattr(backend, "fp16", False) or getattr(backend, "variant", "") == "fp16":
         return "fp16"
     return "fp32"

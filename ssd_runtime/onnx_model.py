@@ -4,12 +4,15 @@ The exporter (``ssd_export.onnx_export``) writes into the ONNX ``metadata_props`
 
 - ``ssd300.spec``: the :class:`~ssd_runtime.spec.ModelSpec` as JSON (classes, input size, mean/std,
   prior configuration and the sha256 of its priors, variances, postprocess defaults, provenance);
-- ``ssd300.variant``: ``fp32`` | ``fp16`` | ``uint8-nhwc`` | ``end2end`` (what the graph's input and
-  outputs are, see :data:`VARIANT_IO`);
+- ``ssd300.variant``: ``fp32`` | ``fp16`` | ``uint8-nhwc`` | ``end2end`` | ``int8`` (what the graph's input
+  and outputs are, see :data:`VARIANT_IO`; ``int8`` is the Q/DQ model ``ssd-export int8`` makes of an
+  ``fp32`` export);
 - ``ssd300.source_checkpoint_sha256``: sha256 of the checkpoint file the weights came from;
 - ``ssd300.exporter``, ``ssd300.opset``, ``ssd300.format_version`` and, for ``end2end``,
   ``ssd300.end2end`` (the settings and caps baked into the graph, JSON);
-- ``ssd300.trace_batch``: the batch size the graph was traced at (verification runs at another one).
+- ``ssd300.trace_batch``: the batch size the graph was traced at (verification runs at another one);
+- ``ssd300.quantization`` (``int8`` only): the quantizer, its version and settings, the sha256 of the
+  source ONNX and of the calibration manifest (JSON; the same facts are in the spec's provenance).
 
 Each key has a named constant here (``META_*``); writers and readers use those, never the string.
 
@@ -40,6 +43,7 @@ META_OPSET = "ssd300.opset"
 META_FORMAT_VERSION = "ssd300.format_version"
 META_END2END = "ssd300.end2end"
 META_TRACE_BATCH = "ssd300.trace_batch"
+META_QUANTIZATION = "ssd300.quantization"
 #: Version of the metadata layout above (the spec carries its own schema version).
 ONNX_FORMAT_VERSION = 1
 
@@ -49,8 +53,12 @@ VARIANT_IO: dict[str, tuple[tuple[str, str, str], tuple[str, ...]]] = {
     "fp16": (("images", "float32", "NCHW"), ("locs", "class_logits")),
     "uint8-nhwc": (("images", "uint8", "NHWC"), ("locs", "class_logits")),
     "end2end": (("images", "float32", "NCHW"), ("boxes", "scores", "labels", "num_detections")),
+    "int8": (("images", "float32", "NCHW"), ("locs", "class_logits")),
 }
-VARIANTS = tuple(VARIANT_IO)
+#: Variants made from another ONNX file (``ssd-export int8``), not exported from a checkpoint.
+QUANTIZED_VARIANTS = ("int8",)
+#: Variants ``ssd-export onnx`` exports from a checkpoint.
+VARIANTS = tuple(v for v in VARIANT_IO if v not in QUANTIZED_VARIANTS)
 
 
 class OnnxModelError(ValueError):
@@ -81,6 +89,7 @@ class OnnxModelInfo:
     """Everything an exported ONNX file says about itself (read from ``metadata_props``).
 
     trace_batch: the batch size the graph was traced at (None if not recorded or not an integer).
+    quantization: ``int8`` only - quantizer, settings and source hashes (``ssd300.quantization``).
     """
 
     path: Path
@@ -91,6 +100,7 @@ class OnnxModelInfo:
     opset: int
     end2end: End2EndConfig | None = None
     trace_batch: int | None = None
+    quantization: dict | None = None
 
     @property
     def input_name(self) -> str:
@@ -234,13 +244,19 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxModelInfo:
     spec = ModelSpec.from_json(meta[META_SPEC], source=f"{path} ({META_SPEC})")
     variant = meta.get(META_VARIANT, "")
     if variant not in VARIANT_IO:
-        raise OnnxModelError(f"{path}: unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+        raise OnnxModelError(f"{path}: unknown variant {variant!r} (known: {', '.join(VARIANT_IO)})")
     end2end = None
     if variant == "end2end":
         try:
             end2end = End2EndConfig.from_dict(json.loads(meta[META_END2END]))
         except (KeyError, TypeError, ValueError) as exc:
             raise OnnxModelError(f"{path}: malformed '{META_END2END}' metadata ({exc})") from exc
+    quantization = None
+    if META_QUANTIZATION in meta:
+        try:
+            quantization = dict(json.loads(meta[META_QUANTIZATION]))
+        except (TypeError, ValueError) as exc:
+            raise OnnxModelError(f"{path}: malformed '{META_QUANTIZATION}' metadata ({exc})") from exc
     try:
         opset = int(meta.get(META_OPSET, "0"))
     except ValueError as exc:
@@ -255,7 +271,47 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxModelInfo:
         opset=opset,
         end2end=end2end,
         trace_batch=int(trace_batch) if trace_batch.isdecimal() else None,
+        quantization=quantization,
     )
+
+
+def onnx_metadata(
+    spec: ModelSpec,
+    variant: str,
+    *,
+    source_checkpoint_sha256: str,
+    exporter: str,
+    opset: int,
+    trace_batch: int | None,
+    end2end: End2EndConfig | None = None,
+    quantization: dict | None = None,
+) -> dict[str, str]:
+    """The ``metadata_props`` of a toolkit ONNX file (the writer :func:`read_onnx_info` reads back)."""
+    if variant not in VARIANT_IO:
+        raise OnnxModelError(f"unknown variant {variant!r} (known: {', '.join(VARIANT_IO)})")
+    metadata = {
+        META_FORMAT_VERSION: str(ONNX_FORMAT_VERSION),
+        META_SPEC: spec.to_json(),
+        META_VARIANT: variant,
+        META_SOURCE_SHA256: source_checkpoint_sha256,
+        META_EXPORTER: exporter,
+        META_OPSET: str(opset),
+        META_TRACE_BATCH: "" if trace_batch is None else str(trace_batch),
+    }
+    if end2end is not None:
+        metadata[META_END2END] = json.dumps(end2end.to_dict(), sort_keys=True)
+    if quantization is not None:
+        metadata[META_QUANTIZATION] = json.dumps(quantization, sort_keys=True)
+    return metadata
+
+
+def write_onnx_metadata(model, metadata: dict[str, str]) -> None:
+    """Replace the ``metadata_props`` of an ``onnx.ModelProto`` with ``metadata`` (see :func:`onnx_metadata`)."""
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key = key
+        entry.value = value
 
 
 def read_onnx_spec(path: str | os.PathLike) -> ModelSpec:
@@ -268,11 +324,13 @@ __all__ = [
     "META_EXPORTER",
     "META_FORMAT_VERSION",
     "META_OPSET",
+    "META_QUANTIZATION",
     "META_SOURCE_SHA256",
     "META_SPEC",
     "META_TRACE_BATCH",
     "META_VARIANT",
     "ONNX_FORMAT_VERSION",
+    "QUANTIZED_VARIANTS",
     "End2EndConfig",
     "OnnxModelError",
     "OnnxModelInfo",
@@ -280,7 +338,9 @@ __all__ = [
     "VARIANTS",
     "VARIANT_IO",
     "check_external_data",
+    "onnx_metadata",
     "read_onnx_info",
     "read_onnx_metadata",
     "read_onnx_spec",
+    "write_onnx_metadata",
 ]
