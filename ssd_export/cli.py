@@ -137,8 +137,55 @@ def _add_calibration(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_calibration)
 
 
+def _cmd_int8(args: argparse.Namespace) -> int:
+    """Quantize an fp32 ONNX to a Q/DQ INT8 ONNX; print the report."""
+    from ssd_export.int8 import quantize_int8
+
+    report = quantize_int8(
+        args.onnx, args.calibration, args.output, method=args.method, percentile=args.percentile,
+        batch_size=args.batch_size, data_root=args.data_root, exclude=args.exclude or (), parity=not args.no_parity,
+    )
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+        return 0
+    settings, calib = report["settings"], report["calibration"]
+    method = settings["method"] + (f" {settings['percentile']}" if "percentile" in settings else "")
+    print(f"wrote {report['output']} ({report['size_bytes'] / 1e6:.1f} MB, INT8 Q/DQ, {method}) in "
+          f"{report['seconds']:.1f} s (calibration and quantization {report['quantize_seconds']:.1f} s)")
+    print(f"  calibration: {calib['images']} images in {calib['batches']} batches from {calib['manifest']}")
+    print(f"  kept in float: {', '.join(settings['excluded_nodes']['l2_norm'])} (L2 norm), "
+          f"{len(settings['excluded_nodes']['output_tail'])} output-tail nodes, head conv outputs"
+          + (f", {', '.join(settings['excluded_nodes']['user'])}" if settings["excluded_nodes"]["user"] else ""))
+    print("  TensorRT Q/DQ rules: passed")
+    if "parity" in report:
+        print("  parity with the fp32 source (informative; judge INT8 by mAP with ssd-runtime eval):")
+        _print_report(report["parity"], False)
+    print(f"report: {report['report_path']}")
+    return 0
+
+
+def _add_int8(sub: argparse._SubParsersAction) -> None:
+    from ssd_export.calibration import DEFAULT_BATCH
+
+    p = sub.add_parser("int8", help="quantize an fp32 ONNX export to a Q/DQ INT8 ONNX (TensorRT's rules)")
+    p.add_argument("--onnx", required=True, help="fp32 ONNX export (ssd-export onnx --variant fp32)")
+    p.add_argument("--calibration", required=True, help="calibration manifest (ssd-export calibration)")
+    p.add_argument("-o", "--output", required=True, help="INT8 ONNX file to write (e.g. ssd300_int8.onnx)")
+    p.add_argument("--method", choices=defaults.INT8_METHODS, default=defaults.DEFAULT_INT8_METHOD,
+                   help="calibration method (default %(default)s)")
+    p.add_argument("--percentile", type=float, default=defaults.DEFAULT_PERCENTILE,
+                   help="percentile method: percentile of |activation| kept (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="calibration batch (default %(default)s)")
+    p.add_argument("--data-root", default=None, help="where the manifest's dataset is now, if it moved")
+    p.add_argument("--exclude", nargs="+", default=None, metavar="NODE",
+                   help="more nodes to keep in float (the L2 norm and the output tail always are)")
+    p.add_argument("--no-parity", action="store_true", help="skip the informative parity with the fp32 source")
+    p.add_argument("--json", action="store_true", help="one-line JSON report")
+    p.set_defaults(func=_cmd_int8)
+
+
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS: list = [_add_onnx, _add_verify, _add_calibration]
+COMMANDS: list = [_add_onnx, _add_verify, _add_calibration, _add_int8]
 
 
 def build_parser() -> argparse.ArgumentParser:

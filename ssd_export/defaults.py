@@ -23,14 +23,22 @@ DEFAULT_MAX_CANDIDATES = 3840
 #: and the test fixtures use other seeds).
 DEFAULT_VERIFY_BATCH = 3
 VERIFY_SEED = 20_250_101
+#: INT8 calibration methods (``ssd-export int8 --method``): ONNX Runtime's MinMax, Entropy, Percentile.
+INT8_METHODS = ("max", "entropy", "percentile")
+DEFAULT_INT8_METHOD = INT8_METHODS[0]
+#: Percentile of |activation| kept by the percentile method (ONNX Runtime's own default is 99.999).
+DEFAULT_PERCENTILE = 99.99
 
 __all__ = [
     "DEFAULT_EXPORTER",
+    "DEFAULT_INT8_METHOD",
     "DEFAULT_MAX_CANDIDATES",
     "DEFAULT_OPSET",
+    "DEFAULT_PERCENTILE",
     "DEFAULT_VARIANT",
     "DEFAULT_VERIFY_BATCH",
     "EXPORTERS",
+    "INT8_METHODS",
     "TRACE_BATCH",
     "VARIANTS",
     "VERIFY_SEED",
