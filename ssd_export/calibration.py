@@ -307,8 +307,8 @@ class CalibrationSet:
     def load(cls, path: str | os.PathLike, *, data_root: str | os.PathLike | None = None) -> CalibrationSet:
         """Read a manifest; ``data_root`` replaces the recorded dataset root (e.g. a local copy).
 
-        A relative recorded root is taken relative to the manifest's folder. Nothing is hashed here
-        (see :meth:`verify`).
+        A relative recorded root is taken relative to the manifest's folder. Only the manifest file is
+        hashed here; the images are checked by :meth:`verify`.
         """
         path = Path(path)
         try:
@@ -358,8 +358,8 @@ class CalibrationSet:
             regenerate = self.manifest["dataset"].get("regenerate")
             hint = f", or regenerate it with `{regenerate}`" if regenerate else ""
             raise CalibrationError(
-                f"{self.path}: dataset root {self.root} not found; pass data_root= (ssd-export: the "
-                f"dataset's local path){hint}"
+                f"{self.path}: dataset root {self.root} not found; pass data_root= (the dataset's "
+                f"local copy){hint}"
             )
         missing, changed = [], []
         for entry, image_path in zip(self.manifest["images"], self.image_paths):
