@@ -158,8 +158,14 @@ def _cmd_int8(args: argparse.Namespace) -> int:
           + (f", {', '.join(settings['excluded_nodes']['user'])}" if settings["excluded_nodes"]["user"] else ""))
     print("  TensorRT Q/DQ rules: passed")
     if "parity" in report:
-        print("  parity with the fp32 source (informative; judge INT8 by mAP with ssd-runtime eval):")
-        _print_report(report["parity"], False)
+        parity = report["parity"]
+        print(f"  parity with the fp32 source on {parity['images']} (informative; judge INT8 by mAP: "
+              "ssd-runtime eval --model M --data D --checkpoint C)")
+        for name, stats in parity["outputs"].items():
+            print(f"    {name:14s} max abs diff {stats['max_abs']:.3g} (max |fp32| {stats['max_abs_expected']:.3g})")
+        for name, comp in parity["detections"].items():
+            print(f"    detections ({name}): {comp['num_detections_b']} vs {comp['num_detections_a']} fp32, "
+                  f"{comp['num_mismatches_within_int8_atol']} differ beyond the int8 atol")
     print(f"report: {report['report_path']}")
     return 0
 

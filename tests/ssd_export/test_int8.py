@@ -342,3 +342,21 @@ def test_cli_choices_and_defaults_come_from_the_library():
     defaults = quantize_int8.__kwdefaults__
     for flag in ("method", "percentile", "batch_size", "data_root"):
         assert getattr(args, flag) == defaults[flag], flag
+
+
+def test_cli_int8_text_report(int8_models, runtime_onnx, manifest, tmp_path, capsys, monkeypatch):
+    import copy
+
+    import ssd_export.int8 as int8
+    from ssd_export.cli import main
+
+    # the parity itself is tested above (int8_models["max"]); its ~6 s detection comparison is not rerun here
+    monkeypatch.setattr(int8, "check_parity", lambda *_, **__: copy.deepcopy(int8_models["max"]["parity"]))
+    out = tmp_path / "int8.onnx"
+    assert main(["int8", "--onnx", str(runtime_onnx), "--calibration", str(manifest), "-o", str(out),
+                 "--method", "percentile", "--percentile", "99.9"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and "percentile 99.9" in text and "TensorRT Q/DQ rules: passed" in text
+    assert "parity with the fp32 source" in text and "detections (evaluation)" in text
+    assert f"report: {out}.int8.json" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx", "int8.onnx.int8.json"]
