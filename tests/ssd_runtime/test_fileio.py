@@ -1,4 +1,5 @@
 import hashlib
+import os
 
 import pytest
 
@@ -21,3 +22,11 @@ def test_error_keeps_old_file(tmp_path):
             raise RuntimeError("writer failed")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_atomic_write_gives_a_plain_file_mode(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write_bytes(tmp_path / "a.bin", b"x")
+    # the mode a plain open() gives under this umask, not mkstemp's 0600
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o666 & ~umask
