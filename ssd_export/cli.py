@@ -138,16 +138,54 @@ def _add_calibration(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_int8(args: argparse.Namespace) -> int:
-    """Quantize an fp32 ONNX to a Q/DQ INT8 ONNX; print the report."""
-    from ssd_export.int8 import quantize_int8
+    """Quantize an fp32 ONNX to a Q/DQ INT8 ONNX (with --max-drop: the sensitive-layer search); print the report."""
+    from ssd_export.int8 import Int8Error, quantize_int8
 
-    report = quantize_int8(
-        args.onnx, args.calibration, args.output, method=args.method, percentile=args.percentile,
-        batch_size=args.batch_size, data_root=args.data_root, exclude=args.exclude or (), parity=not args.no_parity,
-    )
+    options = dict(method=args.method, percentile=args.percentile, batch_size=args.batch_size,
+                   data_root=args.data_root, exclude=args.exclude or (), parity=not args.no_parity)
+    if (args.max_drop is None) != (args.data is None):
+        raise Int8Error("--max-drop and --data go together: the search judges the mAP drop on held-out "
+                        "images of the dataset's trainval split")
+    if args.max_drop is not None:
+        return _int8_search(args, options)
+    report = quantize_int8(args.onnx, args.calibration, args.output, **options)
     if args.json:
         print(json.dumps(report, sort_keys=True))
         return 0
+    _print_int8(report)
+    return 0
+
+
+def _int8_search(args: argparse.Namespace, options: dict) -> int:
+    """``ssd-export int8 --max-drop``: the search's trials, then the written model's report; 1 when no trial met the target."""
+    from ssd_export.int8_search import search_int8
+
+    search = search_int8(args.onnx, args.calibration, args.output, data=args.data, max_drop=args.max_drop,
+                         max_trials=args.max_trials, holdout_images=args.holdout_images, **options)
+    if args.json:
+        print(json.dumps(search, sort_keys=True))
+    else:
+        heldout = search["heldout"]
+        print(f"sensitive-layer search on {heldout['images']} held-out {heldout['split']} images (not in the "
+              f"calibration set or the test split): fp32 mAP {search['fp32_map']:.4f}, target drop <= "
+              f"{search['max_drop_points']} points")
+        for trial in [search["baseline"], *search["trials"]]:
+            print(f"  {trial['name']:9s} {len(trial['kept_float']):2d} conv(s) in float: INT8 mAP {trial['int8_map']:.4f}, "
+                  f"drop {trial['drop_points']:+.3f} points, {'within' if trial['met'] else 'OUTSIDE'} the target "
+                  f"({trial['seconds']:.1f} s)" + (f" [{', '.join(trial['kept_float'])}]" if trial["kept_float"] else ""))
+        print(f"  search report: {search['report_path']}")
+        _print_int8(search["int8_report"])
+    if not search["met"]:
+        chosen = next(t for t in [search["baseline"], *search["trials"]] if t["name"] == search["chosen"])
+        print(f"ssd-export int8: error: no trial met the {search['max_drop_points']}-point target in "
+              f"{len(search['trials'])} trial(s); wrote the smallest drop ({chosen['name']}, "
+              f"{chosen['drop_points']:+.3f} points) to {search['output']}: it misses the target "
+              "(raise --max-trials, recalibrate, or accept the drop)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_int8(report: dict) -> None:
     settings, calib = report["settings"], report["calibration"]
     method = settings["method"] + (f" {settings['percentile']}" if "percentile" in settings else "")
     print(f"wrote {report['output']} ({report['size_bytes'] / 1e6:.1f} MB, INT8 Q/DQ, {method}) in "
@@ -167,7 +205,6 @@ def _cmd_int8(args: argparse.Namespace) -> int:
             print(f"    detections ({name}): {comp['num_detections_b']} vs {comp['num_detections_a']} fp32, "
                   f"{comp['num_mismatches_within_int8_atol']} differ beyond the int8 atol")
     print(f"report: {report['report_path']}")
-    return 0
 
 
 def _add_int8(sub: argparse._SubParsersAction) -> None:
@@ -186,6 +223,15 @@ def _add_int8(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude", nargs="+", default=None, metavar="NODE",
                    help="more nodes to keep in float (the L2 norm and the output tail always are)")
     p.add_argument("--no-parity", action="store_true", help="skip the informative parity with the fp32 source")
+    p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                   help="search: keep the most sensitive convs in float until the held-out mAP drop is at most "
+                   "POINTS (0-100 scale, e.g. 0.5); exit 1 (the smallest drop written) when no trial meets it")
+    p.add_argument("--data", default=None,
+                   help="search: dataset whose trainval images outside the calibration set and the test split are held out")
+    p.add_argument("--max-trials", type=int, default=defaults.DEFAULT_MAX_TRIALS,
+                   help="search: trials after the baseline, keeping 1, 2, 4, ... convs in float (default %(default)s)")
+    p.add_argument("--holdout-images", type=int, default=defaults.DEFAULT_HOLDOUT_IMAGES,
+                   help="search: held-out images for the mAP (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one-line JSON report")
     p.set_defaults(func=_cmd_int8)
 

@@ -28,16 +28,29 @@ INT8_METHODS = ("max", "entropy", "percentile")
 DEFAULT_INT8_METHOD = INT8_METHODS[0]
 #: Percentile of |activation| kept by the percentile method (ONNX Runtime's own default is 99.999).
 DEFAULT_PERCENTILE = 99.99
+#: Sensitive-layer search (``ssd-export int8 --max-drop``): trials after the baseline (1, 2, 4, 8 Convs
+#: kept in float), held-out images of the training split for the mAP (the first DEFAULT_PROXY_IMAGES of
+#: them score each Conv), the held-out split and the seed of its choice.
+DEFAULT_MAX_TRIALS = 4
+DEFAULT_HOLDOUT_IMAGES = 200
+DEFAULT_PROXY_IMAGES = 8
+HOLDOUT_SPLIT = "trainval"
+HOLDOUT_SEED = 0
 
 __all__ = [
     "DEFAULT_EXPORTER",
+    "DEFAULT_HOLDOUT_IMAGES",
     "DEFAULT_INT8_METHOD",
     "DEFAULT_MAX_CANDIDATES",
+    "DEFAULT_MAX_TRIALS",
     "DEFAULT_OPSET",
     "DEFAULT_PERCENTILE",
+    "DEFAULT_PROXY_IMAGES",
     "DEFAULT_VARIANT",
     "DEFAULT_VERIFY_BATCH",
     "EXPORTERS",
+    "HOLDOUT_SEED",
+    "HOLDOUT_SPLIT",
     "INT8_METHODS",
     "TRACE_BATCH",
     "VARIANTS",

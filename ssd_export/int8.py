@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ def quantize_int8(
     data_root: str | os.PathLike | None = None,
     exclude: Sequence[str] = (),
     parity: bool = True,
+    search: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Quantize the fp32 export ``onnx_path`` to the Q/DQ INT8 model ``output``; return the report (a dict).
 
@@ -104,6 +105,10 @@ def quantize_int8(
         data_root: where the manifest's dataset is now (when it moved).
         exclude: more node names to keep in float (beside the L2 norm and the output tail).
         parity: run the fp32-vs-INT8 parity on the verification scenes and report it.
+        search: the summary of a sensitive-layer search (:func:`ssd_export.int8_search.search_int8`):
+            its ``kept_float`` Convs are put back in float after quantization (float input and fp32
+            weight: :func:`ssd_export.int8_search.keep_float`, the graph the search measured), recorded
+            as ``excluded_nodes.sensitive``; the summary is recorded as ``settings.search``.
 
     The report: ``output``, ``source`` (path, sha256), ``calibration`` (manifest, sha256, images,
     batches), ``quantizer``, ``settings``, ``qdq_stripped`` (head-output Q nodes removed), ``rules``
@@ -130,7 +135,8 @@ def quantize_int8(
         raise Int8Error(f"{onnx_path}: the conv4_3 L2 norm or the output heads are not found in the graph; "
                         "quantize an fp32 export of this toolkit (ssd-export onnx --variant fp32)")
     names = {n.name for n in source.graph.node}
-    unknown = [n for n in exclude if n not in names]
+    sensitive = list(search["kept_float"]) if search is not None else []
+    unknown = [n for n in [*exclude, *sensitive] if n not in names]
     if unknown:
         raise Int8Error(f"{onnx_path}: --exclude names nodes the graph does not have: {', '.join(unknown)}")
     calib = calibration if isinstance(calibration, CalibrationSet) else CalibrationSet.load(calibration, data_root=data_root)
@@ -147,6 +153,9 @@ def quantize_int8(
     reader = _BatchReader(batches, info.input_name, num_batches)
 
     settings = quantizer_settings(method, percentile, exclude, regions)
+    if search is not None:
+        settings["excluded_nodes"]["sensitive"] = sensitive
+        settings["search"] = dict(search)
     excluded = [*regions.l2_norm, *regions.tail, *exclude]
     quantization = {
         "quantizer": QUANTIZER,
@@ -183,12 +192,16 @@ def quantize_int8(
         model = onnx.load(str(tmp))
         head_outputs = [n.output[0] for n in model.graph.node if n.name in set(regions.heads)]
         report["qdq_stripped"] = strip_qdq(model, head_outputs)
+        if sensitive:
+            from ssd_export.int8_search import keep_float  # the search's own surgery (it imports this module)
+
+            model = keep_float(model, source, sensitive)
         write_onnx_metadata(model, onnx_metadata(
             spec, "int8", source_checkpoint_sha256=info.source_checkpoint_sha256, exporter=info.exporter,
             opset=info.opset, trace_batch=info.trace_batch, quantization=quantization,
         ))
         model.doc_string = f"{source.doc_string} -> INT8 Q/DQ ({QUANTIZER} {onnxruntime.__version__}, {method})"
-        violations = check_qdq_rules(model, float_nodes=exclude)
+        violations = check_qdq_rules(model, float_nodes=[*exclude, *sensitive])
         report["rules"] = {"violations": violations}
         if violations:
             raise Int8Error(f"{output}: the Q/DQ graph breaks TensorRT's rules ({'; '.join(violations[:5])}"
