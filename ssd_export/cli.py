@@ -142,7 +142,8 @@ def _cmd_int8(args: argparse.Namespace) -> int:
     from ssd_export.int8 import Int8Error, quantize_int8
 
     options = dict(method=args.method, percentile=args.percentile, batch_size=args.batch_size,
-                   data_root=args.data_root, exclude=args.exclude or (), parity=not args.no_parity)
+                   data_root=args.data_root, exclude=args.exclude or (), parity=not args.no_parity,
+                   quantizer=args.quantizer)
     if (args.max_drop is None) != (args.data is None):
         raise Int8Error("--max-drop and --data go together: the search judges the mAP drop on held-out "
                         "images of the dataset's trainval split")
@@ -216,6 +217,9 @@ def _add_int8(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="INT8 ONNX file to write (e.g. ssd300_int8.onnx)")
     p.add_argument("--method", choices=defaults.INT8_METHODS, default=defaults.DEFAULT_INT8_METHOD,
                    help="calibration method (default %(default)s)")
+    p.add_argument("--quantizer", choices=defaults.QUANTIZERS, default=defaults.DEFAULT_QUANTIZER,
+                   help="onnxruntime (quantize_static) or modelopt (NVIDIA ModelOpt, the modelopt extra in its own "
+                   "environment; --method max or entropy) (default %(default)s)")
     p.add_argument("--percentile", type=float, default=defaults.DEFAULT_PERCENTILE,
                    help="percentile method: percentile of |activation| kept (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="calibration batch (default %(default)s)")

@@ -28,6 +28,10 @@ INT8_METHODS = ("max", "entropy", "percentile")
 #: Entropy by default: on the cpu-quick model (test mAP 0.6108) it lost 0.27 points, max 0.50 (at the
 #: 0.5-point target's edge) and percentile 99.99 0.64, all with the 500-image calibration set.
 DEFAULT_INT8_METHOD = "entropy"
+#: INT8 quantizers (``ssd-export int8 --quantizer``): ONNX Runtime's ``quantize_static`` (the default, in
+#: every environment) and NVIDIA ModelOpt's ONNX quantizer (the ``modelopt`` extra, in its own environment).
+QUANTIZERS = ("onnxruntime", "modelopt")
+DEFAULT_QUANTIZER = QUANTIZERS[0]
 #: Percentile of |activation| kept by the percentile method (ONNX Runtime's own default is 99.999).
 DEFAULT_PERCENTILE = 99.99
 #: Sensitive-layer search (``ssd-export int8 --max-drop``): trials after the baseline (1, 2, 4, 8 Convs
@@ -48,12 +52,14 @@ __all__ = [
     "DEFAULT_OPSET",
     "DEFAULT_PERCENTILE",
     "DEFAULT_PROXY_IMAGES",
+    "DEFAULT_QUANTIZER",
     "DEFAULT_VARIANT",
     "DEFAULT_VERIFY_BATCH",
     "EXPORTERS",
     "HOLDOUT_SEED",
     "HOLDOUT_SPLIT",
     "INT8_METHODS",
+    "QUANTIZERS",
     "TRACE_BATCH",
     "VARIANTS",
     "VERIFY_SEED",

@@ -39,7 +39,7 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from ssd_export.calibration import DEFAULT_BATCH, CalibrationError, CalibrationSet
-from ssd_export.defaults import DEFAULT_INT8_METHOD, DEFAULT_PERCENTILE, INT8_METHODS
+from ssd_export.defaults import DEFAULT_INT8_METHOD, DEFAULT_PERCENTILE, DEFAULT_QUANTIZER, INT8_METHODS, QUANTIZERS
 from ssd_export.int8_rules import MIN_QDQ_OPSET, QDQ_OPS, FloatRegions, check_qdq_rules, float_regions, strip_qdq
 from ssd_export.parity import Tolerance, check_parity, write_report
 from ssd_runtime.backends.onnxruntime import OrtBackend
@@ -93,6 +93,7 @@ def quantize_int8(
     exclude: Sequence[str] = (),
     parity: bool = True,
     search: Mapping[str, Any] | None = None,
+    quantizer: str = DEFAULT_QUANTIZER,
 ) -> dict[str, Any]:
     """Quantize the fp32 export ``onnx_path`` to the Q/DQ INT8 model ``output``; return the report (a dict).
 
@@ -109,6 +110,9 @@ def quantize_int8(
             its ``kept_float`` Convs are put back in float after quantization (float input and fp32
             weight: :func:`ssd_export.int8_search.keep_float`, the graph the search measured), recorded
             as ``excluded_nodes.sensitive``; the summary is recorded as ``settings.search``.
+        quantizer: ``onnxruntime`` (``quantize_static``, above) or ``modelopt`` (NVIDIA ModelOpt's ONNX
+            quantizer, an optional extra in its own environment: :mod:`ssd_export.int8_modelopt`; methods
+            ``max`` and ``entropy``); the graph rules, checks, metadata and report are the same.
 
     The report: ``output``, ``source`` (path, sha256), ``calibration`` (manifest, sha256, images,
     batches), ``quantizer``, ``settings``, ``qdq_stripped`` (head-output Q nodes removed), ``rules``
@@ -125,6 +129,11 @@ def quantize_int8(
         raise Int8Error(f"unknown calibration method {method!r}; choose one of {', '.join(INT8_METHODS)}")
     if not 0.0 < percentile <= 100.0:
         raise Int8Error(f"percentile must be in (0, 100], got {percentile}")
+    if quantizer not in QUANTIZERS:
+        raise Int8Error(f"unknown quantizer {quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
+    quantizer_name, quantizer_version = QUANTIZER, onnxruntime.__version__
+    if quantizer == "modelopt":
+        quantizer_name, quantizer_version = _modelopt_quantizer(method)
     if output.resolve() == onnx_path.resolve():
         raise Int8Error(f"{output}: the INT8 model would overwrite its fp32 source; choose another output")
     info = read_onnx_info(onnx_path)  # refuses a non-toolkit ONNX, naming the file
@@ -152,14 +161,21 @@ def quantize_int8(
     num_batches = len(calib) // batch_size if static_batch else -(-len(calib) // batch_size)
     reader = _BatchReader(batches, info.input_name, num_batches)
 
-    settings = quantizer_settings(method, percentile, exclude, regions)
+    if quantizer == "modelopt":
+        from ssd_export.int8_modelopt import modelopt_float_convs, modelopt_settings
+
+        quantizer_float = modelopt_float_convs(source)  # ModelOpt's own small-channel Convs, declared float
+        settings = modelopt_settings(method, static_batch or batch_size, exclude, regions, quantizer_float)
+    else:
+        quantizer_float = []
+        settings = quantizer_settings(method, percentile, exclude, regions)
     if search is not None:
         settings["excluded_nodes"]["sensitive"] = sensitive
         settings["search"] = dict(search)
     excluded = [*regions.l2_norm, *regions.tail, *exclude]
     quantization = {
-        "quantizer": QUANTIZER,
-        "quantizer_version": onnxruntime.__version__,
+        "quantizer": quantizer_name,
+        "quantizer_version": quantizer_version,
         "settings": settings,
         "source_onnx_sha256": sha256_file(onnx_path),
         "calibration_manifest_sha256": calib.sha256,
@@ -169,39 +185,48 @@ def quantize_int8(
         onnx_variant="int8",
         source_onnx_sha256=quantization["source_onnx_sha256"],
         calibration_manifest_sha256=calib.sha256,
-        quantizer=QUANTIZER,
-        quantizer_version=onnxruntime.__version__,
+        quantizer=quantizer_name,
+        quantizer_version=quantizer_version,
         quantization_settings=json.dumps(settings, sort_keys=True),
     )
     report: dict[str, Any] = {
         "output": str(output),
         "source": {"path": str(onnx_path), "sha256": quantization["source_onnx_sha256"], "variant": info.variant},
-        "quantizer": {"name": QUANTIZER, "version": onnxruntime.__version__},
+        "quantizer": {"name": quantizer_name, "version": quantizer_version},
         "settings": settings,
     }
     with atomic_path(output) as tmp:
         quantize_start = time.perf_counter()
-        with _quiet():
-            quantize_static(
-                str(onnx_path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=_CALIBRATE_METHODS[method], nodes_to_exclude=excluded,
-                extra_options=_extra_options(method, percentile),
-            )
+        if quantizer == "modelopt":
+            from ssd_export.int8_modelopt import quantize_modelopt
+
+            reader.images, reader.batches = quantize_modelopt(
+                onnx_path, Path(tmp), batches, input_name=info.input_name, batch_size=static_batch or batch_size,
+                num_batches=num_batches, method=method, excluded=excluded)
+        else:
+            with _quiet():
+                quantize_static(
+                    str(onnx_path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=_CALIBRATE_METHODS[method], nodes_to_exclude=excluded,
+                    extra_options=_extra_options(method, percentile),
+                )
         quantize_seconds = time.perf_counter() - quantize_start
         model = onnx.load(str(tmp))
         head_outputs = [n.output[0] for n in model.graph.node if n.name in set(regions.heads)]
         report["qdq_stripped"] = strip_qdq(model, head_outputs)
         if sensitive:
-            from ssd_export.int8_search import keep_float  # the search's own surgery (it imports this module)
+            from ssd_export.int8_search import (
+                keep_float,  # the search's own surgery (it imports this module)
+            )
 
             model = keep_float(model, source, sensitive)
         write_onnx_metadata(model, onnx_metadata(
             spec, "int8", source_checkpoint_sha256=info.source_checkpoint_sha256, exporter=info.exporter,
             opset=info.opset, trace_batch=info.trace_batch, quantization=quantization,
         ))
-        model.doc_string = f"{source.doc_string} -> INT8 Q/DQ ({QUANTIZER} {onnxruntime.__version__}, {method})"
-        violations = check_qdq_rules(model, float_nodes=[*exclude, *sensitive])
+        model.doc_string = f"{source.doc_string} -> INT8 Q/DQ ({quantizer_name} {quantizer_version}, {method})"
+        violations = check_qdq_rules(model, float_nodes=[*exclude, *sensitive, *quantizer_float])
         report["rules"] = {"violations": violations}
         if violations:
             raise Int8Error(f"{output}: the Q/DQ graph breaks TensorRT's rules ({'; '.join(violations[:5])}"
@@ -225,6 +250,21 @@ def quantize_int8(
     report["size_bytes"] = output.stat().st_size
     report["report_path"] = str(write_report(report, output.with_name(output.name + ".int8.json")))
     return report
+
+
+def _modelopt_quantizer(method: str) -> tuple[str, str]:
+    """(name, version) of ModelOpt's quantizer; Int8Error when it is missing or lacks ``method``."""
+    from ssd_export.int8_modelopt import MODELOPT_METHODS, ModelOptMissing, load_modelopt
+    from ssd_export.int8_modelopt import QUANTIZER as MODELOPT
+
+    if method not in MODELOPT_METHODS:
+        raise Int8Error(f"--quantizer modelopt has no {method!r} calibration for INT8 (ModelOpt offers "
+                        f"{', '.join(MODELOPT_METHODS)}); use --method max or entropy, or --quantizer onnxruntime")
+    try:
+        _, version = load_modelopt()
+    except ModelOptMissing as exc:
+        raise Int8Error(str(exc)) from exc
+    return MODELOPT, version
 
 
 def _check_source(path: Path, info: OnnxModelInfo, model: onnx.ModelProto) -> None:
