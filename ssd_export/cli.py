@@ -147,6 +147,9 @@ def _cmd_int8(args: argparse.Namespace) -> int:
     if (args.max_drop is None) != (args.data is None):
         raise Int8Error("--max-drop and --data go together: the search judges the mAP drop on held-out "
                         "images of the dataset's trainval split")
+    if args.max_drop is not None and args.quantizer != "onnxruntime":
+        raise Int8Error("--max-drop searches ONNX Runtime's Q/DQ graph (its per-conv surgery reads that graph's "
+                        "float weights); use it with --quantizer onnxruntime")
     if args.max_drop is not None:
         return _int8_search(args, options)
     report = quantize_int8(args.onnx, args.calibration, args.output, **options)

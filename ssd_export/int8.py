@@ -133,6 +133,9 @@ def quantize_int8(
         raise Int8Error(f"unknown quantizer {quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
     quantizer_name, quantizer_version = QUANTIZER, onnxruntime.__version__
     if quantizer == "modelopt":
+        if search is not None:
+            raise Int8Error("the sensitive-layer search (search=) works on ONNX Runtime's Q/DQ graph; "
+                            "quantize with quantizer='onnxruntime'")
         quantizer_name, quantizer_version = _modelopt_quantizer(method)
     if output.resolve() == onnx_path.resolve():
         raise Int8Error(f"{output}: the INT8 model would overwrite its fp32 source; choose another output")

@@ -139,11 +139,12 @@ def quantize_modelopt(
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence ModelOpt's and ONNX Runtime's quantizer prints and root-logger warnings."""
+    """Silence ModelOpt's and ONNX Runtime's quantizer prints, its calibration progress bars (tqdm, on stderr)
+    and root-logger warnings; errors still arrive as exceptions."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             yield
     finally:
         logging.disable(previous)

@@ -165,3 +165,12 @@ def test_missing_modelopt_cli(no_modelopt, runtime_onnx, manifest, tmp_path, cap
 def test_unknown_quantizer(runtime_onnx, manifest, tmp_path):
     with pytest.raises(Int8Error, match="unknown quantizer"):
         quantize_int8(runtime_onnx, manifest, tmp_path / "u.onnx", quantizer="tensorrt")
+
+
+def test_search_is_onnxruntime_only(runtime_onnx, manifest, voc_root, tmp_path, capsys):
+    rc = export_main(["int8", "--onnx", str(runtime_onnx), "--calibration", str(manifest), "-o", str(tmp_path / "s.onnx"),
+                      "--quantizer", "modelopt", "--max-drop", "0.5", "--data", str(voc_root)])
+    assert rc == 2 and "--quantizer onnxruntime" in capsys.readouterr().err
+    with pytest.raises(Int8Error, match="sensitive-layer search"):
+        quantize_int8(runtime_onnx, manifest, tmp_path / "s.onnx", quantizer="modelopt", search={"kept_float": []})
+    assert list(tmp_path.iterdir()) == []
