@@ -40,7 +40,9 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 
 from ssd_export.calibration import DEFAULT_BATCH, CalibrationError, CalibrationSet
 from ssd_export.defaults import DEFAULT_INT8_METHOD, DEFAULT_PERCENTILE, DEFAULT_QUANTIZER, INT8_METHODS, QUANTIZERS
-from ssd_export.int8_rules import MIN_QDQ_OPSET, QDQ_OPS, FloatRegions, check_qdq_rules, float_regions, strip_qdq
+from ssd_export.int8_rules import (
+    MIN_QDQ_OPSET, QDQ_OPS, TENSORRT_QDQ, FloatRegions, check_qdq_rules, float_regions, strip_qdq,
+)
 from ssd_export.parity import Tolerance, check_parity, write_report
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.fileio import atomic_path, sha256_file
@@ -64,13 +66,7 @@ class Int8Error(ValueError):
 def quantizer_settings(method: str, percentile: float, exclude: Sequence[str], regions: FloatRegions) -> dict[str, Any]:
     """The quantization settings as recorded in the model (metadata, provenance) and the report."""
     settings: dict[str, Any] = {
-        "format": "QDQ",
-        "activation_type": "QInt8",
-        "weight_type": "QInt8",
-        "per_channel": True,
-        "activation_symmetric": True,
-        "weight_symmetric": True,
-        "quantize_bias": False,
+        **TENSORRT_QDQ,
         "method": method,
         "calibrate_method": _CALIBRATE_METHODS[method].name,
         "calibration_batches_per_step": 1,

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ssd_export.int8_rules import FloatRegions
+from ssd_export.int8_rules import TENSORRT_QDQ, FloatRegions
 
 __all__ = ["MODELOPT_METHODS", "QUANTIZER", "ModelOptMissing", "load_modelopt", "modelopt_float_convs",
            "modelopt_settings", "quantize_modelopt"]
@@ -79,14 +79,8 @@ def modelopt_settings(method: str, batch_size: int, exclude: Sequence[str], regi
                       float_convs: Sequence[str] = ()) -> dict[str, Any]:
     """The ModelOpt quantization settings as recorded in the model (metadata, provenance) and the report."""
     return {
-        "format": "QDQ",
+        **TENSORRT_QDQ,
         "quantize_mode": "int8",
-        "activation_type": "QInt8",
-        "weight_type": "QInt8",
-        "per_channel": True,
-        "activation_symmetric": True,
-        "weight_symmetric": True,
-        "quantize_bias": False,
         "high_precision_dtype": "fp32",
         "dq_only": True,
         "method": method,

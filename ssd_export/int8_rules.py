@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -37,6 +38,18 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 _LAYOUT_OPS = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Concat")
 #: Element-wise ops between the sum of squares and the division of an L2 norm (sqrt, epsilon clamp).
 _NORM_STEPS = ("Sqrt", "Clip", "Max", "Add")
+
+
+#: The Q/DQ form both runtimes take (TensorRT's rules), recorded by every quantizer's settings.
+TENSORRT_QDQ: dict[str, Any] = {
+    "format": "QDQ",
+    "activation_type": "QInt8",
+    "weight_type": "QInt8",
+    "per_channel": True,
+    "activation_symmetric": True,
+    "weight_symmetric": True,
+    "quantize_bias": False,
+}
 
 
 class _Graph:

@@ -21,12 +21,9 @@ from ssd_runtime.onnx_model import META_END2END, META_VARIANT, OnnxModelError, r
 
 
 @pytest.fixture(scope="module")
-def manifest(voc_root, runtime_onnx, tmp_path_factory) -> Path:
-    """An 8-image calibration set of the session's tiny dataset (one batch)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fewer than the recommended 500 images
-        data = build_manifest(voc_root, split="trainval", images=8, seed=0, spec=read_onnx_info(runtime_onnx).spec)
-    return write_manifest(data, tmp_path_factory.mktemp("calibration") / "set.json")
+def manifest(calibration_manifest) -> Path:
+    """The session's 8-image calibration set (tests/ssd_export/conftest.py)."""
+    return calibration_manifest
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from ssd_export.calibration import build_manifest, write_manifest
 from ssd_export.cli import main as export_main
 from ssd_export.int8 import Int8Error, quantize_int8
 from ssd_export.int8_rules import check_qdq_rules, l2_norm_nodes, output_tail
@@ -31,12 +29,9 @@ MODELOPT_QUANTIZER = "modelopt.onnx.quantization"
 
 
 @pytest.fixture(scope="module")
-def manifest(voc_root, runtime_onnx, tmp_path_factory) -> Path:
-    """An 8-image calibration set of the session's tiny dataset (one batch)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fewer than the recommended 500 images
-        data = build_manifest(voc_root, split="trainval", images=8, seed=0, spec=read_onnx_info(runtime_onnx).spec)
-    return write_manifest(data, tmp_path_factory.mktemp("calibration") / "set.json")
+def manifest(calibration_manifest) -> Path:
+    """The session's 8-image calibration set (tests/ssd_export/conftest.py)."""
+    return calibration_manifest
 
 
 @pytest.fixture(scope="module")

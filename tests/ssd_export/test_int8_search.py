@@ -38,12 +38,9 @@ def spec(runtime_onnx):
 
 
 @pytest.fixture(scope="module")
-def calib(voc_root, spec, tmp_path_factory) -> CalibrationSet:
-    """8 of the 16 trainval images: the other 8 are the held-out pool."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fewer than the recommended 500 images
-        data = build_manifest(voc_root, split="trainval", images=8, seed=0, spec=spec)
-    return CalibrationSet.load(write_manifest(data, tmp_path_factory.mktemp("calibration") / "set.json"))
+def calib(calibration_manifest) -> CalibrationSet:
+    """8 of the 16 trainval images (tests/ssd_export/conftest.py): the other 8 are the held-out pool."""
+    return CalibrationSet.load(calibration_manifest)
 
 
 @pytest.fixture(scope="module")
