@@ -68,7 +68,7 @@ from ssd_export.parity import write_report
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.detector import Detector
 from ssd_runtime.errors import DatasetError
-from ssd_runtime.evaluate import runtime_map
+from ssd_runtime.evaluate import records_map
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import read_onnx_info
 from ssd_runtime.preprocess import preprocess
@@ -84,9 +84,6 @@ __all__ = [
     "search_int8",
     "trial_sizes",
 ]
-
-#: Name of the split file written for the held-out images in the temporary VOC roots the mAP reads.
-_HELDOUT_SPLIT_FILE = "heldout"
 
 
 class HeldOutWarning(UserWarning):
@@ -281,26 +278,9 @@ def trial_sizes(max_trials: int, candidates: int) -> list[int]:
 # ------------------------------------------------------------------------------------- held-out mAP
 
 
-def _heldout_roots(heldout: HeldOut, folder: Path) -> list[Path]:
-    """VOC roots in ``folder`` whose split ``heldout`` lists the held-out images (Annotations and
-    JPEGImages are links to the dataset's own), so ``runtime_map`` reads them as ``ssd-runtime eval`` would."""
-    by_root: dict[Path, list[str]] = {}
-    for record in heldout.records:
-        by_root.setdefault(record.annotation_path.parent.parent, []).append(record.image_id)
-    roots = []
-    for i, (root, ids) in enumerate(by_root.items()):
-        voc = folder / f"heldout{i}"
-        (voc / "ImageSets" / "Main").mkdir(parents=True)
-        for sub in ("Annotations", "JPEGImages"):
-            (voc / sub).symlink_to((root / sub).resolve(), target_is_directory=True)
-        (voc / "ImageSets" / "Main" / f"{_HELDOUT_SPLIT_FILE}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
-        roots.append(voc)
-    return roots
-
-
-def _heldout_map(model: Path, roots: list[Path]) -> float:
-    """Held-out mAP (0-1) of an ONNX model at its evaluation settings."""
-    result, _ = runtime_map(Detector(OrtBackend(model)), roots, _HELDOUT_SPLIT_FILE)
+def _heldout_map(model: Path, records: Sequence[VOCRecord]) -> float:
+    """Held-out mAP (0-1) of an ONNX model at its evaluation settings, as ``ssd-runtime eval`` measures it."""
+    result, _ = records_map(Detector(OrtBackend(model)), records)
     return float(result.map)
 
 
@@ -363,13 +343,12 @@ def search_int8(
                               "max_trials": max_trials, "heldout": heldout.to_dict(), "ranking": [], "trials": []}
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.search.", dir=output.parent) as tmp:
         folder = Path(tmp)
-        roots = _heldout_roots(heldout, folder)
         base_path = folder / "baseline.onnx"
         quantize_int8(onnx_path, calib, base_path, parity=False, **options)
         step = time.perf_counter()
-        report["fp32_map"] = _heldout_map(onnx_path, roots)
+        report["fp32_map"] = _heldout_map(onnx_path, heldout.records)
         report["fp32_seconds"] = round(time.perf_counter() - step, 3)
-        baseline = _trial(report, base_path, [], roots, max_drop, time.perf_counter())
+        baseline = _trial(report, base_path, [], heldout.records, max_drop, time.perf_counter())
         report["baseline"] = baseline
         chosen, chosen_path = baseline, base_path
         if not baseline["met"]:
@@ -385,7 +364,7 @@ def search_int8(
                 kept = [s["node"] for s in ranking[:size]]
                 path = folder / f"trial{len(report['trials']) + 1}.onnx"
                 onnx.save(keep_float(int8_model, fp32_model, kept), str(path))
-                trial = _trial(report, path, kept, roots, max_drop, step)
+                trial = _trial(report, path, kept, heldout.records, max_drop, step)
                 report["trials"].append(trial)
                 if trial["drop_points"] < chosen["drop_points"] or trial["met"]:
                     chosen, chosen_path = trial, path
@@ -409,10 +388,10 @@ def search_int8(
     return report
 
 
-def _trial(report: dict[str, Any], path: Path, kept: list[str], roots: list[Path], max_drop: float,
+def _trial(report: dict[str, Any], path: Path, kept: list[str], records: Sequence[VOCRecord], max_drop: float,
            start: float) -> dict[str, Any]:
     """One trial's held-out mAP and drop against ``report['fp32_map']``."""
-    int8_map = _heldout_map(path, roots)
+    int8_map = _heldout_map(path, records)
     drop = (report["fp32_map"] - int8_map) * 100.0
     return {"name": "baseline" if not kept else f"trial{len(report['trials']) + 1}", "kept_float": kept,
             "int8_map": int8_map, "fp32_map": report["fp32_map"], "drop_points": drop,

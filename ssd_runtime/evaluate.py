@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from ssd_runtime.metric import GroundTruth, VOCResult, voc_map
 from ssd_runtime.detections import Detections
 from ssd_runtime.voc import VOCRecord, fit_to_image, read_voc_split, split_roots
 
-__all__ = ["TARGET_POINTS", "compare_map", "runtime_map"]
+__all__ = ["TARGET_POINTS", "compare_map", "records_map", "runtime_map"]
 
 #: |delta mAP| targets in points, by precision.
 TARGET_POINTS = {"fp32": 0.05, "fp16": 0.1, "int8": 0.5}
@@ -51,10 +52,23 @@ def runtime_map(
 
     Returns the :class:`VOCResult` and run facts (images, seconds, images/s).
     """
-    roots = split_roots(data, split)
-    records = read_voc_split(roots, split, detector.spec.class_names, skip_unknown=skip_unknown)
+    records = read_voc_split(split_roots(data, split), split, detector.spec.class_names, skip_unknown=skip_unknown)
     if max_images:
         records = records[:max_images]
+    return records_map(detector, records, batch_size=batch_size, ap_method=ap_method)
+
+
+def records_map(
+    detector: Detector,
+    records: Sequence[VOCRecord],
+    *,
+    batch_size: int = 8,
+    ap_method: str = "11point",
+) -> tuple[VOCResult, dict[str, Any]]:
+    """VOC mAP of ``detector`` on the images of ``records`` at the model's evaluation settings.
+
+    Returns the :class:`VOCResult` and run facts (images, seconds, images/s).
+    """
     settings = detector.spec.evaluation
     detections: list[Detections] = []
     truths: list[GroundTruth] = []
