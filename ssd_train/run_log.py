@@ -15,6 +15,11 @@ import torch
 LOSS_PARTS = ("loss", "loc", "conf")
 
 
+def stderr_note(text: str) -> None:
+    """Print one line of a run's notes on stderr (stdout stays free for the ``--json`` summary)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 class LossMeter:
     """Loss sums and images of the current log window, and the first non-finite step, on ``device``."""
 
@@ -99,9 +104,9 @@ class RunLog:
                                  lr=f"{row['lr']:.2g}", img_s=f"{row['images_per_s']:.1f}")
 
     def note(self, text: str) -> None:
-        """A line for the user on stderr (stdout carries only ``--json``'s summary)."""
+        """A line for the user (:func:`stderr_note`), from the main process only."""
         if self.enabled:
-            print(text, file=sys.stderr, flush=True)
+            stderr_note(text)
 
     def close(self) -> None:
         if not self.enabled:

@@ -36,9 +36,9 @@ from ssd_train.evaluation import eval_dataset, evaluate
 from ssd_train.loss import MultiBoxLoss
 from ssd_train.model import SSD300
 from ssd_train.optim import build_optimizer, lr_factor, set_learning_rate
-from ssd_train.run_log import LossMeter, RunLog
+from ssd_train.run_log import LossMeter, RunLog, stderr_note
 from ssd_train.state import TrainingState, init_from_checkpoint, seed_everything
-from ssd_train.training_set import load_training_set, stderr_note
+from ssd_train.training_set import load_training_set
 
 __all__ = [
     "AMP_MODES", "DEVICES", "HEAD_INITS", "OPTIMIZERS", "RECIPES", "RECIPE_NAMES", "SCHEDULES", "FitResult",

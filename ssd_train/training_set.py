@@ -9,7 +9,6 @@ a corrupt image is reported at once, with every other one, instead of hours in.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from ssd_runtime.classes import ANNOTATIONS_SOURCE, VOC_SOURCE, dataset_classes
 from ssd_runtime.image_check import CHECK_MODES, ImageCheckReport, check_records
 from ssd_runtime.voc import BACKGROUND, split_roots
 from ssd_train.data import VOCDetection
+from ssd_train.run_log import stderr_note
 
 #: ``check_images`` values: the modes of :data:`ssd_runtime.image_check.CHECK_MODES`, or "off".
 IMAGE_CHECKS = (*CHECK_MODES, "off")
@@ -41,11 +41,6 @@ class TrainingSetReport:
             "classes": list(self.class_names[1:]), "class_source": self.class_source,
             "image_check": self.image_check.to_dict() if self.image_check is not None else None,
         }  # fmt: skip
-
-
-def stderr_note(text: str) -> None:
-    """Print one line of a run's notes on stderr (stdout stays free for the JSON summary)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 def describe_classes(class_names: tuple[str, ...], source: str) -> str:
