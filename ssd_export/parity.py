@@ -52,6 +52,7 @@ __all__ = [
     "VERIFY_SEED",
     "ParityError",
     "ReferenceOutputs",
+    "SPEC_DIFFERS",
     "Tolerance",
     "check_parity",
     "reference_outputs",
@@ -170,6 +171,10 @@ def reference_outputs(
     return ReferenceOutputs(reference.spec, locs, class_logits, seed, source)
 
 
+#: The failure line when an artifact's spec is not its checkpoint's.
+SPEC_DIFFERS = "the model spec differs from the checkpoint's (apart from provenance)"
+
+
 def spec_matches(a: ModelSpec, b: ModelSpec) -> bool:
     """Whether two specs are equal apart from provenance (which records where an artifact came from)."""
     return _spec_core(a) == _spec_core(b)
@@ -246,7 +251,7 @@ def check_parity(
         "detections": {},
     }
     if not report["spec_matches"]:
-        failures.append("the model spec differs from the checkpoint's (apart from provenance)")
+        failures.append(SPEC_DIFFERS)
     outputs = _run(backend, batch_size, seed, spec)
     if _check_outputs(outputs, (reference.locs, reference.class_logits), tol, report, failures):
         _check_detections(outputs, reference, tol, report, failures)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ssd_export.defaults import DEFAULT_VERIFY_BATCH, VERIFY_SEED
 from ssd_export.parity import (
+    SPEC_DIFFERS,
     ParityError,
     ReferenceOutputs,
     check_parity,
@@ -90,7 +91,7 @@ def verify_onnx(
         reference = reference_outputs(checkpoint, batch, seed)
         report["spec_matches"] = spec_matches(info.spec, reference.spec)
         if not report["spec_matches"]:
-            failures.append("the model spec differs from the checkpoint's (apart from provenance)")
+            failures.append(SPEC_DIFFERS)
         _check_end2end(info, session, reference, report, failures)
     else:
         backend = OrtBackend(onnx_path)
