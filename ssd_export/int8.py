@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -90,6 +91,7 @@ def quantize_int8(
     parity: bool = True,
     search: Mapping[str, Any] | None = None,
     quantizer: str = DEFAULT_QUANTIZER,
+    calibrated: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Quantize the fp32 export ``onnx_path`` to the Q/DQ INT8 model ``output``; return the report (a dict).
 
@@ -109,10 +111,15 @@ def quantize_int8(
         quantizer: ``onnxruntime`` (``quantize_static``, above) or ``modelopt`` (NVIDIA ModelOpt's ONNX
             quantizer, an optional extra in its own environment: :mod:`ssd_export.int8_modelopt`; methods
             ``max`` and ``entropy``); the graph rules, checks, metadata and report are the same.
+        calibrated: an INT8 model an earlier call wrote from the same source, calibration set and
+            settings without ``search`` (the search's baseline): its quantization is reused instead of
+            calibrating again (ONNX Runtime's calibration is most of the time: about 20 s for the
+            width-0.125 model, minutes at full width). Its recorded hashes and settings are checked.
 
     The report: ``output``, ``source`` (path, sha256), ``calibration`` (manifest, sha256, images,
-    batches), ``quantizer``, ``settings``, ``qdq_stripped`` (head-output Q nodes removed), ``rules``
-    (``violations``: empty), ``parity`` (a :func:`ssd_export.parity.check_parity` report, informative),
+    batches), ``quantizer``, ``settings``, ``qdq_stripped`` (head-output Q nodes removed; none when
+    ``calibrated`` had them removed already), ``calibration_reused_from`` (with ``calibrated``),
+    ``rules`` (``violations``: empty), ``parity`` (a :func:`ssd_export.parity.check_parity` report, informative),
     ``seconds``, ``size_bytes``, ``report_path`` (``<output>.int8.json``, where it is also saved).
 
     Raises :class:`Int8Error` (see its doc), :class:`~ssd_runtime.onnx_model.OnnxModelError` (not a
@@ -196,7 +203,12 @@ def quantize_int8(
     }
     with atomic_path(output) as tmp:
         quantize_start = time.perf_counter()
-        if quantizer == "modelopt":
+        if calibrated is not None:
+            _check_calibrated(Path(calibrated), quantization)
+            shutil.copyfile(calibrated, tmp)
+            report["calibration_reused_from"] = str(calibrated)
+            reader.images, reader.batches = len(calib), num_batches
+        elif quantizer == "modelopt":
             from ssd_export.int8_modelopt import quantize_modelopt
 
             reader.images, reader.batches = quantize_modelopt(
@@ -249,6 +261,21 @@ def quantize_int8(
     report["size_bytes"] = output.stat().st_size
     report["report_path"] = str(write_report(report, output.with_name(output.name + ".int8.json")))
     return report
+
+
+def _check_calibrated(path: Path, quantization: dict[str, Any]) -> None:
+    """Refuse to reuse ``path``'s quantization unless it was made from this source, set and settings."""
+    def core(record: Mapping[str, Any] | None) -> dict[str, Any]:
+        record = json.loads(json.dumps(record or {}))  # a deep copy
+        settings = record.get("settings", {})
+        settings.pop("search", None)
+        settings.get("excluded_nodes", {}).pop("sensitive", None)
+        return {k: record.get(k) for k in ("quantizer", "quantizer_version", "settings", "source_onnx_sha256",
+                                           "calibration_manifest_sha256")}
+
+    if core(read_onnx_info(path).quantization) != core(quantization):
+        raise Int8Error(f"{path}: its quantization was made from another source, calibration set or settings; "
+                        "it cannot be reused (calibrated=)")
 
 
 def _modelopt_quantizer(method: str) -> tuple[str, str]:

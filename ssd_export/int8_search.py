@@ -379,7 +379,8 @@ def search_int8(
                    "fp32_map": report["fp32_map"], "int8_map": chosen["int8_map"],
                    "drop_points": chosen["drop_points"], "trials": len(report["trials"]),
                    "report": search_path.name}
-        report["int8_report"] = quantize_int8(onnx_path, calib, output, parity=parity, search=summary, **options)
+        report["int8_report"] = quantize_int8(onnx_path, calib, output, parity=parity, search=summary,
+                                              calibrated=base_path, **options)
         ours, theirs = _outputs(_session(output), proxy), _outputs(_session(chosen_path), proxy)
         report["final"] = {"output": str(output), "max_abs_diff_vs_trial": max(
             float(np.max(np.abs(a - b))) for a, b in zip(ours, theirs))}

@@ -268,3 +268,16 @@ def test_cli_search_flags_go_together(runtime_onnx, calib, voc_root, tmp_path, c
     assert main(_cli(runtime_onnx, calib, tmp_path / "a.onnx", "--max-drop", "0.5")) == 2
     assert main(_cli(runtime_onnx, calib, tmp_path / "a.onnx", "--data", str(voc_root))) == 2
     assert "--max-drop and --data go together" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_a_calibrated_model_is_reused_only_with_its_own_settings(runtime_onnx, calib, tmp_path):
+    """The search's final model reuses its baseline's calibration; another method or source is refused."""
+    base = tmp_path / "base.onnx"
+    quantize_int8(runtime_onnx, calib, base, method="max", parity=False)
+    again = quantize_int8(runtime_onnx, calib, tmp_path / "again.onnx", method="max", parity=False, calibrated=base)
+    assert again["calibration_reused_from"] == str(base) and again["rules"]["violations"] == []
+    assert (tmp_path / "again.onnx").read_bytes() == base.read_bytes()
+    with pytest.raises(Int8Error, match="cannot be reused"):
+        quantize_int8(runtime_onnx, calib, tmp_path / "other.onnx", method="entropy", parity=False, calibrated=base)
+    assert not (tmp_path / "other.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tmp") == []
