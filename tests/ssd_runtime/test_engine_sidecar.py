@@ -1,0 +1,166 @@
+"""The engine sidecar: round trip, validation, and the checks made before a plan is deserialized."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+
+import pytest
+
+from ssd_runtime.engine_sidecar import (
+    SIDECAR_SCHEMA,
+    EngineMismatchError,
+    EngineSidecar,
+    EngineSidecarError,
+    check_sidecar,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
+from ssd_runtime.errors import SpecError
+from ssd_runtime.spec import ModelSpec
+
+PLAN = b"not a real plan, only bytes to hash"
+
+
+def make_sidecar(**changes) -> EngineSidecar:
+    spec = ModelSpec.create(("background", "cat", "dog"), width=0.125)
+    sidecar = EngineSidecar(
+        schema=SIDECAR_SCHEMA,
+        tensorrt_version="10.3.0",
+        gpu_name="Orin",
+        compute_capability="8.7",
+        cuda_version="12.6",
+        precision="fp16",
+        variant="fp32",
+        fp16_flag=True,
+        strongly_typed=False,
+        profile={"images": {"min": [1, 3, 300, 300], "opt": [4, 3, 300, 300], "max": [8, 3, 300, 300]}},
+        version_compatible=False,
+        hardware_compatibility="none",
+        inputs=[{"name": "images", "shape": [-1, 3, 300, 300], "dtype": "float32"}],
+        outputs=[
+            {"name": "locs", "shape": [-1, 8732, 4], "dtype": "float32"},
+            {"name": "class_logits", "shape": [-1, 8732, 3], "dtype": "float32"},
+        ],
+        output_kind="raw",
+        spec=spec.to_dict(),
+        onnx_sha256="a" * 64,
+        plan_sha256=hashlib.sha256(PLAN).hexdigest(),
+        built_at="2026-11-30T05:00:00+00:00",
+        build_seconds=12.5,
+        build_command=["ssd-export", "engine", "--onnx", "m.onnx", "-o", "m engine.engine", "--fp16"],
+        parity=None,
+    )
+    return replace(sidecar, **changes)
+
+
+def test_sidecar_path_appends_json():
+    assert sidecar_path("out/x.engine").as_posix() == "out/x.engine.json"
+    assert sidecar_path("x.plan").name == "x.plan.json"
+
+
+def test_round_trip_through_the_file(tmp_path):
+    sidecar = make_sidecar(parity={"passed": True, "max_abs_diff": 0.001})
+    engine = tmp_path / "m.engine"
+    path = write_sidecar(engine, sidecar)
+    assert path == tmp_path / "m.engine.json"
+    assert read_sidecar(engine) == sidecar
+    assert json.loads(path.read_text())["schema"] == SIDECAR_SCHEMA
+    assert sidecar.model_spec() == ModelSpec.from_dict(sidecar.spec)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.engine.json"]  # no temporary left
+
+
+def test_missing_sidecar_says_how_to_get_one(tmp_path):
+    with pytest.raises(EngineSidecarError, match=r"m\.engine\.json.*ssd-export engine.*trust_plan=True"):
+        read_sidecar(tmp_path / "m.engine")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(schema=2), "schema 2 is not supported"),
+        (lambda d: d.pop("plan_sha256"), r"missing keys \['plan_sha256'\]"),
+        (lambda d: d.update(precision="fp8"), "precision 'fp8' is not one of"),
+        (lambda d: d.update(hardware_compatibility="turing"), "hardware_compatibility 'turing'"),
+        (lambda d: d.update(output_kind="boxes"), "output_kind 'boxes'"),
+        (lambda d: d.update(fp16_flag="yes"), "'fp16_flag' has the wrong type"),
+        (lambda d: d.update(build_seconds=True), "'build_seconds' has the wrong type"),
+        (lambda d: d.update(plan_sha256="xyz"), "plan_sha256 is not a sha256"),
+        (lambda d: d.update(compute_capability="sm_90"), "compute_capability 'sm_90'"),
+        (lambda d: d.update(inputs=[{"name": "images"}]), "needs name, shape and dtype"),
+        (lambda d: d.update(profile={"images": {"min": [1]}}), "needs min, opt and max"),
+        (lambda d: d.update(parity=[1]), "'parity' must be an object"),
+    ],
+)
+def test_malformed_sidecar_says_what_is_wrong(tmp_path, mutate, message):
+    data = make_sidecar().to_dict()
+    mutate(data)
+    sidecar_path(tmp_path / "m.engine").write_text(json.dumps(data))
+    with pytest.raises(EngineSidecarError, match=message):
+        read_sidecar(tmp_path / "m.engine")
+
+
+def test_not_json(tmp_path):
+    sidecar_path(tmp_path / "m.engine").write_text("{")
+    with pytest.raises(EngineSidecarError, match="not a readable JSON sidecar"):
+        read_sidecar(tmp_path / "m.engine")
+
+
+def test_model_spec_is_checked():
+    spec = make_sidecar().spec
+    with pytest.raises(SpecError, match="priors"):
+        make_sidecar(spec={**spec, "priors_sha256": "0" * 64}).model_spec()
+
+
+def check(sidecar, plan=PLAN, trt="10.3.0", cc="8.7"):
+    check_sidecar(sidecar, plan, tensorrt_version=trt, compute_capability=cc, engine_path="m.engine")
+
+
+def test_matching_plan_passes():
+    check(make_sidecar())
+
+
+def test_changed_plan_is_refused_with_the_rebuild_command():
+    with pytest.raises(EngineMismatchError, match=r"sha256.*ssd-export engine --onnx m\.onnx -o 'm engine\.engine' --fp16"):
+        check(make_sidecar(), plan=PLAN + b"!")
+
+
+def test_other_tensorrt_version_is_refused():
+    with pytest.raises(EngineMismatchError, match=r"built with TensorRT 10\.3\.0, running TensorRT 10\.4\.0.*ssd-export engine"):
+        check(make_sidecar(), trt="10.4.0")
+
+
+@pytest.mark.parametrize(("running", "ok"), [("10.3.0", True), ("10.3.1", True), ("10.8.0.43", True), ("10.2.0", False), ("11.1.0", False)])
+def test_version_compatible_plan_runs_forward_within_its_major(running, ok):
+    sidecar = make_sidecar(version_compatible=True)
+    if ok:
+        check(sidecar, trt=running)
+    else:
+        with pytest.raises(EngineMismatchError, match="version-compatible"):
+            check(sidecar, trt=running)
+
+
+def test_other_gpu_is_refused():
+    with pytest.raises(EngineMismatchError, match=r"built on Orin \(compute capability 8\.7\), running on compute capability 9\.0.*ssd-export engine"):
+        check(make_sidecar(), cc="9.0")
+
+
+@pytest.mark.parametrize(
+    ("level", "running", "ok"),
+    [
+        ("ampere_plus", "9.0", True),
+        ("ampere_plus", "8.0", True),
+        ("ampere_plus", "7.5", False),
+        ("same_compute_capability", "8.7", True),
+        ("same_compute_capability", "8.9", False),
+        ("none", "8.7", True),
+    ],
+)
+def test_hardware_compatibility_levels(level, running, ok):
+    sidecar = make_sidecar(hardware_compatibility=level)
+    if ok:
+        check(sidecar, cc=running)
+    else:
+        with pytest.raises(EngineMismatchError, match="running on compute capability"):
+            check(sidecar, cc=running)
