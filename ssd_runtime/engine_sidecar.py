@@ -32,6 +32,10 @@ SOURCE_VARIANTS = ("fp32", "fp16", "int8", "uint8-nhwc", "end2end")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 #: "raw": (locs, class_logits); "detections": (boxes, scores, labels, num_detections) of an end2end graph.
 OUTPUT_KINDS = ("raw", "detections")
+#: (build major, runtime major) pairs where a version-compatible plan runs across majors (TensorRT 11.4
+#: support matrix, "Engine Portability": "TensorRT 10 version-compatible engines can run with a TensorRT 11
+#: runtime, and TensorRT 8 ... with a TensorRT 10 runtime. No other combination across major versions").
+VERSION_COMPATIBLE_ACROSS_MAJORS = {(8, 10), (10, 11)}
 #: Ampere is compute capability 8.0: an ``ampere_plus`` plan runs on it and on every later GPU.
 AMPERE_COMPUTE_CAPABILITY = (8, 0)
 
@@ -197,7 +201,8 @@ def check_sidecar(
 
     - the plan's sha256 must equal ``plan_sha256``;
     - the running TensorRT version must equal the build's; a version-compatible plan runs on the
-      same major at the build's version or later (TensorRT's "version forward compatibility");
+      build's version or a later one of the same major, and a 10.x one also on 11.x (TensorRT's
+      "version forward compatibility", :data:`VERSION_COMPATIBLE_ACROSS_MAJORS`);
     - the GPU's compute capability must equal the build's; an ``ampere_plus`` plan runs on any
       compute capability >= 8.0 (``same_compute_capability`` still needs the same one).
 
@@ -213,7 +218,7 @@ def check_sidecar(
             f"engine; {rebuild}"
         )
     if not _tensorrt_compatible(sidecar, tensorrt_version):
-        how = " (version-compatible: runs on the same major at that version or later)" if sidecar.version_compatible else ""
+        how = " (version-compatible: runs on that version or later of the same major, 10.x also on 11.x)" if sidecar.version_compatible else ""
         raise EngineMismatchError(
             f"{engine_path}: built with TensorRT {sidecar.tensorrt_version}{how}, running TensorRT "
             f"{tensorrt_version}; a plan only loads in the TensorRT it was built for; {rebuild}"
@@ -238,7 +243,7 @@ def _tensorrt_compatible(sidecar: EngineSidecar, running: str) -> bool:
         return False
     built = _version_tuple(sidecar.tensorrt_version, "tensorrt_version", "engine sidecar")
     now = _version_tuple(running, "running TensorRT version", "TensorRT")
-    return now[0] == built[0] and now >= built
+    return now >= built and (now[0] == built[0] or (built[0], now[0]) in VERSION_COMPATIBLE_ACROSS_MAJORS)
 
 
 def _hardware_compatible(sidecar: EngineSidecar, running: str, engine_path) -> bool:

@@ -131,9 +131,21 @@ def test_other_tensorrt_version_is_refused():
         check(make_sidecar(), trt="10.4.0")
 
 
-@pytest.mark.parametrize(("running", "ok"), [("10.3.0", True), ("10.3.1", True), ("10.8.0.43", True), ("10.2.0", False), ("11.1.0", False)])
-def test_version_compatible_plan_runs_forward_within_its_major(running, ok):
-    sidecar = make_sidecar(version_compatible=True)
+@pytest.mark.parametrize(
+    ("built", "running", "ok"),
+    [
+        ("10.3.0", "10.3.0", True),
+        ("10.3.0", "10.3.1", True),
+        ("10.3.0", "10.8.0.43", True),
+        ("10.3.0", "11.1.0", True),  # TensorRT 10 version-compatible plans run on 11
+        ("10.3.0", "10.2.0", False),
+        ("11.0.0", "10.16.0", False),
+        ("11.0.0", "11.1.0", True),
+        ("11.1.0", "12.0.0", False),  # no other pair across majors
+    ],
+)
+def test_version_compatible_plan_runs_forward(built, running, ok):
+    sidecar = make_sidecar(version_compatible=True, tensorrt_version=built)
     if ok:
         check(sidecar, trt=running)
     else:
