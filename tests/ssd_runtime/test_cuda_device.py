@@ -1,0 +1,140 @@
+"""ssd_runtime.cuda_device: the real no-GPU error path here (cuda-bindings installed, no driver) and,
+marked gpu, the real device memory, copies, stream and CUDA graph on a GPU machine."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from ssd_runtime.cuda_device import CudaError, CudaMemory, CudaUnavailableError, _version, device_count, device_info
+
+
+def _cuda_status() -> str | None:
+    """The CUDA error name cudaGetDeviceCount returns here, or None when a GPU is usable."""
+    from cuda.bindings import runtime as cudart
+
+    err, count = cudart.cudaGetDeviceCount()
+    if err != cudart.cudaError_t.cudaSuccess:
+        return cudart.cudaGetErrorName(err)[1].decode()
+    return None if count else "no devices"
+
+
+no_gpu_here = pytest.mark.skipif(
+    _cuda_status() is None, reason="this machine has a CUDA GPU: the gpu-marked tests below cover it"
+)
+
+
+def test_version_numbers_read_as_major_minor():
+    assert _version(12060) == "12.6"
+    assert _version(13040) == "13.4"
+    assert _version(11080) == "11.8"
+
+
+@no_gpu_here
+def test_device_info_without_a_gpu_names_the_cuda_error():
+    status = _cuda_status()
+    with pytest.raises(CudaUnavailableError, match="no usable CUDA GPU") as info:
+        device_info()
+    assert status in str(info.value)  # e.g. cudaErrorInsufficientDriver on a machine without a driver
+    assert "driver" in str(info.value)
+
+
+@no_gpu_here
+def test_cuda_memory_without_a_gpu_fails_before_allocating():
+    with pytest.raises(CudaUnavailableError, match=_cuda_status()):
+        CudaMemory(0)
+
+
+def test_missing_cuda_bindings_says_what_to_install(monkeypatch):
+    # None in sys.modules makes the import raise ImportError, as on a machine without the package
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
+    with pytest.raises(CudaUnavailableError, match=r"pip install 'ssd300-toolkit\[cuda\]'") as info:
+        device_info()
+    assert "cuda-bindings" in str(info.value) and "JetPack 6" in str(info.value)
+
+
+# ---- real CUDA (run by scripts/gpu_check.sh) -------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_device_info_matches_torch():
+    import torch
+
+    info = device_info(0)
+    major, minor = torch.cuda.get_device_capability(0)
+    assert info.compute_capability == f"{major}.{minor}"
+    assert info.name == torch.cuda.get_device_name(0)
+    assert info.total_memory == torch.cuda.get_device_properties(0).total_memory
+    assert info.cuda_runtime_version.count(".") == 1 and info.driver_version.count(".") == 1
+    with pytest.raises(CudaUnavailableError, match="no CUDA device"):
+        device_info(device_count())
+
+
+@pytest.mark.gpu
+def test_copies_round_trip_through_device_memory():
+    memory = CudaMemory(0)
+    stream = memory.create_stream()
+    host = np.random.default_rng(0).standard_normal((3, 1000)).astype(np.float32)
+    a, b = memory.alloc(host.nbytes), memory.alloc(host.nbytes)
+    try:
+        memory.to_device(a, host, stream)
+        memory.device_to_device(b, a, host.nbytes, stream)
+        back = np.empty_like(host)
+        memory.to_host(back, b, stream)
+        memory.synchronize(stream)
+        np.testing.assert_array_equal(back, host)
+    finally:
+        memory.free(a)
+        memory.free(b)
+        memory.destroy_stream(stream)
+
+
+@pytest.mark.gpu
+def test_graph_replays_the_captured_work_on_new_data():
+    memory = CudaMemory(0)
+    stream = memory.create_stream()
+    n = 4096
+    src, dst = memory.alloc(n * 4), memory.alloc(n * 4)
+    graph = memory.capture(stream, lambda: memory.device_to_device(dst, src, n * 4, stream))
+    try:
+        for value in (1.0, 2.5):  # the graph copies whatever src holds at replay time
+            memory.to_device(src, np.full(n, value, np.float32), stream)
+            memory.launch(graph, stream)
+            out = np.zeros(n, np.float32)
+            memory.to_host(out, dst, stream)
+            memory.synchronize(stream)
+            assert (out == value).all()
+    finally:
+        memory.free_graph(graph)
+        memory.free(src)
+        memory.free(dst)
+        memory.destroy_stream(stream)
+
+
+@pytest.mark.gpu
+def test_failed_cuda_call_names_the_call_and_error():
+    memory = CudaMemory(0)
+    with pytest.raises(CudaError, match=r"cudaMalloc\(.*cudaErrorMemoryAllocation"):
+        memory.alloc(1 << 60)  # 1 EiB: more than any GPU has
+
+
+@pytest.mark.gpu
+def test_torch_tensors_copy_in_and_out_without_the_host():
+    import torch
+
+    memory = CudaMemory(0)
+    stream = memory.create_stream()
+    source = torch.arange(1000, dtype=torch.float32, device="cuda:0") * 2
+    target = torch.empty_like(source)
+    buffer = memory.alloc(source.numel() * 4)
+    try:
+        memory.wait_for_torch()  # source was written on torch's stream
+        memory.device_to_device(buffer, source.data_ptr(), source.numel() * 4, stream)
+        memory.device_to_device(target.data_ptr(), buffer, source.numel() * 4, stream)
+        memory.synchronize(stream)
+        assert torch.equal(target, source)
+    finally:
+        memory.free(buffer)
+        memory.destroy_stream(stream)
