@@ -243,8 +243,125 @@ def _add_int8(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_int8)
 
 
+def _cmd_triton(args: argparse.Namespace) -> int:
+    """Write a Triton model repository for an ONNX model or a TensorRT engine; print its layout."""
+    from ssd_export.triton import write_triton_repository
+
+    repo = write_triton_repository(
+        args.model, args.out, name=args.name, max_batch=args.max_batch,
+        preferred_batch_sizes=tuple(args.preferred_batch_sizes or ()), max_queue_delay_us=args.max_queue_delay_us,
+        instances=args.instances, gpus=tuple(args.gpus) if args.gpus is not None else None,
+        postprocess_instances=args.postprocess_instances, max_detections=args.max_detections, force=args.force,
+    )
+    if args.json:
+        print(json.dumps(repo.to_dict(), sort_keys=True))
+        return 0
+    batching = f"max_batch_size {repo.max_batch_size}" if repo.max_batch_size else f"static batch {repo.static_batch}"
+    print(f"wrote {repo.root}: clients call {repo.entry_model!r} ({batching}, {repo.max_detections} detections per image)")
+    for model_name, folder in repo.models.items():
+        print(f"  {model_name:24s} {folder}")
+    for note in repo.notes:
+        print(f"  note: {note}")
+    print(f"serve: tritonserver --model-repository={repo.root.resolve()}  (docs/serving.md)")
+    return 0
+
+
+def _add_triton(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("triton", help="write a Triton Inference Server model repository (network, postprocess, ensemble)")
+    p.add_argument("--model", required=True, help="ONNX export (.onnx) or TensorRT engine (.engine/.plan with its sidecar)")
+    p.add_argument("--out", required=True, help="model repository folder to write (e.g. model_repository/)")
+    p.add_argument("--name", default=defaults.DEFAULT_TRITON_NAME,
+                   help="the model clients call (default %(default)s; also NAME_network, NAME_postprocess)")
+    p.add_argument("--max-batch", type=int, default=None, metavar="N",
+                   help=f"max_batch_size (default: the engine profile's max, or {defaults.DEFAULT_TRITON_MAX_BATCH} for ONNX)")
+    p.add_argument("--preferred-batch-sizes", type=int, nargs="+", default=None, metavar="N",
+                   help="dynamic batcher's preferred batch sizes (default: none, the largest batch available)")
+    p.add_argument("--max-queue-delay-us", type=int, default=defaults.DEFAULT_TRITON_QUEUE_DELAY_US,
+                   help="dynamic batcher's max queue delay in microseconds (default %(default)s)")
+    p.add_argument("--instances", type=int, default=1, help="network instances (per GPU with --gpus) (default 1)")
+    p.add_argument("--gpus", type=int, nargs="+", default=None, metavar="ID",
+                   help="GPU ids for the network (KIND_GPU); default: ONNX on the CPU, an engine on every GPU")
+    p.add_argument("--postprocess-instances", type=int, default=1, help="Python postprocess instances (CPU) (default 1)")
+    p.add_argument("--max-detections", type=int, default=None, metavar="K",
+                   help="detections per image in the padded outputs (default: the spec's detection top_k)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder (as a whole)")
+    p.add_argument("--json", action="store_true", help="one-line JSON report")
+    p.set_defaults(func=_cmd_triton)
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    """Build, verify, evaluate, time and draw every artifact; print the report's tables; 1 when one misses its target."""
+    from ssd_export.deploy import deploy
+    from ssd_export.report import render_markdown
+
+    targets = {}
+    for item in args.target or ():
+        precision, _, points = item.partition("=")
+        try:
+            targets[precision] = float(points)
+        except ValueError:
+            raise ValueError(f"--target takes PRECISION=POINTS (e.g. int8=0.5), got {item!r}") from None
+    try:
+        report = deploy(
+            args.checkpoint, args.data, args.out, artifacts=args.artifacts, calibration=args.calibration,
+            calibration_images=args.calibration_images, engines=args.engines, bench_batches=args.bench_batches,
+            bench_warmup=args.bench_warmup, bench_iterations=args.bench_iterations, draw_images=args.draw_images,
+            max_drop=args.max_drop, int8_method=args.method, max_images=args.max_images, targets=targets,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(f"ssd-export deploy: interrupted; the report of what finished is in {args.out}/report.md", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        print(render_markdown(report))
+        print(f"report: {report['report_md']} (data: {report['report_json']})")
+    if not report["passed"]:
+        print("ssd-export deploy: error: " + "; ".join(report["failures"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_deploy(sub: argparse._SubParsersAction) -> None:
+    from ssd_export.calibration import CALIBRATION_IMAGES
+    from ssd_runtime.bench import benchmark
+
+    p = sub.add_parser("deploy", help="every artifact of a checkpoint built, verified, evaluated, timed and drawn, "
+                       "with a report (report.md, report.json, figures)")
+    p.add_argument("--checkpoint", required=True, help="toolkit checkpoint (.pt)")
+    p.add_argument("--data", required=True, help="VOC root or generated dataset: test split evaluated, trainval calibrates")
+    p.add_argument("--out", required=True, help="folder of the artifacts and the report (a rerun reuses what still matches)")
+    p.add_argument("--artifacts", nargs="+", choices=defaults.DEPLOY_ARTIFACTS, default=list(defaults.DEFAULT_DEPLOY_ARTIFACTS),
+                   help="what to build (default: %(default)s; engines: a TensorRT engine of each ONNX artifact)")
+    p.add_argument("--engines", choices=defaults.ENGINE_MODES, default=defaults.DEFAULT_ENGINE_MODE,
+                   help="auto: build engines where TensorRT and a GPU exist, else say why in the report; "
+                   "require: fail without them; skip (default %(default)s)")
+    p.add_argument("--calibration", default=None,
+                   help="INT8 calibration manifest (default: one built from the data's trainval split)")
+    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
+                   help="images of the built calibration set (default %(default)s)")
+    p.add_argument("--method", choices=defaults.INT8_METHODS, default=None,
+                   help=f"INT8 calibration method (default {defaults.DEFAULT_INT8_METHOD})")
+    p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                   help="INT8: keep sensitive convs in float until the held-out mAP drop is <= POINTS "
+                   "(ssd-export int8 --max-drop)")
+    p.add_argument("--bench-batches", type=int, nargs="+", default=list(cli_common.default_of(benchmark, "batch_sizes")),
+                   help="batch sizes timed (default %(default)s)")
+    p.add_argument("--bench-warmup", type=int, default=cli_common.default_of(benchmark, "warmup"))
+    p.add_argument("--bench-iterations", type=int, default=cli_common.default_of(benchmark, "iterations"))
+    p.add_argument("--draw-images", type=int, default=defaults.DEFAULT_DRAW_IMAGES,
+                   help="test images drawn per artifact (default %(default)s)")
+    p.add_argument("--max-images", type=int, default=0, help="evaluate the first N test images only (0 = all)")
+    p.add_argument("--target", action="append", metavar="PRECISION=POINTS",
+                   help="override a |delta mAP| target in points (defaults: fp32=0.05, fp16=0.1, int8=0.5)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print report.json's content instead of the tables")
+    p.set_defaults(func=_cmd_deploy)
+
+
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS: list = [_add_onnx, _add_verify, _add_calibration, _add_int8]
+COMMANDS: list = [_add_onnx, _add_verify, _add_calibration, _add_int8, _add_triton, _add_deploy]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,16 @@ DEFAULT_HOLDOUT_IMAGES = 200
 DEFAULT_PROXY_IMAGES = 8
 HOLDOUT_SPLIT = "trainval"
 HOLDOUT_SEED = 0
+#: Triton model repository (``ssd-export triton``): the model clients call (the network and the Python
+#: postprocess are ``<name>_network`` and ``<name>_postprocess``).
+DEFAULT_TRITON_NAME = "ssd300"
+#: max_batch_size of a dynamic-batch ONNX model (an engine's comes from its profile): eight 300x300
+#: images are 8.6 MB of float32 input per batch.
+DEFAULT_TRITON_MAX_BATCH = 8
+#: Dynamic batcher: wait at most this long for more requests. 100 us is an eighth of the network's batch-1
+#: time on a GPU (0.81 ms in FP16 on an H200, BENCHMARKS.md) and nothing against ~200 ms on a 2-core CPU; tune
+#: it with perf_analyzer.
+DEFAULT_TRITON_QUEUE_DELAY_US = 100
 
 __all__ = [
     "DEFAULT_EXPORTER",
@@ -53,6 +63,9 @@ __all__ = [
     "DEFAULT_PERCENTILE",
     "DEFAULT_PROXY_IMAGES",
     "DEFAULT_QUANTIZER",
+    "DEFAULT_TRITON_MAX_BATCH",
+    "DEFAULT_TRITON_NAME",
+    "DEFAULT_TRITON_QUEUE_DELAY_US",
     "DEFAULT_VARIANT",
     "DEFAULT_VERIFY_BATCH",
     "EXPORTERS",
