@@ -10,10 +10,9 @@ through the runtime's :class:`~ssd_runtime.backends.onnxruntime.OrtBackend` (CPU
   moved off the batch size the graph was traced at (``OnnxModelInfo.trace_batch``);
 - the tolerance by variant: ``fp32`` / ``uint8-nhwc`` at ``TOLERANCES["fp32"]`` (identical detections
   required), ``fp16`` at ``TOLERANCES["fp16"]`` (detections reported);
-- ``end2end`` (NMS inside the graph, which OrtBackend refuses): its own ONNX Runtime session, and the
-  graph's padded detections compared with the NumPy reference postprocess of the checkpoint's outputs
-  at the baked-in settings: identical detections required (``docs/reference.md``, "Identical
-  detections").
+- ``end2end`` (NMS inside the graph; OrtBackend returns its padded detections): the graph's
+  detections compared with the NumPy reference postprocess of the checkpoint's outputs at the
+  baked-in settings: identical detections required (``docs/reference.md``, "Identical detections").
 """
 from __future__ import annotations
 
@@ -36,9 +35,10 @@ from ssd_export.parity import (
     write_report,
 )
 from ssd_runtime.backends.onnxruntime import OrtBackend
+from ssd_runtime.end2end import padded_to_detections
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import OnnxModelInfo, read_onnx_info
-from ssd_runtime.postprocess import Detections, compare_detections, postprocess
+from ssd_runtime.postprocess import compare_detections, postprocess
 
 __all__ = [
     "DEFAULT_VERIFY_BATCH",
@@ -46,7 +46,6 @@ __all__ = [
     "VERIFY_SEED",
     "ParityError",
     "candidates_over_cap",
-    "padded_to_detections",
     "verification_images",
     "verify_onnx",
     "write_report",
@@ -86,13 +85,13 @@ def verify_onnx(
         failures.append("the ONNX was exported from another checkpoint (sha256 differs)")
 
     if info.variant == "end2end":
-        session = _end2end_session(onnx_path)
-        batch = _batch_fields(session.get_inputs()[0].shape[0], info, batch_size, seed, report)
+        backend = OrtBackend(onnx_path)
+        batch = _batch_fields(backend.batch_dim, info, batch_size, seed, report)
         reference = reference_outputs(checkpoint, batch, seed)
         report["spec_matches"] = spec_matches(info.spec, reference.spec)
         if not report["spec_matches"]:
             failures.append(SPEC_DIFFERS)
-        _check_end2end(info, session, reference, report, failures)
+        _check_end2end(info, backend, reference, report, failures)
     else:
         backend = OrtBackend(onnx_path)
         batch = _batch_fields(backend.batch_dim, info, batch_size, seed, report)
@@ -121,16 +120,7 @@ def _batch_fields(batch_dim: int | str | None, info: OnnxModelInfo, requested: i
     return batch
 
 
-def _end2end_session(path: Path):
-    """A CPU ONNX Runtime session (the runtime's OrtBackend refuses graphs with NMS inside)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _check_end2end(info: OnnxModelInfo, session, reference: ReferenceOutputs, report: dict,
+def _check_end2end(info: OnnxModelInfo, backend: OrtBackend, reference: ReferenceOutputs, report: dict,
                    failures: list[str]) -> None:
     """The graph's padded detections vs the NumPy postprocess of the checkpoint's outputs (identical)."""
     if info.end2end is None:  # read_onnx_info sets it for this variant
@@ -138,8 +128,7 @@ def _check_end2end(info: OnnxModelInfo, session, reference: ReferenceOutputs, re
         return
     spec, settings = reference.spec, info.end2end.settings
     _, images = verification_inputs(spec, reference.batch_size, reference.seed)
-    outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {info.input_name: images})))
-    ours = padded_to_detections(outputs)
+    ours = padded_to_detections(*backend.infer(images))
     ref = postprocess(reference.locs, reference.class_logits, spec.make_priors(), settings, spec.variances)
     comparison = summarize_comparison(compare_detections(ref, ours, settings).to_dict())
     comparison["settings"] = settings.to_dict()
@@ -149,18 +138,6 @@ def _check_end2end(info: OnnxModelInfo, session, reference: ReferenceOutputs, re
     report["detections"] = {"end2end": comparison}
     if not comparison["identical"]:
         failures.append(f"end-to-end detections differ from the reference postprocess: {comparison['mismatches'][:3]}")
-
-
-def padded_to_detections(outputs: dict[str, np.ndarray]) -> list[Detections]:
-    """End-to-end outputs (boxes (N, K, 4), scores (N, K), labels (N, K), num_detections (N,)) -> Detections."""
-    result = []
-    for n, count in enumerate(outputs["num_detections"].astype(np.int64)):
-        result.append(Detections(
-            outputs["boxes"][n, :count].astype(np.float32),
-            outputs["labels"][n, :count].astype(np.int64),
-            outputs["scores"][n, :count].astype(np.float32),
-        ))
-    return result
 
 
 def candidates_over_cap(logits: np.ndarray, min_score: float, cap: int) -> int:

@@ -3,7 +3,8 @@
 Each timed iteration runs the Detector pipeline on in-memory RGB images (``image_size``, default
 VOC-like 500x375) and times its stages back to back: preprocess (resize + normalize), inference
 (``backend.infer``; device work synchronised before the clock stops), postprocess (at the detection
-settings unless given) and the pixel conversion; end to end is the sum from the first to the last.
+settings unless given; for an end-to-end model, reading its padded detections) and the pixel
+conversion; end to end is the sum from the first to the last.
 Per stage: min / mean / p50 / p90 / p99 / max latency in ms and throughput in images/s
 (batch / mean latency).
 """
@@ -72,7 +73,7 @@ def benchmark(
     """Time the stages of ``detector`` at each batch size; returns a report dict (see module docstring)."""
     if warmup < 0 or iterations < 1:
         raise ValueError(f"need warmup >= 0 and iterations >= 1, got {warmup}, {iterations}")
-    settings = settings or detector.spec.detection
+    settings = settings or detector.settings
     backend = detector.backend
     results = []
     for batch_size in batch_sizes:
@@ -85,10 +86,10 @@ def benchmark(
             t0 = time.perf_counter()
             batch = detector.prepare(images)
             t1 = time.perf_counter()
-            locs, class_logits = backend.infer(batch.pixels)
-            _sync(class_logits)
+            outputs = detector.infer(batch.pixels)
+            _sync(outputs[-1])
             t2 = time.perf_counter()
-            dets = detector.postprocess_outputs(locs, class_logits, settings)
+            dets = detector.outputs_to_detections(outputs, settings)
             out = [detector.to_image_detections(d, w, h) for d, (w, h) in zip(dets, batch.sizes)]
             t3 = time.perf_counter()
             if i >= warmup:

@@ -13,6 +13,11 @@ comes from the model file's spec. The pipeline is :func:`ssd_runtime.preprocess.
 ``postprocess="torch"``: the raw outputs are never copied to the host, only the final detections) ->
 boxes scaled to the pixels of each input image.
 
+End-to-end models (``backend.output_kind == "detections"``: an ``end2end`` ONNX model, or a TensorRT
+engine built from one) do decode and NMS themselves; the detector skips its postprocess and reads
+their padded detections at the requested settings (:mod:`ssd_runtime.end2end`: a higher min_score
+and a lower top_k than baked in are applied exactly, anything else is an error).
+
 Thread safety: ``detect`` keeps no per-call state on the detector; backends' ``infer`` is thread
 safe (ONNX Runtime sessions are; PyTorch inference under no_grad is; CUDA-graph replays take a lock).
 """
@@ -28,6 +33,7 @@ import numpy as np
 
 from ssd_runtime.backends import backend_class, resolve_backend, to_numpy
 from ssd_runtime.detections import Detections
+from ssd_runtime.end2end import check_settings, end2end_detections
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.preprocess import ImageInput, PreparedBatch, as_image_list, preprocess
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
@@ -87,7 +93,8 @@ class Detector:
 
     Use :meth:`load`. Attributes: ``backend`` (its ``spec``, ``input_kind``, ``device``), ``spec``,
     ``postprocess`` ("numpy" | "torch"; the alias "gpu" is stored as "torch"), ``settings`` (defaults:
-    the spec's detection settings).
+    the spec's detection settings; an end-to-end model's baked ones), ``output_kind`` ("raw" |
+    "detections": an end-to-end model).
     """
 
     def __init__(self, backend: Any, *, postprocess: str = "numpy") -> None:
@@ -95,7 +102,11 @@ class Detector:
         self.backend = backend
         self.spec: ModelSpec = backend.spec
         self.postprocess = postprocess
-        self.settings = self.spec.detection
+        self.output_kind: str = getattr(backend, "output_kind", "raw")
+        if self.output_kind not in ("raw", "detections"):
+            raise ValueError(f"{type(backend).__name__}: output_kind must be 'raw' or 'detections', got {self.output_kind!r}")
+        # an end-to-end model's own settings are the ones it can always give
+        self.settings = backend.end2end.settings if self.output_kind == "detections" else self.spec.detection
         self.priors = self.spec.make_priors()  # (P, 4) fractional cxcywh, hash-checked
         self._device_priors: Any = None
         self._priors_lock = threading.Lock()
@@ -113,7 +124,7 @@ class Detector:
         """Load a model file; the backend comes from its kind (``.onnx``, ``.pt``/``.pth``, ``.engine``/``.plan``).
 
         options go to the backend (PyTorch: ``fp16``, ``channels_last``, ``cuda_graph``; ONNX Runtime:
-        ``intra_op_threads``).
+        ``intra_op_threads``; TensorRT: ``cuda_graph``, ``trust_plan`` and ``spec``).
         """
         postprocess = resolve_postprocess(postprocess)  # before loading: a bad name fails fast
         if not os.path.exists(path):
@@ -139,16 +150,36 @@ class Detector:
 
     def raw_detections(self, pixels: Any, settings: PostprocessSettings) -> list[Detections]:
         """A preprocessed batch -> fractional :class:`Detections` per image (inference + postprocess)."""
-        locs, class_logits = self.backend.infer(pixels)
+        if self.output_kind == "detections":
+            check_settings(self.backend.end2end.settings, settings)  # before the inference, not after
+        return self.outputs_to_detections(self.infer(pixels), settings)
+
+    def infer(self, pixels: Any) -> tuple:
+        """``backend.infer``; with the torch postprocess on a CUDA backend a NumPy batch goes to the device
+        first, as a torch tensor, so that every backend leaves its outputs there (a TensorRT engine hands
+        back NumPy for NumPy and device tensors for device tensors)."""
+        device = str(self.backend.device)
+        if self.postprocess == "torch" and device.startswith("cuda") and isinstance(pixels, np.ndarray):
+            import torch
+
+            pixels = torch.from_numpy(pixels).to(device)
+        return self.backend.infer(pixels)
+
+    def outputs_to_detections(self, outputs: tuple, settings: PostprocessSettings) -> list[Detections]:
+        """The backend's outputs -> fractional :class:`Detections` per image: raw ones postprocessed, an
+        end-to-end model's padded detections read at ``settings``."""
+        if self.output_kind == "detections":
+            return end2end_detections(outputs, self.backend.end2end.settings, settings)
+        locs, class_logits = outputs
         return self.postprocess_outputs(locs, class_logits, settings)
 
     def postprocess_outputs(self, locs: Any, class_logits: Any, settings: PostprocessSettings) -> list[Detections]:
         """Raw outputs (host arrays or device tensors) -> fractional :class:`Detections` per image."""
         if self.postprocess == "numpy":
             return postprocess(to_numpy(locs), to_numpy(class_logits), self.priors, settings, self.spec.variances)
-        from ssd_runtime.postprocess_torch import postprocess_torch
-
         import torch
+
+        from ssd_runtime.postprocess_torch import postprocess_torch
 
         if isinstance(locs, np.ndarray):
             locs, class_logits = torch.from_numpy(locs), torch.from_numpy(class_logits)
@@ -173,7 +204,8 @@ class Detector:
 
         images: a path, a PIL image, a uint8 (H, W, 3) RGB array (-> one :class:`ImageDetections`), or a
         list of those / a uint8 (N, H, W, 3) array (-> a list). Settings default to the spec's detection
-        settings (min_score 0.2, max_overlap 0.5, top_k 200 for the reference).
+        settings (min_score 0.2, max_overlap 0.5, top_k 200 for the reference); for an end-to-end model,
+        to the settings baked into it.
         """
         image_list, batched = as_image_list(images)
         settings = self.settings_with(min_score, max_overlap, top_k)

@@ -12,6 +12,12 @@ A backend turns a preprocessed batch into the raw network outputs::
 ``class_logits`` (N, P, C) are float32 NumPy arrays (host backends) or torch tensors on ``device``.
 ``infer`` must be safe to call from several threads at once.
 
+End-to-end models (decode and NMS inside: the ``end2end`` ONNX variant, a TensorRT engine built from
+it) declare ``output_kind = "detections"`` (the default, when absent, is ``"raw"``) and an ``end2end``
+attribute (:class:`~ssd_runtime.onnx_model.End2EndConfig`: the settings baked in); their ``infer``
+returns ``(boxes (N, K, 4) fractional xyxy, scores (N, K), labels (N, K) int64, num_detections (N,))``
+as :mod:`ssd_runtime.end2end` describes, and the Detector skips its own postprocess.
+
 The registry maps a file kind (suffix) to ``"module:Class"`` strings; the class is imported the first
 time a file of that kind is loaded. That is how the PyTorch-checkpoint backend, which needs the model
 class and lives in ``ssd_train``, serves ``Detector.load("model.pt")`` while ``ssd_runtime`` never

@@ -3,8 +3,9 @@
 Loading: :func:`ssd_runtime.onnx_model.read_onnx_info` first (which refuses external data that could
 escape the model folder, before any loader touches the file), then the spec and variant from the
 ``metadata_props``; the input dtype and layout come from the model itself (``fp32``/``fp16``: float32
-(N, 3, S, S); ``uint8-nhwc``: uint8 (N, S, S, 3)). The ``end2end`` variant (NMS inside the graph) is
-refused: the runtime postprocesses raw outputs itself.
+(N, 3, S, S); ``uint8-nhwc``: uint8 (N, S, S, 3)). The ``end2end`` variant (NMS inside the graph) has
+``output_kind = "detections"``: ``infer`` returns its four padded outputs (boxes, scores, labels,
+num_detections; :mod:`ssd_runtime.end2end`) and ``end2end`` holds the settings baked into it.
 
 ``onnxruntime`` is imported when a backend is created, never at module import. ``InferenceSession.run``
 is thread safe, so one backend serves several threads.
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ssd_runtime.end2end import END2END_OUTPUTS
 from ssd_runtime.onnx_model import OnnxModelError, read_onnx_info
 from ssd_runtime.preprocess import InputError
 
@@ -34,7 +36,9 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tens
 class OrtBackend:
     """One ``onnxruntime.InferenceSession`` over a toolkit ONNX export (see the module docstring).
 
-    Attributes: spec (from the file), variant, input_kind, device, providers (as the session reports).
+    Attributes: spec (from the file), variant, input_kind, device, providers (as the session reports),
+    output_kind ("raw" | "detections"), end2end (the baked :class:`~ssd_runtime.onnx_model.End2EndConfig`
+    of an end2end model, else None).
     """
 
     def __init__(
@@ -47,11 +51,6 @@ class OrtBackend:
     ) -> None:
         path = Path(path)
         info = read_onnx_info(path)  # external data checked before anything is loaded
-        if info.variant == "end2end":
-            raise OnnxModelError(
-                f"{path} is the end2end variant (NMS inside the graph); the runtime Detector postprocesses "
-                "raw outputs itself: export the fp32, fp16 or uint8-nhwc variant (ssd-export onnx --variant fp32)"
-            )
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -60,7 +59,12 @@ class OrtBackend:
         self.info = info
         self.spec = info.spec
         self.variant = info.variant
+        self.end2end = info.end2end
+        self.output_kind = "detections" if info.variant == "end2end" else "raw"
         self.device = _normalize_device(device)
+        if self.output_kind == "detections" and self.device != "cpu":
+            raise OnnxModelError(f"{path}: the end2end variant runs in ONNX Runtime on the CPU only (device='cpu'); "
+                                 "on a GPU, build a TensorRT engine from it (ssd-export engine)")
         options = ort.SessionOptions()
         if intra_op_threads:
             options.intra_op_num_threads = int(intra_op_threads)
@@ -87,8 +91,9 @@ class OrtBackend:
             raise OnnxModelError(f"{path}: unsupported graph input type {graph_input.type}")
         self.input_kind = "uint8-nhwc" if info.input_layout == "NHWC" else "float32-nchw"
         self.output_names = [o.name for o in self.session.get_outputs()]
-        if self.output_names[:2] != ["locs", "class_logits"]:
-            raise OnnxModelError(f"{path}: expected outputs locs, class_logits; the graph has {self.output_names}")
+        expected = list(END2END_OUTPUTS) if self.output_kind == "detections" else ["locs", "class_logits"]
+        if self.output_names[: len(expected)] != expected:
+            raise OnnxModelError(f"{path}: expected outputs {', '.join(expected)}; the graph has {self.output_names}")
         self.batch_dim = graph_input.shape[0]  # int (static) or a name (dynamic)
 
     @classmethod
@@ -119,14 +124,19 @@ class OrtBackend:
                 f"({self.input_kind}); received {np.dtype(dtype).name} {tuple(shape)}"
             )
 
-    def infer(self, batch: Any) -> tuple[Any, Any]:
-        """(N, ...) batch -> (locs (N, P, 4), class_logits (N, P, C)) float32: NumPy on the CPU, torch on CUDA."""
+    def infer(self, batch: Any) -> tuple[Any, ...]:
+        """(N, ...) batch -> (locs (N, P, 4), class_logits (N, P, C)) float32: NumPy on the CPU, torch on CUDA.
+
+        end2end: NumPy (boxes (N, K, 4), scores (N, K), labels (N, K) int64, num_detections (N,) int64).
+        """
         if self.device != "cpu":
             return self._infer_cuda(batch)
         if not isinstance(batch, np.ndarray):
             batch = batch.detach().cpu().numpy()  # a torch tensor
         self.check_batch(batch.shape, batch.dtype)
         feed = batch if batch.dtype == self.input_dtype else batch.astype(self.input_dtype)
+        if self.output_kind == "detections":
+            return tuple(self.session.run(list(END2END_OUTPUTS), {self.input_name: feed}))
         locs, class_logits = self.session.run(self.output_names[:2], {self.input_name: feed})
         return locs.astype(np.float32, copy=False), class_logits.astype(np.float32, copy=False)
 

@@ -7,7 +7,14 @@ import sys
 import numpy as np
 import pytest
 
-from ssd_runtime.cuda_device import CudaError, CudaMemory, CudaUnavailableError, _version, device_count, device_info
+from ssd_runtime.cuda_device import (
+    CudaError,
+    CudaMemory,
+    CudaUnavailableError,
+    _version,
+    device_count,
+    device_info,
+)
 
 
 def _cuda_status() -> str | None:
