@@ -65,3 +65,16 @@ def runtime_onnx(runtime_checkpoint):
     export_onnx(runtime_checkpoint, out, verify=False)
     return out
 
+
+
+@pytest.fixture(params=["10.3", "11.1"])
+def fake_trt(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """The FAKE ``tensorrt`` module of tests/fake_tensorrt.py (only the names of tests/data/tensorrt_api.json
+    for that major) installed as ``sys.modules["tensorrt"]``, once per major (10.3, 11.1)."""
+    import sys
+
+    from tests.fake_tensorrt import fake_tensorrt
+
+    module = fake_tensorrt(request.param)
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    return module
