@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ssd_runtime.fileio import atomic_write_bytes
+from ssd_runtime.onnx_model import End2EndConfig
 from ssd_runtime.spec import ModelSpec
 
 SIDECAR_SCHEMA = 1
@@ -64,6 +65,8 @@ class EngineSidecar:
     built_at: ISO 8601 UTC; build_seconds: the TensorRT build alone.
     build_command: the argv that rebuilds this engine (``ssd-export engine ...``).
     parity: the report of the check run after the build (None when it was not run).
+    end2end: output_kind "detections" only - the source ONNX's baked postprocess
+        (``End2EndConfig.to_dict()``: settings and max_candidates); None for raw engines. Optional key.
     """
 
     schema: int
@@ -88,6 +91,7 @@ class EngineSidecar:
     build_seconds: float
     build_command: list
     parity: dict | None
+    end2end: dict | None = None
 
     def to_dict(self) -> dict:
         """Plain JSON-able data (keys are the field names)."""
@@ -104,10 +108,10 @@ class EngineSidecar:
                 f"schema {SIDECAR_SCHEMA}); rebuild the engine with this toolkit's `ssd-export engine`"
             )
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data]
+        missing = [n for n in names if n not in data and n != "end2end"]
         if missing:
             raise EngineSidecarError(f"{source}: missing keys {missing}")
-        sidecar = cls(**{n: data[n] for n in names})
+        sidecar = cls(**{n: data[n] for n in names if n in data})
         sidecar._check(source)
         return sidecar
 
@@ -145,12 +149,24 @@ class EngineSidecar:
         for name, shapes in self.profile.items():
             if not (isinstance(shapes, dict) and {"min", "opt", "max"} <= shapes.keys()):
                 raise EngineSidecarError(f"{source}: profile of {name!r} needs min, opt and max")
+        if (self.output_kind == "detections") != (self.end2end is not None):
+            raise EngineSidecarError(f"{source}: 'end2end' (the baked postprocess) is required for output_kind "
+                                     f"'detections' and only there (output_kind {self.output_kind!r})")
+        if self.end2end is not None:
+            try:
+                End2EndConfig.from_dict(self.end2end)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise EngineSidecarError(f"{source}: malformed 'end2end' {self.end2end!r} ({exc})") from exc
         if not all(isinstance(arg, str) for arg in self.build_command):
             raise EngineSidecarError(f"{source}: build_command must be a list of strings")
 
     def model_spec(self) -> ModelSpec:
         """The model spec, checked as every loader checks it (schema version, prior hash)."""
         return ModelSpec.from_dict(self.spec, source="engine sidecar (spec)")
+
+    def end2end_config(self) -> End2EndConfig | None:
+        """The postprocess baked into an end-to-end engine (None for raw engines)."""
+        return None if self.end2end is None else End2EndConfig.from_dict(self.end2end)
 
     @property
     def rebuild_command(self) -> str:

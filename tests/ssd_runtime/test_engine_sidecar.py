@@ -176,3 +176,22 @@ def test_hardware_compatibility_levels(level, running, ok):
     else:
         with pytest.raises(EngineMismatchError, match="running on compute capability"):
             check(sidecar, cc=running)
+
+
+def test_end2end_engines_carry_their_baked_postprocess(tmp_path):
+    from ssd_runtime.onnx_model import End2EndConfig
+    from ssd_runtime.spec import EVALUATION_SETTINGS
+
+    baked = End2EndConfig(EVALUATION_SETTINGS, 4096)
+    sidecar = make_sidecar(variant="end2end", output_kind="detections", end2end=baked.to_dict())
+    write_sidecar(tmp_path / "e.engine", sidecar)
+    assert read_sidecar(tmp_path / "e.engine").end2end_config() == baked
+    assert make_sidecar().end2end_config() is None
+    data = make_sidecar().to_dict()
+    del data["end2end"]  # an optional key: a raw engine's sidecar may leave it out
+    assert EngineSidecar.from_dict(data).end2end is None
+    for changes in ({"output_kind": "detections"}, {"end2end": baked.to_dict()}):
+        with pytest.raises(EngineSidecarError, match="'end2end'.*required"):
+            EngineSidecar.from_dict(make_sidecar(**changes).to_dict())
+    with pytest.raises(EngineSidecarError, match="malformed 'end2end'"):
+        EngineSidecar.from_dict(make_sidecar(output_kind="detections", end2end={"settings": {}}).to_dict())
