@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ssd_runtime import cli_common
@@ -13,6 +14,8 @@ from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES, Detector
 from ssd_runtime.evaluate import compare_map
 from ssd_runtime.metric import AP_METHODS
 from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS, PriorConfig
+from ssd_runtime.sharding import Shard, resolve_shard
+from ssd_runtime.streaming import detect_to_file
 
 
 def _cmd_priors(args: argparse.Namespace) -> int:
@@ -33,8 +36,8 @@ def _add_priors(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_priors)
 
 
-def _add_model_flags(p: argparse.ArgumentParser, model_flag: str = "--model") -> None:
-    p.add_argument(model_flag, dest="model", required=True,
+def _add_model_flags(p: argparse.ArgumentParser, model_flag: str = "--model", required: bool = True) -> None:
+    p.add_argument(model_flag, dest="model", required=required,
                    help="model file: .onnx (ONNX Runtime), .pt/.pth (PyTorch checkpoint), .engine/.plan")
     p.add_argument("--backend", default=default_of(Detector.load, "backend"), choices=["auto", *BACKENDS],
                    help="auto (by file kind) or a backend name")
@@ -56,20 +59,65 @@ def _backend_options(args: argparse.Namespace) -> dict:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ssd_runtime.evaluate import format_report
+    from ssd_runtime.evaluate import detections_report, evaluate_to_file, format_report
 
-    report = compare_map(
-        args.model, args.data, checkpoint=args.checkpoint, split=args.split, backend=args.backend,
-        device=args.device, postprocess=args.postprocess, batch_size=args.batch_size, max_images=args.max_images,
-        ap_method=args.ap_method, backend_options=_backend_options(args),
-    )
+    shard = resolve_shard(args.shard, os.environ)
+    if args.detections:
+        if args.model or args.detections_out:
+            raise ValueError("--detections evaluates detections files already written: drop --model/--detections-out")
+        report = detections_report(args.detections, args.data, split=args.split, ap_method=args.ap_method,
+                                   skip_unknown=args.skip_unknown_classes)
+    elif not args.model:
+        raise ValueError("pass --model (run a model on the data) or --detections FILE... (evaluate written detections)")
+    elif args.detections_out or shard.sharded:
+        if not args.detections_out:
+            raise ValueError(f"shard {shard}: each process writes its part of a detections file: pass --detections-out FILE")
+        if args.checkpoint:
+            raise ValueError("--checkpoint compares two models in one process: drop --detections-out/--shard, or "
+                             "evaluate each model to its own --detections-out")
+        report = evaluate_to_file(
+            args.model, args.data, args.detections_out, split=args.split, backend=args.backend, device=args.device,
+            postprocess=args.postprocess, batch_size=args.batch_size, max_images=args.max_images,
+            ap_method=args.ap_method, backend_options=_backend_options(args), shard=shard, resume=args.resume,
+            skip_unknown=args.skip_unknown_classes,
+        )  # fmt: skip
+        if not report.get("merged", True):
+            return _print_part(report, args, shard)
+    else:
+        if args.resume:
+            raise ValueError("--resume continues a --detections-out file: pass the file to continue")
+        report = compare_map(
+            args.model, args.data, checkpoint=args.checkpoint, split=args.split, backend=args.backend,
+            device=args.device, postprocess=args.postprocess, batch_size=args.batch_size, max_images=args.max_images,
+            ap_method=args.ap_method, backend_options=_backend_options(args),
+        )
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0 if report["within_target"] in (None, True) else 1
 
 
+def _print_part(report: dict, args: argparse.Namespace, shard: Shard) -> int:
+    """A shard that does not merge: say what it wrote (under torchrun rank 0 reports for all: stay quiet)."""
+    if shard.torchrun:
+        return 0
+    run = report["run"]
+    print(json.dumps(report, indent=1) if args.json else
+          f"shard {shard}: {run['images']} images written ({run['skipped']} already there) to {run['path']}; "
+          f"once every shard is done: ssd-runtime eval --data {args.data} --detections {' '.join(report['parts'])}")
+    return 0
+
+
+def _add_stream_flags(p: argparse.ArgumentParser, out_help: str) -> None:
+    """Flags of a run that streams detections to a file: the file, --resume, --shard."""
+    p.add_argument("--detections-out", metavar="FILE", help=out_help)
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted --detections-out file: images already in it are skipped")
+    p.add_argument("--shard", metavar="I/N",
+                   help="run share I (0-based) of N processes, writing FILE's part I (torchrun sets this itself)")
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="VOC mAP through the runtime, beside the PyTorch checkpoint it came from")
-    _add_model_flags(p)
+    _add_model_flags(p, required=False)
     p.add_argument("--data", required=True, help="VOC root, VOCdevkit, or a generated dataset folder")
     p.add_argument("--checkpoint", help="the .pt the model was exported from: its mAP is reported beside (delta in points)")
     p.add_argument("--split", default=default_of(compare_map, "split"))
@@ -77,6 +125,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images", type=int, default=default_of(compare_map, "max_images"),
                    help="evaluate the first N images only (0 = all)")
     p.add_argument("--ap-method", default=default_of(compare_map, "ap_method"), choices=AP_METHODS)
+    p.add_argument("--skip-unknown-classes", action="store_true", help="drop annotated objects of classes the model lacks")
+    _add_stream_flags(p, "write each image's detections to FILE as they come (JSON lines; see docs/evaluation.md)")
+    p.add_argument("--detections", nargs="+", metavar="FILE",
+                   help="evaluate detections files (one, or every part of a sharded run) instead of running --model")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.set_defaults(func=_cmd_eval)
 
@@ -110,9 +162,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from ssd_runtime.fileio import atomic_path
     from ssd_runtime.images import open_image
 
+    shard = resolve_shard(args.shard, os.environ)
+    if args.detections_out or shard.sharded:
+        return _detect_to_file(args, shard)
+    if args.resume:
+        raise ValueError("--resume continues a --detections-out file: pass the file to continue")
     detector = Detector.load(args.model, args.backend, device=args.device, postprocess=args.postprocess,
                              **_backend_options(args))
-    out_dir = Path(args.out)
+    out_dir = Path(args.out or "detections")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = []
     for path in image_files(args.images):
@@ -128,6 +185,29 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         summary.append({"image": str(path), "output": str(drawn_path), "json": str(json_path), "detections": len(result)})
     print(json.dumps(summary, indent=1) if args.json else
           "\n".join(f"{s['image']}: {s['detections']} detections -> {s['output']}, {s['json']}" for s in summary))
+    return 0
+
+
+def _detect_to_file(args: argparse.Namespace, shard: Shard) -> int:
+    """``detect --detections-out FILE``: the images' detections streamed to FILE (or this shard's part of it)."""
+    from ssd_runtime.evaluate import precision_of
+    from ssd_runtime.sharding import device_for, wait_for_shards
+    from ssd_runtime.streaming import ImageItem
+
+    if not args.detections_out:
+        raise ValueError(f"shard {shard}: each process writes its part of a detections file: pass --detections-out FILE")
+    if args.out:
+        raise ValueError("--out draws every image, --detections-out writes one detections file: choose one")
+    detector = Detector.load(args.model, args.backend, device=device_for(args.device, shard),
+                             postprocess=args.postprocess, **_backend_options(args))
+    items = [ImageItem(i, str(path), path) for i, path in enumerate(image_files(args.images))]
+    settings = detector.settings_with(args.min_score, args.max_overlap, args.top_k)
+    run = detect_to_file(detector, args.model, items, args.detections_out, settings, precision=precision_of(detector),
+                         batch_size=args.batch_size, shard=shard, resume=args.resume,
+                         source={"backend": type(detector.backend).__name__, "device": detector.backend.device})
+    wait_for_shards(shard)
+    print(json.dumps(run) if args.json else
+          f"shard {shard}: {run['images']} images written ({run['skipped']} already there) to {run['path']}")
     return 0
 
 
@@ -157,10 +237,14 @@ def add_detect_command(sub: argparse._SubParsersAction, model_flag: str = "--mod
     p = sub.add_parser("detect", help="detect objects in images; saves drawn images and JSON")
     _add_model_flags(p, model_flag)
     p.add_argument("images", nargs="+", help="JPEG/PNG files or folders of them")
-    p.add_argument("--out", default="detections", help="output folder (default ./detections)")
+    p.add_argument("--out", help="folder for the drawn images and a JSON per image (default ./detections)")
     p.add_argument("--min-score", type=float, default=None, help="default: the model's detection setting")
     p.add_argument("--max-overlap", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
+    _add_stream_flags(p, "instead of --out: every image's detections in one file (JSON lines, see docs/evaluation.md), "
+                         "written batch by batch")
+    p.add_argument("--batch-size", type=int, default=default_of(detect_to_file, "batch_size"),
+                   help="images per batch with --detections-out")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_detect)
 

@@ -9,22 +9,34 @@ decoded image size, as the PyTorch evaluation (``ssd_train.evaluation.evaluate``
 
 Targets (issue 6): |delta mAP| <= 0.05 point for FP32 models and <= 0.1 point for FP16 ones
 (1 point = 0.01 on the 0-1 scale).
+
+Large sets (``docs/evaluation.md``): images run in batches with the next one decoded in a thread
+(:mod:`ssd_runtime.streaming`), so memory holds two batches of pixels plus each image's detections.
+:func:`evaluate_to_file` writes the detections to a file as they come (resumable; one part per shard
+under ``--shard i/N`` or torchrun) and :func:`detections_report` turns files back into the metric:
+the same detections, the same ground truth, the same mAP to the last bit.
 """
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ssd_runtime.detections_file import (
+    DetectionsFileError, DetectionsHeader, ImageRecord, image_list_sha256, read_header, read_parts,
+)  # fmt: skip
 from ssd_runtime.detector import Detector
 from ssd_runtime.metric import GroundTruth, VOCResult, voc_map
-from ssd_runtime.detections import Detections
+from ssd_runtime.sharding import Shard, device_for, part_path, wait_for_shards
+from ssd_runtime.streaming import ImageItem, detect_to_file, run_detections
 from ssd_runtime.voc import VOCRecord, fit_to_image, read_voc_split, split_roots
 
-__all__ = ["TARGET_POINTS", "compare_map", "records_map", "runtime_map"]
+__all__ = [
+    "TARGET_POINTS", "compare_map", "detections_map", "detections_report", "evaluate_to_file", "parts_map",
+    "precision_of", "records_map", "runtime_map",
+]  # fmt: skip
 
 #: |delta mAP| targets in points, by precision.
 TARGET_POINTS = {"fp32": 0.05, "fp16": 0.1, "int8": 0.5}
@@ -69,28 +81,57 @@ def records_map(
 
     Returns the :class:`VOCResult` and run facts (images, seconds, images/s).
     """
-    settings = detector.spec.evaluation
-    detections: list[Detections] = []
-    truths: list[GroundTruth] = []
-    start = time.perf_counter()
-    for first in range(0, len(records), batch_size):
-        chunk = records[first : first + batch_size]
-        batch = detector.prepare([r.image_path for r in chunk])
-        detections.extend(detector.raw_detections(batch.pixels, settings))
-        truths.extend(_ground_truth(r, size) for r, size in zip(chunk, batch.sizes))
-    seconds = time.perf_counter() - start
-    result = voc_map(detections, truths, detector.spec.class_names, ap_method=ap_method)
-    facts = {"images": len(records), "seconds": round(seconds, 3), "images_per_s": round(len(records) / seconds, 2)}
-    return result, facts
+    images: list[ImageRecord] = []
+    items = [ImageItem(i, r.image_id, r.image_path) for i, r in enumerate(records)]
+    facts = run_detections(detector, items, detector.spec.evaluation, images.extend, batch_size=batch_size)
+    result = detections_map(records, images, detector.spec.class_names, ap_method=ap_method)
+    return result, {k: facts[k] for k in ("images", "seconds", "images_per_s")}
 
 
-def _precision(detector: Detector) -> str:
+def detections_map(
+    records: Sequence[VOCRecord],
+    images: Sequence[ImageRecord],
+    class_names: Sequence[str],
+    *,
+    ap_method: str = "11point",
+) -> VOCResult:
+    """VOC mAP of per-image detections (``images[i]`` belongs to ``records[i]``) against the records' ground truth.
+
+    Ground truth is taken in fractions of each image's decoded size (``width`` x ``height`` of its
+    detections record), as the PyTorch evaluation does.
+    """
+    if len(records) != len(images):
+        raise ValueError(f"{len(images)} detection records for {len(records)} images: pass one per image, in order")
+    for record, image in zip(records, images):
+        if record.image_id != image.image_id:
+            raise DetectionsFileError(f"image {image.index}: detections of {image.image_id!r} for the ground truth of "
+                                      f"{record.image_id!r}; the detections come from another image list")
+    truths = [_ground_truth(r, (image.width, image.height)) for r, image in zip(records, images)]
+    return voc_map([image.detections for image in images], truths, class_names, ap_method=ap_method)
+
+
+def precision_of(detector: Detector) -> str:
+    """The precision of the detector's network: "fp32", "fp16" or "int8" (a key of :data:`TARGET_POINTS`)."""
     backend = detector.backend
     if getattr(backend, "variant", "") == "int8":
         return "int8"
     if getattr(backend, "fp16", False) or getattr(backend, "variant", "") == "fp16":
         return "fp16"
     return "fp32"
+
+
+def _model_facts(detector: Detector, model: str | os.PathLike) -> dict[str, Any]:
+    """The report's description of the model run: path, backend, device, postprocess, precision."""
+    return {"model": str(model), "backend": type(detector.backend).__name__, "device": detector.backend.device,
+            "postprocess": detector.postprocess, "precision": precision_of(detector)}  # postprocess: aliases resolved
+
+
+def _report(facts: dict[str, Any], data: Any, split: str, ap_method: str, settings: dict[str, Any],
+            result: VOCResult, run: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation report (:func:`format_report` renders it): model facts, data, settings, the result."""
+    return {**facts, "data": str(data), "split": split, "ap_method": ap_method, "settings": settings,
+            "runtime": {**result.to_dict(), **run}, "checkpoint": None, "delta_points": None,
+            "target_points": TARGET_POINTS[facts["precision"]], "within_target": None}
 
 
 def compare_map(
@@ -113,25 +154,11 @@ def compare_map(
     for the model's precision.
     """
     detector = Detector.load(model, backend, device=device, postprocess=postprocess, **(backend_options or {}))
-    result, facts = runtime_map(detector, data, split, batch_size=batch_size, max_images=max_images,
-                                ap_method=ap_method)
-    precision = _precision(detector)
-    report: dict[str, Any] = {
-        "model": str(model),
-        "backend": type(detector.backend).__name__,
-        "device": detector.backend.device,
-        "postprocess": detector.postprocess,  # the name, aliases resolved
-        "precision": precision,
-        "data": str(data),
-        "split": split,
-        "ap_method": ap_method,
-        "settings": detector.spec.evaluation.to_dict(),
-        "runtime": {**result.to_dict(), **facts},
-        "checkpoint": None,
-        "delta_points": None,
-        "target_points": TARGET_POINTS[precision],
-        "within_target": None,
-    }
+    result, run = runtime_map(detector, data, split, batch_size=batch_size, max_images=max_images,
+                              ap_method=ap_method)
+    facts = _model_facts(detector, model)
+    precision = facts["precision"]
+    report = _report(facts, data, split, ap_method, detector.spec.evaluation.to_dict(), result, run)
     if checkpoint is not None:
         reference = Detector.load(checkpoint, "torch", device=device, postprocess=postprocess)
         if reference.spec.class_names != detector.spec.class_names or reference.spec.priors_sha256 != detector.spec.priors_sha256:
@@ -145,6 +172,97 @@ def compare_map(
             within_target=bool(abs(delta) <= TARGET_POINTS[precision]),
         )
     return report
+
+
+def evaluate_to_file(
+    model: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    split: str = "test",
+    backend: str = "auto",
+    device: str = "cpu",
+    postprocess: str = "numpy",
+    batch_size: int = 8,
+    max_images: int = 0,
+    ap_method: str = "11point",
+    backend_options: dict[str, Any] | None = None,
+    shard: Shard = Shard(),
+    resume: bool = False,
+    skip_unknown: bool = False,
+    progress: Callable[[int], Any] | None = None,
+) -> dict[str, Any]:
+    """Detections of ``shard``'s share of ``split`` into its part of ``out``, then the mAP of every part.
+
+    The metric is computed by the single process, or under torchrun by rank 0 once every rank has
+    written its part (:func:`~ssd_runtime.sharding.wait_for_shards`); it is :func:`detections_report`
+    of the parts, with ``"run"``: this process's facts. A shard given by ``--shard i/N`` (nobody to
+    wait for) returns ``{"shard", "merged": False, "run", "parts"}``: merge the parts with
+    :func:`detections_report` once all are written. ``resume`` skips images already in the part.
+    """
+    detector = Detector.load(model, backend, device=device_for(device, shard), postprocess=postprocess,
+                             **(backend_options or {}))
+    records = read_voc_split(split_roots(data, split), split, detector.spec.class_names, skip_unknown=skip_unknown)
+    if max_images:
+        records = records[:max_images]
+    facts = _model_facts(detector, model)
+    items = [ImageItem(i, r.image_id, r.image_path) for i, r in enumerate(records)]
+    run = detect_to_file(detector, model, items, out, detector.spec.evaluation, precision=facts["precision"],
+                         batch_size=batch_size, shard=shard, resume=resume,
+                         source={**facts, "data": str(data), "split": split}, progress=progress)
+    parts = [str(part_path(out, Shard(i, shard.count))) for i in range(shard.count)]
+    wait_for_shards(shard)
+    if shard.sharded and not (shard.torchrun and shard.main):
+        return {"shard": str(shard), "merged": False, "run": run, "parts": parts}
+    return {**detections_report(parts, data, split=split, ap_method=ap_method, records=records), "run": run}
+
+
+def parts_map(
+    paths: Sequence[str | os.PathLike],
+    records: Sequence[VOCRecord],
+    *,
+    ap_method: str = "11point",
+    where: str = "the data",
+) -> tuple[DetectionsHeader, VOCResult]:
+    """VOC mAP of detections files (one, or every part of a sharded run) against ``records``' ground truth.
+
+    ``records`` must be the image list the files were made from (same ids, same order); ``where``
+    names it in the error otherwise.
+    """
+    header, images = read_parts(paths)
+    if len(records) != header.num_images or image_list_sha256(r.image_id for r in records) != header.image_list_sha256:
+        source = header.source or {}
+        raise DetectionsFileError(
+            f"{paths[0]} holds detections of {header.num_images} images of another list than {where} "
+            f"({len(records)} images); evaluate it on the data and split it was made from "
+            f"(its header: data {source.get('data')!r}, split {source.get('split')!r})"
+        )
+    return header, detections_map(records, images, header.class_names, ap_method=ap_method)
+
+
+def detections_report(
+    paths: Sequence[str | os.PathLike],
+    data: str | os.PathLike,
+    *,
+    split: str = "test",
+    ap_method: str = "11point",
+    skip_unknown: bool = False,
+    records: Sequence[VOCRecord] | None = None,
+) -> dict[str, Any]:
+    """The evaluation report (as :func:`compare_map`'s) of detections files on ``split`` of ``data``.
+
+    A ``--max-images`` run's files cover the first images of the split. ``records``: the split already read.
+    """
+    if records is None:
+        header = read_header(paths[0])  # the class names to read the split with, and how many images
+        records = read_voc_split(split_roots(data, split), split, header.class_names, skip_unknown=skip_unknown)
+        records = records[: header.num_images]
+    header, result = parts_map(paths, records, ap_method=ap_method, where=f"split {split!r} of {data}")
+    source = header.source or {}
+    facts = {key: source.get(key) for key in ("model", "backend", "device", "postprocess")}
+    report = _report({**facts, "precision": header.precision}, data, split, ap_method, header.settings, result,
+                     {"images": len(records)})
+    return {**report, "detections": [str(p) for p in paths]}
 
 
 def format_report(report: dict[str, Any]) -> str:
