@@ -15,7 +15,7 @@ to K per image (K: the ``scores`` output's dims in the config):
 
 Request parameters ``min_score``, ``max_overlap``, ``top_k`` (numbers, or strings holding numbers)
 override the spec's detection settings for that request (evaluation uses min_score 0.01 and
-max_overlap 0.45); ``top_k`` may not exceed K. A bad or unknown parameter fails that request alone
+max_overlap 0.45); ``top_k`` may not exceed K and defaults to the spec's top_k capped at K. A bad or unknown parameter fails that request alone
 with a message naming it; Triton's own parameters are left alone.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ class TritonPythonModel:
         base = self.spec.detection
         min_score = _number(params, "min_score", base.min_score)
         max_overlap = _number(params, "max_overlap", base.max_overlap)
-        top_k = _number(params, "top_k", base.top_k)
+        top_k = _number(params, "top_k", min(base.top_k, self.max_detections))
         if not 0.0 <= min_score < 1.0:
             raise ValueError(f"request parameter min_score must be in [0, 1), got {min_score}")
         if not 0.0 < max_overlap <= 1.0:
@@ -85,7 +85,7 @@ class TritonPythonModel:
         if not (top_k == int(top_k) and 0 <= top_k <= self.max_detections):
             raise ValueError(f"request parameter top_k must be an integer in [0, {self.max_detections}] (the "
                              f"padded detections per image), got {top_k}")
-        return PostprocessSettings(min_score, max_overlap, min(int(top_k), self.max_detections))
+        return PostprocessSettings(min_score, max_overlap, int(top_k))
 
     def padded(self, detections: list) -> list:
         """Per-image :class:`~ssd_runtime.detections.Detections` -> the four padded output tensors."""

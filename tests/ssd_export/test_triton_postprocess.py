@@ -1,0 +1,178 @@
+"""The Triton Python-backend postprocess, run outside the server through a stand-in for
+``triton_python_backend_utils``: the generated ``model.py`` on a real ONNX model's outputs gives
+exactly ``ssd_runtime``'s detections, and request parameters act as the runtime's settings do.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from ssd_export.triton import write_triton_repository
+from ssd_runtime.detector import Detector
+from ssd_runtime.postprocess import postprocess
+from ssd_runtime.spec import ModelSpec, PostprocessSettings
+from ssd_runtime.voc import read_split_ids
+from tests import triton_pb_utils_standin as pb
+
+NUMPY_OF = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64}
+
+
+@pytest.fixture(scope="module")
+def repository(runtime_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("triton") / "model_repository"
+    write_triton_repository(runtime_onnx, root)  # K: the spec's detection top_k, 200
+    return root
+
+
+def config_dict(folder: Path) -> dict:
+    """config.pbtxt as the Python backend receives it: the protobuf as JSON (int64 dims become strings)."""
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def load_model(folder: Path, monkeypatch: pytest.MonkeyPatch):
+    """Import ``folder/1/model.py`` as Triton would (with the stand-in utils) and initialize it."""
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    module_spec = importlib.util.spec_from_file_location(f"triton_model_{id(folder)}", folder / "1" / "model.py")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    model.initialize({
+        "model_config": json.dumps(config_dict(folder)), "model_instance_kind": "CPU",
+        "model_instance_device_id": "0", "model_repository": str(folder), "model_version": "1",
+        "model_name": folder.name,
+    })
+    return model
+
+
+@pytest.fixture(scope="module")
+def raw_outputs(runtime_onnx: Path, voc_root: Path) -> tuple[Detector, list[Path], np.ndarray, np.ndarray]:
+    """The real ONNX model's raw outputs on 4 test images of the session's dataset."""
+    detector = Detector.load(runtime_onnx)
+    paths = [voc_root / "JPEGImages" / f"{image_id}.jpg" for image_id in read_split_ids(voc_root, "test")[:4]]
+    locs, class_logits = detector.backend.infer(detector.prepare(paths).pixels)
+    return detector, paths, locs, class_logits
+
+
+def request(locs: np.ndarray, class_logits: np.ndarray, parameters: dict | None = None) -> pb.InferenceRequest:
+    return pb.InferenceRequest([pb.Tensor("locs", locs), pb.Tensor("class_logits", class_logits)], parameters)
+
+
+def outputs(response: pb.InferenceResponse, config: dict, batch: int) -> dict[str, np.ndarray]:
+    """The response's tensors, checked against the config as Triton checks them: names, types, batch + dims."""
+    assert not response.has_error(), response.error().message()
+    tensors = {t.name(): t.as_numpy() for t in response.output_tensors()}
+    assert list(tensors) == [o["name"] for o in config["output"]]
+    for declared in config["output"]:
+        array = tensors[declared["name"]]
+        assert array.dtype == NUMPY_OF[declared["data_type"]], declared["name"]
+        assert array.shape == (batch, *(int(d) for d in declared["dims"])), declared["name"]
+    return tensors
+
+
+def check_equal(tensors: dict[str, np.ndarray], expected: list, k: int) -> None:
+    """Padded outputs == the runtime's Detections: same count, bit-identical boxes/scores/labels, padding."""
+    for i, dets in enumerate(expected):
+        m = len(dets)
+        assert tensors["num_detections"][i, 0] == m
+        np.testing.assert_array_equal(tensors["boxes"][i, :m], dets.boxes)
+        np.testing.assert_array_equal(tensors["scores"][i, :m], dets.scores)
+        np.testing.assert_array_equal(tensors["labels"][i, :m], dets.labels)
+        assert (tensors["boxes"][i, m:] == 0).all() and (tensors["scores"][i, m:] == 0).all()
+        assert (tensors["labels"][i, m:] == -1).all() and m <= k
+
+
+def test_detections_equal_the_runtime(repository: Path, raw_outputs, monkeypatch):
+    folder = repository / "ssd300_postprocess"
+    model = load_model(folder, monkeypatch)
+    config = config_dict(folder)
+    detector, paths, locs, class_logits = raw_outputs
+    spec = detector.spec
+    # two requests in one execute call, as the dynamic batcher hands them: 3 images and 1 image
+    responses = model.execute([request(locs[:3], class_logits[:3]), request(locs[3:], class_logits[3:])])
+    assert len(responses) == 2
+    got = [outputs(responses[0], config, 3), outputs(responses[1], config, 1)]
+    expected = postprocess(locs, class_logits, spec.make_priors(), spec.detection, spec.variances)
+    assert sum(len(d) for d in expected) > 0, "the trained model must detect something for this test to mean anything"
+    check_equal(got[0], expected[:3], 200)
+    check_equal(got[1], expected[3:], 200)
+    # pixels as a client computes them (docs/serving.md) == the Detector's on the same raw outputs
+    sizes = detector.prepare(paths).sizes
+    for j, (tensors, i) in enumerate([(got[0], 0), (got[0], 1), (got[0], 2), (got[1], 0)]):
+        result = detector.to_image_detections(expected[j], *sizes[j])
+        m = int(tensors["num_detections"][i, 0])
+        np.testing.assert_array_equal(tensors["boxes"][i, :m] * np.float32([*sizes[j], *sizes[j]]), result.boxes)
+
+
+def test_request_parameters_act_as_runtime_settings(repository: Path, raw_outputs, monkeypatch):
+    folder = repository / "ssd300_postprocess"
+    model = load_model(folder, monkeypatch)
+    config = config_dict(folder)
+    detector, _, locs, class_logits = raw_outputs
+    spec, priors = detector.spec, detector.spec.make_priors()
+    cases = [
+        ({"min_score": 0.01, "max_overlap": 0.45, "top_k": 200}, PostprocessSettings(0.01, 0.45, 200)),
+        ({"min_score": "0.05", "top_k": "7"}, PostprocessSettings(0.05, spec.detection.max_overlap, 7)),
+        ({"max_overlap": 0.3, "priority": 1}, PostprocessSettings(spec.detection.min_score, 0.3, spec.detection.top_k)),
+        ({"top_k": 0}, PostprocessSettings(spec.detection.min_score, spec.detection.max_overlap, 0)),
+    ]
+    responses = model.execute([request(locs, class_logits, params) for params, _ in cases])
+    counts = []
+    for response, (_, settings) in zip(responses, cases):
+        tensors = outputs(response, config, locs.shape[0])
+        check_equal(tensors, postprocess(locs, class_logits, priors, settings, spec.variances), 200)
+        counts.append(int(tensors["num_detections"].sum()))
+    default = outputs(model.execute([request(locs, class_logits)])[0], config, locs.shape[0])
+    # a higher min_score keeps fewer, top_k 7 caps, top_k 0 keeps nothing
+    assert counts[1] < int(default["num_detections"].sum()) and counts[3] == 0
+    assert (outputs(responses[1], config, locs.shape[0])["num_detections"] <= 7).all()
+
+
+@pytest.mark.parametrize(("parameters", "message"), [
+    ({"min_scor": 0.5}, r"unknown request parameter\(s\) \['min_scor'\]"),
+    ({"top_k": 201}, r"top_k must be an integer in \[0, 200\]"),
+    ({"top_k": 2.5}, "top_k must be an integer"),
+    ({"min_score": 1.5}, r"min_score must be in \[0, 1\)"),
+    ({"max_overlap": 0}, r"max_overlap must be in \(0, 1\]"),
+    ({"min_score": "high"}, "min_score must be a number"),
+    ({"min_score": True}, "min_score must be a number"),
+])
+def test_a_bad_parameter_fails_its_request_alone(repository: Path, raw_outputs, monkeypatch, parameters, message):
+    folder = repository / "ssd300_postprocess"
+    model = load_model(folder, monkeypatch)
+    _, _, locs, class_logits = raw_outputs
+    bad, good = model.execute([request(locs[:1], class_logits[:1], parameters), request(locs[:1], class_logits[:1])])
+    assert bad.has_error() and bad.output_tensors() == []
+    assert re.search(message, bad.error().message())
+    assert not good.has_error()
+    outputs(good, config_dict(folder), 1)
+
+
+def test_max_detections_caps_the_default_top_k(runtime_onnx: Path, raw_outputs, tmp_path: Path, monkeypatch):
+    write_triton_repository(runtime_onnx, tmp_path / "r", max_detections=50)
+    folder = tmp_path / "r/ssd300_postprocess"
+    model = load_model(folder, monkeypatch)
+    detector, _, locs, class_logits = raw_outputs
+    spec = detector.spec
+    tensors = outputs(model.execute([request(locs, class_logits)])[0], config_dict(folder), locs.shape[0])
+    capped = PostprocessSettings(spec.detection.min_score, spec.detection.max_overlap, 50)
+    check_equal(tensors, postprocess(locs, class_logits, spec.make_priors(), capped, spec.variances), 50)
+    assert model.execute([request(locs, class_logits, {"top_k": 51})])[0].has_error()
+
+
+def test_initialize_refuses_a_spec_that_does_not_match_the_config(repository: Path, tmp_path: Path, monkeypatch):
+    folder = tmp_path / "ssd300_postprocess"
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text((repository / "ssd300_postprocess/config.pbtxt").read_text())
+    (folder / "1/model.py").write_text((repository / "ssd300_postprocess/1/model.py").read_text())
+    (folder / "1/spec.json").write_text(ModelSpec.create(("background", "cat")).to_json())  # 2 classes, not 8
+    with pytest.raises(ValueError, match=r"class_logits is declared \[8732, 8\].*says \[8732, 2\]"):
+        load_model(folder, monkeypatch)
