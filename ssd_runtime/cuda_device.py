@@ -16,22 +16,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["CudaError", "CudaGraph", "CudaMemory", "CudaUnavailableError", "DeviceInfo", "device_info"]
+from ssd_runtime.errors import ToolkitError
+
+__all__ = ["CudaError", "CudaGraph", "CudaMemory", "CudaUnavailableError", "DeviceInfo", "DeviceMemory", "device_info"]
 
 INSTALL_HINT = (
     "pip install 'ssd300-toolkit[cuda]' (cuda-bindings; on JetPack 6, CUDA 12.6: pip install 'cuda-bindings>=12.6,<13')"
 )
 
 
-class CudaUnavailableError(RuntimeError):
+class CudaUnavailableError(ToolkitError, RuntimeError):
     """No CUDA here: cuda-bindings is not installed, or there is no driver or no GPU."""
 
 
-class CudaError(RuntimeError):
+class CudaError(ToolkitError, RuntimeError):
     """A CUDA runtime call failed (the message names the call and the CUDA error)."""
 
 
@@ -116,6 +118,32 @@ def device_info(index: int = 0) -> DeviceInfo:
         driver_version=_version(_call(cudart, "cudaDriverGetVersion", cudart.cudaDriverGetVersion())),
         total_memory=int(props.totalGlobalMem),
     )
+
+
+class DeviceMemory(Protocol):
+    """What the TensorRT backend needs from device memory: :class:`CudaMemory`, or a stand-in in tests.
+
+    info: the device (:class:`DeviceInfo`); torch_device: where torch tensors handed in and out live.
+    Pointers are ints; streams and graphs are whatever the implementation returns.
+    """
+
+    info: DeviceInfo
+    torch_device: str
+
+    def activate(self) -> None: ...
+    def alloc(self, nbytes: int) -> int: ...
+    def free(self, pointer: int) -> None: ...
+    def create_stream(self) -> Any: ...
+    def destroy_stream(self, stream: Any) -> None: ...
+    def stream_handle(self, stream: Any) -> int: ...
+    def to_device(self, pointer: int, array: np.ndarray, stream: Any) -> None: ...
+    def to_host(self, array: np.ndarray, pointer: int, stream: Any) -> None: ...
+    def device_to_device(self, destination: int, source: int, nbytes: int, stream: Any) -> None: ...
+    def synchronize(self, stream: Any) -> None: ...
+    def wait_for_torch(self) -> None: ...
+    def capture(self, stream: Any, launch: Callable[[], None]) -> Any: ...
+    def launch(self, graph: Any, stream: Any) -> None: ...
+    def free_graph(self, graph: Any) -> None: ...
 
 
 @dataclass

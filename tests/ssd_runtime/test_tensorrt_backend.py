@@ -1,0 +1,279 @@
+"""The TensorRT backend's control flow on a CPU: the FAKE tensorrt (10.3 and 11.1, tests/fake_tensorrt.py)
+runs fake plans with ONNX Runtime on the host-memory STAND-IN for device memory
+(tests/fake_device_memory.py). Outputs are compared with OrtBackend on the same ONNX; the sidecar
+checks, tensor discovery, buffers per batch size, contexts per thread, graphs and errors are checked
+through what the backend asked the stand-in for."""
+from __future__ import annotations
+
+import hashlib
+import sys
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ssd_runtime import Detector
+from ssd_runtime.backends.onnxruntime import OrtBackend
+from ssd_runtime.backends.tensorrt import (
+    EngineLoadError,
+    EngineRunError,
+    TensorRTBackend,
+)
+from ssd_runtime.compare import compare_detections
+from ssd_runtime.cuda_device import CudaUnavailableError
+from ssd_runtime.engine_sidecar import EngineMismatchError, EngineSidecarError
+from ssd_runtime.preprocess import InputError
+from tests.fake_device_memory import HostMemory
+from tests.ssd_runtime.tensorrt_engines import fake_plan, write_engine
+
+MAJOR = {"10.3.0": "10.3", "11.1.0": "11.1"}
+
+
+def _major(trt) -> str:
+    return MAJOR[trt.__version__]
+
+
+@pytest.fixture(scope="module")
+def batch(voc_root, runtime_onnx):
+    images = sorted((voc_root / "JPEGImages").glob("*.jpg"))[:4]
+    return Detector.load(runtime_onnx).prepare(images).pixels  # float32 (4, 3, 300, 300)
+
+
+@pytest.fixture
+def engine(fake_trt, runtime_onnx, tmp_path):
+    return write_engine(runtime_onnx, tmp_path / "small.engine", _major(fake_trt))
+
+
+def _load(path, memory=None, **options) -> TensorRTBackend:
+    return TensorRTBackend.load(path, memory=memory or HostMemory(), **options)
+
+
+def test_raw_engine_outputs_equal_onnx_runtime(engine, runtime_onnx, batch):
+    backend = _load(engine)
+    assert (backend.output_kind, backend.input_kind, backend.batch_range) == ("raw", "float32-nchw", (1, 4))
+    assert backend.spec == OrtBackend(runtime_onnx).spec
+    reference = OrtBackend(runtime_onnx)
+    for n in (1, 3, 4):
+        ours, theirs = backend.infer(batch[:n]), reference.infer(batch[:n])
+        assert len(ours) == 2
+        for a, b in zip(ours, theirs):
+            assert a.dtype == np.float32 and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+
+
+def test_buffers_are_allocated_once_per_batch_size_and_reused(engine, batch):
+    memory = HostMemory()
+    backend = _load(engine, memory)
+    for n in (2, 2, 3, 2, 3):
+        backend.infer(batch[:n])
+    assert memory.counts["alloc"] == 2 * 3  # batch sizes 2 and 3 x (input, locs, class_logits)
+    assert memory.counts["stream"] == 1 and memory.counts["capture"] == 0
+    assert memory.counts["to_device"] == 5 and memory.counts["to_host"] == 10 and memory.counts["synchronize"] == 5
+    backend.close()
+    assert memory.live == 0 and memory.counts["destroy_stream"] == 1
+    with pytest.raises(EngineRunError, match="closed"):
+        backend.infer(batch[:1])
+
+
+def test_one_context_and_stream_per_thread(engine, runtime_onnx, batch):
+    memory = HostMemory()
+    backend = _load(engine, memory)
+    expected = {n: OrtBackend(runtime_onnx).infer(batch[:n]) for n in (1, 2, 3, 4)}
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def work(offset: int) -> None:
+        try:
+            start.wait()
+            for i in range(6):  # every thread changes batch size, so contexts would clash if shared
+                n = (offset + i) % 4 + 1
+                for a, b in zip(backend.infer(batch[:n]), expected[n]):
+                    np.testing.assert_array_equal(a, b)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert memory.counts["stream"] == 4 and len(backend._states) == 4
+    assert memory.counts["alloc"] == 4 * 4 * 3  # per thread: 4 batch sizes x 3 tensors
+    backend.infer(batch[:1])  # a new thread state for the main thread frees those of the ended threads
+    assert memory.counts["destroy_stream"] == 4 and memory.live == 3
+
+
+def test_cuda_graph_is_captured_once_per_batch_size_and_replayed(engine, runtime_onnx, batch):
+    memory = HostMemory()
+    backend = _load(engine, memory, cuda_graph=True)
+    reference = OrtBackend(runtime_onnx)
+    for n in (2, 2, 1, 2):
+        for a, b in zip(backend.infer(batch[:n]), reference.infer(batch[:n])):
+            np.testing.assert_array_equal(a, b)
+    shifted = batch[1:3].copy()  # new data through the same captured graph
+    np.testing.assert_array_equal(backend.infer(shifted)[1], reference.infer(shifted)[1])
+    assert memory.counts["capture"] == 2 and memory.counts["launch"] == 5
+    backend.close()
+    assert memory.counts["free_graph"] == 2 and memory.live == 0
+
+
+def test_torch_tensors_in_give_torch_tensors_out(engine, runtime_onnx, batch):
+    import torch
+
+    memory = HostMemory()
+    backend = _load(engine, memory)
+    locs, logits = backend.infer(torch.from_numpy(batch[:2]))
+    assert isinstance(locs, torch.Tensor) and locs.dtype == torch.float32
+    np.testing.assert_array_equal(logits.numpy(), OrtBackend(runtime_onnx).infer(batch[:2])[1])
+    assert memory.counts["to_host"] == 0 and memory.counts["device_to_device"] == 3  # no host copy
+    assert memory.counts["wait_for_torch"] == 1
+
+
+def test_detector_runs_engines_like_onnx_models(engine, runtime_onnx, batch):
+    ours = Detector.load(engine, device="cuda", memory=HostMemory())
+    theirs = Detector.load(runtime_onnx)
+    settings = theirs.spec.evaluation
+    a, b = theirs.raw_detections(batch, settings), ours.raw_detections(batch, settings)
+    assert sum(len(d) for d in a) > 0
+    assert compare_detections(a, b, settings).identical
+
+
+def test_end2end_engine_gives_detections(fake_trt, end2end_onnx, batch, tmp_path):
+    engine = write_engine(end2end_onnx, tmp_path / "e2e.engine", _major(fake_trt))
+    detector = Detector.load(engine, device="cuda", memory=HostMemory())
+    assert detector.output_kind == "detections" and detector.backend.end2end.settings.max_overlap == 0.45
+    boxes, _, labels, num = detector.backend.infer(batch[:2])
+    assert boxes.shape == (2, 200, 4) and labels.dtype == np.int64 and num.dtype == np.int64
+    reference = Detector.load(end2end_onnx)
+    settings = reference.settings
+    assert compare_detections(reference.raw_detections(batch, settings), detector.raw_detections(batch, settings),
+                              settings).identical
+
+
+@pytest.fixture(scope="module")
+def end2end_onnx(runtime_checkpoint, tmp_path_factory):
+    from ssd_export.onnx_export import export_onnx
+    from ssd_runtime.spec import EVALUATION_SETTINGS
+
+    out = tmp_path_factory.mktemp("trt_e2e") / "e2e.onnx"
+    export_onnx(runtime_checkpoint, out, variant="end2end", end2end_settings=EVALUATION_SETTINGS, verify=False)
+    return out
+
+
+# ---- sidecar ---------------------------------------------------------------------------------------
+
+
+def test_plan_without_sidecar_is_refused_unless_trusted_with_a_spec(fake_trt, runtime_onnx, batch, tmp_path):
+    engine = write_engine(runtime_onnx, tmp_path / "bare.plan", _major(fake_trt), sidecar=False)
+    with pytest.raises(EngineSidecarError, match=r"bare\.plan\.json.*ssd-export engine.*trust_plan=True"):
+        _load(engine)
+    with pytest.raises(EngineSidecarError, match="needs spec="):
+        _load(engine, trust_plan=True)
+    spec = OrtBackend(runtime_onnx).spec
+    backend = _load(engine, trust_plan=True, spec=spec)
+    assert backend.sidecar is None and backend.spec == spec
+    np.testing.assert_array_equal(backend.infer(batch[:1])[0], OrtBackend(runtime_onnx).infer(batch[:1])[0])
+
+
+def test_end2end_plan_without_sidecar_is_refused(fake_trt, end2end_onnx, runtime_onnx, tmp_path):
+    engine = write_engine(end2end_onnx, tmp_path / "e2e.plan", _major(fake_trt), sidecar=False)
+    with pytest.raises(EngineLoadError, match="baked postprocess settings are unknown"):
+        _load(engine, trust_plan=True, spec=OrtBackend(runtime_onnx).spec)
+
+
+def test_changed_plan_is_refused_before_deserializing(fake_trt, engine, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fake_trt, "Runtime", lambda logger: calls.append(logger))
+    engine.write_bytes(engine.read_bytes() + b"tampered")
+    with pytest.raises(EngineMismatchError, match=r"sha256.*rebuild it on this machine with: ssd-export engine"):
+        _load(engine)
+    assert not calls
+
+
+def test_other_tensorrt_version_is_refused(fake_trt, runtime_onnx, tmp_path):
+    engine = write_engine(runtime_onnx, tmp_path / "old.engine", _major(fake_trt),
+                          plan=fake_plan(runtime_onnx, _major(fake_trt), tensorrt_version="10.0.1"))
+    with pytest.raises(EngineMismatchError, match=f"built with TensorRT 10.0.1.*running TensorRT {fake_trt.__version__}"):
+        _load(engine)
+
+
+def test_version_compatible_plan_loads_with_host_code_allowed(fake_trt, runtime_onnx, batch, tmp_path):
+    plan = fake_plan(runtime_onnx, _major(fake_trt), tensorrt_version="10.0.1", flags=("VERSION_COMPATIBLE",))
+    engine = write_engine(runtime_onnx, tmp_path / "vc.engine", _major(fake_trt), plan=plan)
+    # the fake refuses a plan of another version unless engine_host_code_allowed was set
+    assert _load(engine).infer(batch[:1])[0].shape == (1, 8732, 4)
+
+
+def test_other_gpu_is_refused_unless_hardware_compatible(fake_trt, runtime_onnx, engine, batch, tmp_path):
+    with pytest.raises(EngineMismatchError, match=r"compute capability 8\.7.*running on compute capability 9\.0"):
+        _load(engine, HostMemory(compute_capability="9.0"))
+    portable = write_engine(runtime_onnx, tmp_path / "ampere_plus.engine", _major(fake_trt),
+                            hardware_compatibility="ampere_plus")
+    assert _load(portable, HostMemory(compute_capability="9.0")).infer(batch[:1])[1].shape[0] == 1
+    with pytest.raises(EngineMismatchError, match="ampere_plus"):
+        _load(portable, HostMemory(compute_capability="7.5"))
+
+
+def test_spec_argument_must_match_the_sidecar(engine):
+    spec = _load(engine).spec
+    assert _load(engine, spec=spec).spec == spec
+    changed = replace(spec, class_names=(*spec.class_names[:-1], "other"))
+    with pytest.raises(EngineSidecarError, match="spec= differs"):
+        _load(engine, spec=changed)
+
+
+# ---- errors ----------------------------------------------------------------------------------------
+
+
+def test_batches_are_checked(engine, batch):
+    backend = _load(engine)
+    with pytest.raises(InputError, match=r"batches of 1 to 4.*received 5"):
+        backend.infer(np.concatenate([batch, batch[:1]]))
+    with pytest.raises(InputError, match="expects float32"):
+        backend.infer(batch[:1].astype(np.float64))
+    with pytest.raises(InputError, match="expects float32"):
+        backend.infer(np.zeros((1, 300, 300, 3), np.uint8))
+
+
+def test_not_an_ssd_engine_is_refused(fake_trt, runtime_onnx, tmp_path):
+    plan = fake_plan(runtime_onnx, _major(fake_trt), rename_outputs={"locs": "boxes_raw"})
+    engine = write_engine(runtime_onnx, tmp_path / "other.engine", _major(fake_trt), plan=plan)
+    with pytest.raises(EngineLoadError, match=r"not an SSD300 engine.*boxes_raw"):
+        _load(engine)
+
+
+def test_unreadable_plan_names_the_rebuild_command(fake_trt, runtime_onnx, tmp_path):
+    junk = b"not a plan"
+    engine = write_engine(runtime_onnx, tmp_path / "junk.engine", _major(fake_trt),
+                          plan_sha256=hashlib.sha256(junk).hexdigest())
+    engine.write_bytes(junk)  # a sidecar that vouches for bytes TensorRT cannot read
+    with pytest.raises(EngineLoadError, match=r"could not deserialize.*rebuild it with: ssd-export engine"):
+        _load(engine)
+
+
+def test_failed_execution_is_an_error(fake_trt, engine, batch, monkeypatch):
+    monkeypatch.setattr(fake_trt.IExecutionContext, "execute_async_v3", lambda self, stream: False)
+    with pytest.raises(EngineRunError, match="execute_async_v3 failed"):
+        _load(engine).infer(batch[:1])
+
+
+def test_cpu_device_is_refused(engine):
+    with pytest.raises(ValueError, match="run on a CUDA GPU.*--device cuda"):
+        _load(engine, device="cpu")
+
+
+def test_no_tensorrt_says_what_to_install(engine, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(EngineLoadError, match=r"needs TensorRT.*ssd300-toolkit\[tensorrt\].*JetPack"):
+        _load(engine)
+
+
+def test_no_gpu_is_the_real_cuda_error_here(engine):
+    from tests.ssd_runtime.test_cuda_device import _cuda_status
+
+    if _cuda_status() is None:
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(CudaUnavailableError, match=_cuda_status()):
+        TensorRTBackend.load(engine)  # the real CudaMemory
