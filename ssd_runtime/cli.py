@@ -46,7 +46,8 @@ def _add_model_flags(p: argparse.ArgumentParser, model_flag: str = "--model", re
                    metavar="{" + ",".join(POSTPROCESSES) + "}",
                    help="numpy (host) or torch (on the backend's device, the CPU included; 'gpu' is an alias)")
     p.add_argument("--fp16", action="store_true", help="PyTorch backend: FP16 network (conv4_3 norm in FP32)")
-    p.add_argument("--cuda-graph", action="store_true", help="PyTorch backend on CUDA: replay CUDA graphs")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="PyTorch or TensorRT backend on CUDA: capture once per batch size, then replay CUDA graphs")
 
 
 def _backend_options(args: argparse.Namespace) -> dict:

@@ -52,8 +52,8 @@ BACKENDS: dict[str, str] = {
 _INSTALL_HINTS = {
     "onnxruntime": "pip install 'ssd300-toolkit[ort]' (or onnxruntime-gpu for CUDA)",
     "torch": "pip install 'ssd300-toolkit[train]' (torch, torchvision)",
-    "tensorrt": "the TensorRT backend needs TensorRT 10/11 and the toolkit's TensorRT module "
-    "(ssd_runtime.backends.tensorrt); use the ONNX model with backend='onnxruntime' meanwhile",
+    "tensorrt": "pip install 'ssd300-toolkit[tensorrt]' (TensorRT 10/11 and cuda-bindings; on Jetson TensorRT "
+    "comes with JetPack)",
 }
 
 
