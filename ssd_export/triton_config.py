@@ -172,7 +172,8 @@ def _fields(message: dict, indent: str) -> list[str]:
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             lines.append(f"{indent}{key} [")
             for i, item in enumerate(value):
-                lines += [f"{indent}  {{", *_fields(item, indent + "    "), f"{indent}  }}" + ("," if i < len(value) - 1 else "")]
+                comma = "," if i < len(value) - 1 else ""
+                lines += [f"{indent}  {{", *_fields(item, indent + "    "), f"{indent}  }}{comma}"]
             lines.append(f"{indent}]")
         elif isinstance(value, list):
             lines.append(f"{indent}{key}: [{', '.join(_scalar(v) for v in value)}]")

@@ -15,8 +15,9 @@ to K per image (K: the ``scores`` output's dims in the config):
 
 Request parameters ``min_score``, ``max_overlap``, ``top_k`` (numbers, or strings holding numbers)
 override the spec's detection settings for that request (evaluation uses min_score 0.01 and
-max_overlap 0.45); ``top_k`` may not exceed K and defaults to the spec's top_k capped at K. A bad or unknown parameter fails that request alone
-with a message naming it; Triton's own parameters are left alone.
+max_overlap 0.45); ``top_k`` may not exceed K and defaults to the spec's top_k capped at K. A bad or
+unknown parameter fails that request alone with a message naming it; Triton's own parameters are
+left alone.
 """
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ def _number(params: dict, name: str, default: float) -> float:
         return float(default)
     value = params[name]
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"request parameter {name} must be a number, got {value!r}")
+        # ValueError, not TypeError: execute() turns ValueErrors into this request's error response
+        raise ValueError(f"request parameter {name} must be a number, got {value!r}")  # noqa: TRY004
     try:
         return float(value)
     except ValueError:

@@ -7,12 +7,20 @@ with the real module's signatures and behaviour (python_backend's ``triton_pytho
 (output_tensors must be a list), ``TritonError(msg)``, ``get_input_tensor_by_name``,
 ``get_input_config_by_name``, ``get_output_config_by_name``. Requests are built by the tests as
 :class:`InferenceRequest` with inputs and Triton's JSON string of request parameters.
+:func:`load_model` imports a generated ``model.py`` against this module and initializes it with the
+arguments Triton passes (:func:`model_config` gives the config as the backend receives it).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
 
 #: Triton's TYPE_* names of the NumPy dtypes the model may emit.
 TRITON_TYPES = {np.dtype(np.float32): "TYPE_FP32", np.dtype(np.float16): "TYPE_FP16",
@@ -87,3 +95,25 @@ def get_input_config_by_name(model_config: dict, name: str) -> dict | None:
 
 def get_output_config_by_name(model_config: dict, name: str) -> dict | None:
     return next((t for t in model_config.get("output", []) if t["name"] == name), None)
+
+
+def model_config(folder: Path) -> dict:
+    """``folder/config.pbtxt`` as the Python backend receives it: the ModelConfig protobuf as JSON
+    (snake_case names; int64 fields such as dims become strings)."""
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def load_model(folder: Path):
+    """Import ``folder/1/model.py`` with this module as ``triton_python_backend_utils``; initialize it as Triton does."""
+    spec = importlib.util.spec_from_file_location(f"triton_model_{folder.name}_{id(folder)}", folder / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    with mock.patch.dict(sys.modules, {"triton_python_backend_utils": sys.modules[__name__]}):
+        spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    model.initialize({
+        "model_config": json.dumps(model_config(folder)), "model_instance_kind": "CPU",
+        "model_instance_device_id": "0", "model_repository": str(folder), "model_version": "1",
+        "model_name": folder.name,
+    })
+    return model

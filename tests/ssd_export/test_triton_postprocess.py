@@ -4,16 +4,11 @@ exactly ``ssd_runtime``'s detections, and request parameters act as the runtime'
 """
 from __future__ import annotations
 
-import importlib.util
-import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from ssd_export.triton import write_triton_repository
 from ssd_runtime.detector import Detector
@@ -30,27 +25,6 @@ def repository(runtime_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("triton") / "model_repository"
     write_triton_repository(runtime_onnx, root)  # K: the spec's detection top_k, 200
     return root
-
-
-def config_dict(folder: Path) -> dict:
-    """config.pbtxt as the Python backend receives it: the protobuf as JSON (int64 dims become strings)."""
-    config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
-    return json_format.MessageToDict(config, preserving_proto_field_name=True)
-
-
-def load_model(folder: Path, monkeypatch: pytest.MonkeyPatch):
-    """Import ``folder/1/model.py`` as Triton would (with the stand-in utils) and initialize it."""
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    module_spec = importlib.util.spec_from_file_location(f"triton_model_{id(folder)}", folder / "1" / "model.py")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    model = module.TritonPythonModel()
-    model.initialize({
-        "model_config": json.dumps(config_dict(folder)), "model_instance_kind": "CPU",
-        "model_instance_device_id": "0", "model_repository": str(folder), "model_version": "1",
-        "model_name": folder.name,
-    })
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +64,10 @@ def check_equal(tensors: dict[str, np.ndarray], expected: list, k: int) -> None:
         assert (tensors["labels"][i, m:] == -1).all() and m <= k
 
 
-def test_detections_equal_the_runtime(repository: Path, raw_outputs, monkeypatch):
+def test_detections_equal_the_runtime(repository: Path, raw_outputs):
     folder = repository / "ssd300_postprocess"
-    model = load_model(folder, monkeypatch)
-    config = config_dict(folder)
+    model = pb.load_model(folder)
+    config = pb.model_config(folder)
     detector, paths, locs, class_logits = raw_outputs
     spec = detector.spec
     # two requests in one execute call, as the dynamic batcher hands them: 3 images and 1 image
@@ -112,10 +86,10 @@ def test_detections_equal_the_runtime(repository: Path, raw_outputs, monkeypatch
         np.testing.assert_array_equal(tensors["boxes"][i, :m] * np.float32([*sizes[j], *sizes[j]]), result.boxes)
 
 
-def test_request_parameters_act_as_runtime_settings(repository: Path, raw_outputs, monkeypatch):
+def test_request_parameters_act_as_runtime_settings(repository: Path, raw_outputs):
     folder = repository / "ssd300_postprocess"
-    model = load_model(folder, monkeypatch)
-    config = config_dict(folder)
+    model = pb.load_model(folder)
+    config = pb.model_config(folder)
     detector, _, locs, class_logits = raw_outputs
     spec, priors = detector.spec, detector.spec.make_priors()
     cases = [
@@ -145,34 +119,34 @@ def test_request_parameters_act_as_runtime_settings(repository: Path, raw_output
     ({"min_score": "high"}, "min_score must be a number"),
     ({"min_score": True}, "min_score must be a number"),
 ])
-def test_a_bad_parameter_fails_its_request_alone(repository: Path, raw_outputs, monkeypatch, parameters, message):
+def test_a_bad_parameter_fails_its_request_alone(repository: Path, raw_outputs, parameters, message):
     folder = repository / "ssd300_postprocess"
-    model = load_model(folder, monkeypatch)
+    model = pb.load_model(folder)
     _, _, locs, class_logits = raw_outputs
     bad, good = model.execute([request(locs[:1], class_logits[:1], parameters), request(locs[:1], class_logits[:1])])
     assert bad.has_error() and bad.output_tensors() == []
     assert re.search(message, bad.error().message())
     assert not good.has_error()
-    outputs(good, config_dict(folder), 1)
+    outputs(good, pb.model_config(folder), 1)
 
 
-def test_max_detections_caps_the_default_top_k(runtime_onnx: Path, raw_outputs, tmp_path: Path, monkeypatch):
+def test_max_detections_caps_the_default_top_k(runtime_onnx: Path, raw_outputs, tmp_path: Path):
     write_triton_repository(runtime_onnx, tmp_path / "r", max_detections=50)
     folder = tmp_path / "r/ssd300_postprocess"
-    model = load_model(folder, monkeypatch)
+    model = pb.load_model(folder)
     detector, _, locs, class_logits = raw_outputs
     spec = detector.spec
-    tensors = outputs(model.execute([request(locs, class_logits)])[0], config_dict(folder), locs.shape[0])
+    tensors = outputs(model.execute([request(locs, class_logits)])[0], pb.model_config(folder), locs.shape[0])
     capped = PostprocessSettings(spec.detection.min_score, spec.detection.max_overlap, 50)
     check_equal(tensors, postprocess(locs, class_logits, spec.make_priors(), capped, spec.variances), 50)
     assert model.execute([request(locs, class_logits, {"top_k": 51})])[0].has_error()
 
 
-def test_initialize_refuses_a_spec_that_does_not_match_the_config(repository: Path, tmp_path: Path, monkeypatch):
+def test_initialize_refuses_a_spec_that_does_not_match_the_config(repository: Path, tmp_path: Path):
     folder = tmp_path / "ssd300_postprocess"
     (folder / "1").mkdir(parents=True)
     (folder / "config.pbtxt").write_text((repository / "ssd300_postprocess/config.pbtxt").read_text())
     (folder / "1/model.py").write_text((repository / "ssd300_postprocess/1/model.py").read_text())
     (folder / "1/spec.json").write_text(ModelSpec.create(("background", "cat")).to_json())  # 2 classes, not 8
     with pytest.raises(ValueError, match=r"class_logits is declared \[8732, 8\].*says \[8732, 2\]"):
-        load_model(folder, monkeypatch)
+        pb.load_model(folder)

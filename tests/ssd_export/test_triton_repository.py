@@ -14,7 +14,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ssd_export.cli import main
 from ssd_export.onnx_export import export_onnx
-from ssd_export.triton import POSTPROCESS_SOURCE, TritonRepositoryError, read_served_model, write_triton_repository
+from ssd_export.triton import (
+    POSTPROCESS_SOURCE,
+    TritonRepositoryError,
+    read_served_model,
+    write_triton_repository,
+)
 from ssd_export.triton_config import render_pbtxt
 from ssd_runtime.engine_sidecar import (
     SIDECAR_SCHEMA,
@@ -193,7 +198,7 @@ def make_engine(folder: Path, onnx_path: Path, *, output_kind: str = "raw", min_
         onnx_sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         plan_sha256=hashlib.sha256(plan.read_bytes()).hexdigest(), built_at="2026-11-30T06:00:00+00:00",
         build_seconds=60.0, build_command=["ssd-export", "engine", "--onnx", str(onnx_path), "-o", str(plan)],
-        parity=None,
+        parity=None, end2end=None if output_kind == "raw" else read_onnx_info(onnx_path).end2end.to_dict(),
     ))
     return plan
 
