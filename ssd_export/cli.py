@@ -306,7 +306,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
             args.checkpoint, args.data, args.out, artifacts=args.artifacts, calibration=args.calibration,
             calibration_images=args.calibration_images, engines=args.engines, bench_batches=args.bench_batches,
             bench_warmup=args.bench_warmup, bench_iterations=args.bench_iterations, draw_images=args.draw_images,
-            max_drop=args.max_drop, int8_method=args.method, max_images=args.max_images, targets=targets,
+            max_drop=args.max_drop, int8_method=args.method, int8_parity=not args.no_int8_parity,
+            max_images=args.max_images, targets=targets,
             progress=not args.no_progress,
         )
     except KeyboardInterrupt:
@@ -346,6 +347,8 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
                    help="INT8: keep sensitive convs in float until the held-out mAP drop is <= POINTS "
                    "(ssd-export int8 --max-drop)")
+    p.add_argument("--no-int8-parity", action="store_true",
+                   help="skip the INT8 model's informative parity with the fp32 export (it is judged by mAP)")
     p.add_argument("--bench-batches", type=int, nargs="+", default=list(cli_common.default_of(benchmark, "batch_sizes")),
                    help="batch sizes timed (default %(default)s)")
     p.add_argument("--bench-warmup", type=int, default=cli_common.default_of(benchmark, "warmup"))
@@ -360,8 +363,74 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_deploy)
 
 
+def _cmd_engine(args: argparse.Namespace) -> int:
+    """Build a TensorRT engine from a toolkit ONNX, check it, write plan + sidecar; print what was made."""
+    from ssd_export.engine import EngineParityError, build_engine, parse_batch
+
+    try:
+        build = build_engine(
+            args.onnx, args.output, checkpoint=args.checkpoint, fp16=args.fp16,
+            batch=None if args.batch is None else parse_batch(args.batch),
+            workspace=None if args.workspace is None else args.workspace << 20, timing_cache=args.timing_cache,
+            version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
+            optimization_level=args.optimization_level, keep_failed=args.keep_failed, parity=not args.no_parity,
+            device=args.device,
+        )
+    except EngineParityError as exc:
+        if args.json:
+            print(json.dumps(exc.report, sort_keys=True))
+        print(f"ssd-export engine: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(build.to_dict(), sort_keys=True))
+        return 0
+    sidecar = build.sidecar
+    profile = ", ".join(f"{name} {shapes['min'][0]}..{shapes['opt'][0]}..{shapes['max'][0]}"
+                        for name, shapes in sidecar.profile.items())
+    print(f"wrote {build.engine_path} and {build.sidecar_path}: TensorRT {sidecar.tensorrt_version}, {sidecar.precision} "
+          f"({sidecar.variant} ONNX{', FP16 builder flag' if sidecar.fp16_flag else ''}), {sidecar.gpu_name} (compute "
+          f"capability {sidecar.compute_capability}), batch {profile}; built in {sidecar.build_seconds:.1f} s")
+    if build.parity is None:
+        print("parity: not checked (--no-parity)")
+    else:
+        print(f"parity against the {build.parity['reference_kind']} ({build.parity['reference']}): PASSED")
+    for warning in build.warnings:
+        print(f"  TensorRT warning: {warning}")
+    return 0
+
+
+def _add_engine(sub: argparse._SubParsersAction) -> None:
+    from ssd_runtime.engine_sidecar import HARDWARE_COMPATIBILITY
+
+    p = sub.add_parser("engine", help="build a TensorRT engine (plan + sidecar JSON) from a toolkit ONNX, checked")
+    p.add_argument("--onnx", required=True, help="ONNX from ssd-export onnx / int8 (precision comes from it)")
+    p.add_argument("-o", "--output", required=True, help="plan to write (e.g. ssd300.engine); sidecar: OUTPUT.json")
+    p.add_argument("--checkpoint", default=None,
+                   help="check the engine against this checkpoint (default: against the ONNX in ONNX Runtime)")
+    p.add_argument("--batch", default=None, metavar="MIN,OPT,MAX",
+                   help="optimisation profile of a dynamic-batch ONNX (default "
+                   f"{','.join(map(str, defaults.DEFAULT_ENGINE_BATCH))}); a static ONNX keeps its batch")
+    p.add_argument("--fp16", action="store_true",
+                   help="TensorRT 10 only: FP16 builder flag on a plain fp32 ONNX (TensorRT 11: export --variant fp16)")
+    p.add_argument("--workspace", type=int, default=None, metavar="MIB",
+                   help="workspace memory pool limit in MiB (default: TensorRT's, the GPU's memory)")
+    p.add_argument("--timing-cache", default=None, metavar="FILE",
+                   help="timing cache: read if present, written back (combined) after the build")
+    p.add_argument("--version-compatible", action="store_true",
+                   help="a plan later TensorRT versions load (a 10.x one also on 11.x); slower")
+    p.add_argument("--hardware-compatibility", choices=HARDWARE_COMPATIBILITY, default="none",
+                   help="none (this GPU's architecture), ampere_plus, same_compute_capability (TensorRT 10.9+)")
+    p.add_argument("--optimization-level", type=int, choices=defaults.OPTIMIZATION_LEVELS, default=None,
+                   help="builder optimisation level 0-5 (default: TensorRT's, 3)")
+    p.add_argument("--keep-failed", action="store_true", help="keep the engine when its parity check fails")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity check after the build")
+    p.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    p.add_argument("--json", action="store_true", help="one-line JSON (the sidecar and paths)")
+    p.set_defaults(func=_cmd_engine)
+
+
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS: list = [_add_onnx, _add_verify, _add_calibration, _add_int8, _add_triton, _add_deploy]
+COMMANDS: list = [_add_onnx, _add_verify, _add_calibration, _add_int8, _add_engine, _add_triton, _add_deploy]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,8 +52,28 @@ DEFAULT_TRITON_MAX_BATCH = 8
 #: time on a GPU (0.81 ms in FP16 on an H200, BENCHMARKS.md) and nothing against ~200 ms on a 2-core CPU; tune
 #: it with perf_analyzer.
 DEFAULT_TRITON_QUEUE_DELAY_US = 100
+#: ``ssd-export deploy``: the artifacts it can build (``engines``: a TensorRT engine of each ONNX artifact
+#: in ENGINE_SOURCES, where TensorRT and a GPU exist), those it builds by default, and the engine modes.
+DEPLOY_ARTIFACTS = ("fp32", "fp16", "uint8-nhwc", "int8", "end2end", "engines")
+DEFAULT_DEPLOY_ARTIFACTS = ("fp32", "fp16", "int8", "end2end", "engines")
+ENGINE_SOURCES = ("fp32", "fp16", "int8", "end2end")
+ENGINE_MODES = ("auto", "skip", "require")
+DEFAULT_ENGINE_MODE = "auto"
+#: Test images whose detections each artifact draws.
+DEFAULT_DRAW_IMAGES = 3
+
+#: ``ssd-export engine``: the optimisation profile of a dynamic-batch ONNX (min, opt, max; TensorRT tunes
+#: its kernels for opt). 16 bounds the activations on small GPUs: each of the two full-resolution
+#: convolutions of SSD300 outputs 16 x 64 x 300 x 300 float32 = 369 MB at batch 16.
+DEFAULT_ENGINE_BATCH = (1, 8, 16)
+#: TensorRT's builder optimisation levels (``--optimization-level``; TensorRT's default is 3).
+OPTIMIZATION_LEVELS = range(6)
 
 __all__ = [
+    "DEFAULT_DEPLOY_ARTIFACTS",
+    "DEFAULT_DRAW_IMAGES",
+    "DEFAULT_ENGINE_BATCH",
+    "DEFAULT_ENGINE_MODE",
     "DEFAULT_EXPORTER",
     "DEFAULT_HOLDOUT_IMAGES",
     "DEFAULT_INT8_METHOD",
@@ -68,10 +88,14 @@ __all__ = [
     "DEFAULT_TRITON_QUEUE_DELAY_US",
     "DEFAULT_VARIANT",
     "DEFAULT_VERIFY_BATCH",
+    "DEPLOY_ARTIFACTS",
+    "ENGINE_MODES",
+    "ENGINE_SOURCES",
     "EXPORTERS",
     "HOLDOUT_SEED",
     "HOLDOUT_SPLIT",
     "INT8_METHODS",
+    "OPTIMIZATION_LEVELS",
     "QUANTIZERS",
     "TRACE_BATCH",
     "VARIANTS",

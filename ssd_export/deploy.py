@@ -1,0 +1,374 @@
+"""``ssd-export deploy``: every artifact of a checkpoint built, proven, evaluated, timed and drawn, with a report.
+
+::
+
+    from ssd_export.deploy import deploy
+    report = deploy("runs/shapes/last.pt", "data/shapes", "runs/deploy")   # report["passed"], DIR/report.md
+
+For each artifact (the checkpoint itself as the ``pytorch`` reference, the ONNX variants, the Q/DQ INT8
+model, TensorRT engines where TensorRT and a GPU exist) the steps of :mod:`ssd_export.deploy_steps` run
+in order - build (with its verification), evaluate (VOC mAP on the test split through the runtime at
+the evaluation settings), bench (latency per stage), draw - and the report (:mod:`ssd_export.report`)
+puts each mAP beside PyTorch's with its target (:data:`ssd_runtime.evaluate.TARGET_POINTS`).
+
+Reruns: every finished step is recorded in ``DIR/deploy_state.json`` (written atomically after each
+step) with its inputs (source sha256s, data fingerprint, settings) and the sha256 of the files it
+wrote; a rerun reuses a step whose inputs and files still match and redoes the rest (the report says
+which steps were reused). A failure in one artifact is recorded and the others go on; Ctrl-C stops
+after writing the report of what finished.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ssd_export import defaults
+from ssd_export.calibration import CALIBRATION_IMAGES
+from ssd_export.deploy_steps import (
+    EVALUATION_BATCH,
+    Artifact,
+    DeployError,
+    bench_artifact,
+    build_calibration,
+    build_engine,
+    build_int8,
+    build_onnx,
+    draw_artifact,
+    evaluate_artifact,
+    load_detector,
+    records_fingerprint,
+    test_records,
+)
+from ssd_runtime.bench import benchmark
+from ssd_runtime.cli_common import default_of
+from ssd_runtime.evaluate import TARGET_POINTS
+from ssd_runtime.fileio import atomic_write_bytes, sha256_file
+
+__all__ = ["DeployError", "DeployState", "deploy", "plan_artifacts"]
+
+STATE_NAME = "deploy_state.json"
+STATE_SCHEMA = 1
+#: Precision (key of TARGET_POINTS) of each ONNX variant: uint8-nhwc and end2end are FP32 networks.
+VARIANT_PRECISION = {"fp32": "fp32", "fp16": "fp16", "uint8-nhwc": "fp32", "int8": "int8", "end2end": "fp32"}
+
+
+class DeployState:
+    """The finished steps of earlier runs in ``DIR/deploy_state.json``: inputs, result, files written (sha256)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.steps: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                data = {}  # a damaged state only costs a rebuild
+            if data.get("schema_version") == STATE_SCHEMA:
+                self.steps = data.get("steps", {})
+
+    def lookup(self, key: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """The recorded step when its inputs equal ``inputs`` and every file it wrote is unchanged."""
+        record = self.steps.get(key)
+        if record is None or record["inputs"] != _plain(inputs):
+            return None
+        for name, digest in record["outputs"].items():
+            path = self.path.parent / name
+            if not path.is_file() or sha256_file(path) != digest:
+                return None
+        return record
+
+    def record(self, key: str, inputs: dict[str, Any], result: dict[str, Any], outputs: Sequence[str | Path]) -> dict[str, Any]:
+        self.steps[key] = {"inputs": _plain(inputs), "result": _plain(result),
+                           "outputs": {self._name(p): sha256_file(p) for p in outputs},
+                           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.save()
+        return self.steps[key]
+
+    def _name(self, path: str | Path) -> str:
+        """A written file's name relative to the deploy folder (a copied or moved folder stays reusable)."""
+        return Path(os.path.relpath(Path(path).resolve(), self.path.parent.resolve())).as_posix()
+
+    def save(self) -> None:
+        text = json.dumps({"schema_version": STATE_SCHEMA, "steps": self.steps}, indent=1, sort_keys=True) + "\n"
+        atomic_write_bytes(self.path, text.encode())
+
+
+def _plain(value: Any) -> Any:
+    """JSON round trip: tuples become lists, so recorded and current inputs compare equal."""
+    return json.loads(json.dumps(value))
+
+
+def plan_artifacts(out: Path, checkpoint: Path, artifacts: Sequence[str], engines: bool) -> list[Artifact]:
+    """The reference checkpoint, the ONNX artifacts asked for (fp32 added when int8 needs it), their engines."""
+    unknown = sorted(set(artifacts) - set(defaults.DEPLOY_ARTIFACTS))
+    if unknown:
+        raise DeployError(f"unknown artifact(s) {', '.join(unknown)}; choose from {', '.join(defaults.DEPLOY_ARTIFACTS)}")
+    onnx = [a for a in defaults.DEPLOY_ARTIFACTS if a in artifacts and a != "engines"]
+    if "int8" in onnx and "fp32" not in onnx:
+        onnx.insert(0, "fp32")  # the INT8 model is quantized from the fp32 export
+    plan = [Artifact("pytorch", "checkpoint", "fp32", "fp32", checkpoint)]
+    plan += [Artifact(v, "onnx", v, VARIANT_PRECISION[v], out / f"ssd300_{v}.onnx", "fp32" if v == "int8" else None)
+             for v in onnx]
+    if engines:
+        plan += [Artifact(f"trt-{v}", "engine", v, VARIANT_PRECISION[v], out / f"ssd300_{v}.engine", v)
+                 for v in onnx if v in defaults.ENGINE_SOURCES]
+    return plan
+
+
+def _engine_support(mode: str, wanted: bool) -> tuple[Any, dict[str, Any]]:
+    """(the ``ssd_export.engine`` module or None, the report's engine line)."""
+    if mode not in defaults.ENGINE_MODES:
+        raise DeployError(f"engines must be one of {', '.join(defaults.ENGINE_MODES)}, got {mode!r}")
+    if mode == "skip" or not wanted:
+        return None, {"mode": mode, "built": False, "reason": "not asked for (--engines skip or no 'engines' artifact)"}
+    try:
+        engine_module = importlib.import_module("ssd_export.engine")  # lazily: it imports TensorRT only inside
+    except ModuleNotFoundError as exc:
+        if exc.name != "ssd_export.engine":
+            raise
+        engine_module, reason = None, "this installation has no TensorRT engine builder (ssd_export.engine)"
+    else:
+        reason = engine_module.tensorrt_unavailable_reason()
+    if reason is None:
+        return engine_module, {"mode": mode, "built": True, "reason": None}
+    if mode == "require":
+        raise DeployError(f"--engines require: TensorRT engines cannot be built here: {reason}")
+    return None, {"mode": mode, "built": False, "reason": reason}
+
+
+def deploy(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    artifacts: Sequence[str] = defaults.DEFAULT_DEPLOY_ARTIFACTS,
+    calibration: str | os.PathLike | None = None,
+    calibration_images: int = CALIBRATION_IMAGES,
+    engines: str = defaults.DEFAULT_ENGINE_MODE,
+    bench_batches: Sequence[int] = default_of(benchmark, "batch_sizes"),
+    bench_warmup: int = default_of(benchmark, "warmup"),
+    bench_iterations: int = default_of(benchmark, "iterations"),
+    draw_images: int = defaults.DEFAULT_DRAW_IMAGES,
+    max_drop: float | None = None,
+    int8_method: str | None = None,
+    int8_parity: bool = True,
+    max_images: int = 0,
+    targets: dict[str, float] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build, verify, evaluate, time and draw every artifact of ``checkpoint``; write the report into ``out``.
+
+    Args:
+        data: VOC root (or generated dataset) whose ``test`` split is evaluated; its ``trainval`` split
+            gives the calibration set when ``calibration`` is None (and the held-out images of ``max_drop``).
+        artifacts: names from :data:`ssd_export.defaults.DEPLOY_ARTIFACTS`; ``engines`` adds a TensorRT
+            engine of each ONNX artifact in :data:`~ssd_export.defaults.ENGINE_SOURCES`.
+        calibration: a calibration manifest (``ssd-export calibration``); its dataset is found where it
+            was recorded, else under ``data``.
+        engines: ``auto`` (build where TensorRT and a GPU exist, else one report line why not),
+            ``skip``, ``require`` (raise :class:`DeployError` where they cannot be built).
+        max_drop: INT8 sensitive-layer search target in points (``ssd-export int8 --max-drop``).
+        int8_method, int8_parity: ``quantize_int8``'s ``method`` (default entropy) and ``parity`` (the
+            informative comparison with the fp32 source).
+        max_images: evaluate the first N test images only (0: all).
+        targets: |delta mAP| targets in points by precision, over :data:`ssd_runtime.evaluate.TARGET_POINTS`.
+
+    Returns the report (also in ``out/report.json``); ``report["passed"]`` is False when an artifact
+    failed or missed its target. KeyboardInterrupt is re-raised after the report of what finished is written.
+    """
+    from ssd_export import report as report_module
+
+    start = time.perf_counter()
+    checkpoint, out = Path(checkpoint), Path(out)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    targets = {**TARGET_POINTS, **(targets or {})}
+    bad = {k: v for k, v in targets.items() if k not in TARGET_POINTS or not v >= 0}
+    if bad:
+        raise DeployError(f"targets must be >= 0 points for precisions {', '.join(TARGET_POINTS)}, got {bad}")
+    if not bench_batches or min(bench_batches) < 1 or bench_iterations < 1 or bench_warmup < 0:
+        raise DeployError("bench batches and iterations must be >= 1 (warm-up >= 0)")
+    engine_module, engine_line = _engine_support(engines, "engines" in artifacts)
+    plan = plan_artifacts(out, checkpoint, artifacts, engine_module is not None)
+    out.mkdir(parents=True, exist_ok=True)
+    state = DeployState(out / STATE_NAME)
+    reference = load_detector(plan[0])
+    records = test_records(data, reference.spec.class_names, max_images=max_images)
+    context = {
+        "checkpoint": checkpoint, "checkpoint_sha256": sha256_file(checkpoint), "data": Path(data), "out": out,
+        "records": records, "data_sha256": records_fingerprint(records), "spec": reference.spec,
+        "engine_module": engine_module, "calibration": calibration, "calibration_images": calibration_images,
+        "max_drop": max_drop, "int8_method": int8_method, "int8_parity": int8_parity, "bench": {"batches": list(bench_batches),
+        "warmup": bench_warmup, "iterations": bench_iterations}, "draw": [r.image_path for r in records[:draw_images]],
+        "detectors": {"pytorch": reference}, "cpu": report_module.machine_info()["cpu"],
+    }
+    results: dict[str, dict[str, Any]] = {}
+    command = ["ssd-export", "deploy", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
+               "--artifacts", *artifacts, "--engines", engines, "--bench-batches", *map(str, bench_batches),
+               "--bench-warmup", str(bench_warmup), "--bench-iterations", str(bench_iterations),
+               "--draw-images", str(draw_images)]
+    command += ["--calibration", str(calibration)] if calibration else ["--calibration-images", str(calibration_images)]
+    command += [] if int8_parity else ["--no-int8-parity"]
+    command += [f"--{k}={v}" for k, v in (("max-drop", max_drop), ("method", int8_method)) if v is not None]
+    command += [f"--max-images={max_images}"] if max_images else []
+    command += [f"--target={k}={v}" for k, v in targets.items() if v != TARGET_POINTS[k]]
+    meta = {"command": command, "checkpoint": str(checkpoint),
+            "checkpoint_sha256": context["checkpoint_sha256"], "data": str(data), "split": "test",
+            "images": len(records), "data_sha256": context["data_sha256"], "out": str(out),
+            "engines": engine_line, "targets": targets, "bench": context["bench"], "calibration": None}
+    tqdm = _tqdm(progress)
+    bar = tqdm(plan, desc="deploy", unit="artifact", position=0)
+    try:
+        for artifact in bar:
+            bar.set_postfix_str(artifact.name)
+            results[artifact.name] = _run_artifact(artifact, context, state, results, meta, tqdm)
+    except KeyboardInterrupt:
+        for artifact in plan:
+            results.setdefault(artifact.name, {"status": "not run", "steps": {}})
+        meta["interrupted"] = True
+        meta["seconds"] = round(time.perf_counter() - start, 3)
+        report_module.write_deploy_report(out, report_module.build_report(plan, results, meta))
+        raise
+    finally:
+        bar.close()
+    meta["seconds"] = round(time.perf_counter() - start, 3)
+    return report_module.write_deploy_report(out, report_module.build_report(plan, results, meta))
+
+
+def _tqdm(enabled: bool) -> Callable[..., Any]:
+    from tqdm.auto import tqdm
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        return tqdm(*args, disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+    return make
+
+
+def _run_artifact(artifact: Artifact, ctx: dict[str, Any], state: DeployState, results: dict[str, dict[str, Any]],
+                  meta: dict[str, Any], tqdm: Callable[..., Any]) -> dict[str, Any]:
+    """The artifact's steps (build, evaluate, bench, draw); a failure is recorded, not raised."""
+    steps: dict[str, Any] = {}
+    entry: dict[str, Any] = {"status": "ok", "steps": steps}
+    names = (["build"] if artifact.kind != "checkpoint" else []) + ["evaluate", "bench", "draw"]
+    bar = tqdm(names, desc=f"  {artifact.name}", unit="step", position=1, leave=False)
+    current = names[0]
+    try:
+        if artifact.source is not None and results.get(artifact.source, {}).get("status") != "ok":
+            raise DeployError(f"its source artifact {artifact.source!r} did not build: "
+                              f"{results.get(artifact.source, {}).get('error', 'not built')}")
+        for current in bar:
+            bar.set_postfix_str(current)
+            steps[current] = _STEPS[current](artifact, ctx, state, meta)
+    except KeyboardInterrupt:
+        entry.update(status="interrupted", error=f"interrupted during {current}")
+        results[artifact.name] = entry
+        raise
+    except Exception as exc:  # one artifact's failure must not stop the others; it is reported in full
+        entry.update(status="failed", error=f"{current}: {type(exc).__name__}: {exc}",
+                     traceback=traceback.format_exc(limit=8))
+        print(f"ssd-export deploy: {artifact.name} failed at {current}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    finally:
+        bar.close()
+        if artifact.kind != "checkpoint":  # one model in memory at a time (the reference stays)
+            ctx["detectors"].pop(artifact.name, None)
+    return entry
+
+
+def _step(state: DeployState, key: str, inputs: dict[str, Any], run: Callable[[], dict[str, Any]],
+          outputs: Callable[[dict[str, Any]], list]) -> dict[str, Any]:
+    """A recorded step whose inputs and files still match, or a new run recorded; ``reused`` says which."""
+    record = state.lookup(key, inputs)
+    if record is not None:
+        return {"reused": True, "finished_at": record["finished_at"], **record["result"]}
+    result = run()
+    record = state.record(key, inputs, result, outputs(result))
+    return {"reused": False, "finished_at": record["finished_at"], **record["result"]}
+
+
+def _model_sha(artifact: Artifact, ctx: dict[str, Any]) -> str:
+    return ctx["checkpoint_sha256"] if artifact.kind == "checkpoint" else sha256_file(artifact.path)
+
+
+def _detector(artifact: Artifact, ctx: dict[str, Any]):
+    if artifact.name not in ctx["detectors"]:
+        ctx["detectors"][artifact.name] = load_detector(artifact)
+    return ctx["detectors"][artifact.name]
+
+
+def _calibration(ctx: dict[str, Any], meta: dict[str, Any]) -> tuple[Path, Path | None]:
+    """The calibration manifest and the dataset root to read it with: the given one, or one built from the data."""
+    given = ctx["calibration"]
+    if given is None:
+        summary = build_calibration(ctx["data"], ctx["spec"], ctx["out"] / "calibration.json", ctx["calibration_images"])
+        meta["calibration"] = summary
+        return Path(summary["manifest"]), None
+    path = Path(given)
+    recorded = Path(json.loads(path.read_text(encoding="utf-8")).get("dataset", {}).get("root", ""))
+    root = None if recorded.is_dir() else ctx["data"].resolve()  # a manifest made elsewhere: its images under data
+    meta["calibration"] = {"manifest": str(path), "sha256": sha256_file(path), "built": False,
+                           "root": str(root or recorded)}
+    return path, root
+
+
+def _build(artifact: Artifact, ctx: dict[str, Any], state: DeployState, meta: dict[str, Any]) -> dict[str, Any]:
+    key = f"{artifact.name}/build"
+    if artifact.kind == "engine":
+        source = ctx["out"] / f"ssd300_{artifact.source}.onnx"
+        inputs = {"source_sha256": sha256_file(source), "checkpoint_sha256": ctx["checkpoint_sha256"]}
+        max_batch = max(EVALUATION_BATCH, *ctx["bench"]["batches"])
+        run = lambda: build_engine(ctx["engine_module"], source, ctx["checkpoint"], artifact, max_batch)  # noqa: E731
+    elif artifact.variant == "int8":
+        fp32 = ctx["out"] / "ssd300_fp32.onnx"
+        manifest, root = _calibration(ctx, meta)
+        inputs = {"source_sha256": sha256_file(fp32), "calibration_sha256": sha256_file(manifest),
+                  "max_drop": ctx["max_drop"], "method": ctx["int8_method"], "parity": ctx["int8_parity"]}
+        run = lambda: build_int8(fp32, manifest, root, artifact, data=ctx["data"], max_drop=ctx["max_drop"],  # noqa: E731
+                                 method=ctx["int8_method"], parity=ctx["int8_parity"])
+    else:
+        settings = ctx["spec"].evaluation.to_dict() if artifact.variant == "end2end" else None
+        inputs = {"checkpoint_sha256": ctx["checkpoint_sha256"], "variant": artifact.variant, "baked_settings": settings}
+        run = lambda: build_onnx(ctx["checkpoint"], artifact, ctx["spec"])  # noqa: E731
+    # an engine's sidecar (X.engine.json) is part of it: the runtime refuses a plan without its own
+    written = [artifact.path, Path(f"{artifact.path}.json")] if artifact.kind == "engine" else [artifact.path]
+    result = _step(state, key, inputs, run, lambda r: written)
+    result["sha256"] = sha256_file(artifact.path)
+    result["size_bytes"] = artifact.path.stat().st_size
+    if result["verification"]["passed"] is False:
+        raise DeployError(f"verification failed: {'; '.join(result['verification']['failures'])}")
+    return result
+
+
+def _evaluate(artifact: Artifact, ctx: dict[str, Any], state: DeployState, meta: dict[str, Any]) -> dict[str, Any]:
+    inputs = {"model_sha256": _model_sha(artifact, ctx), "data_sha256": ctx["data_sha256"]}
+    curves = ctx["out"] / "eval" / f"{artifact.name}.json"
+    result = _step(state, f"{artifact.name}/evaluate", inputs,
+                   lambda: evaluate_artifact(_detector(artifact, ctx), ctx["records"], curves), lambda r: [curves])
+    result["curves"] = str(curves)  # where it is now (the folder may have moved since it was recorded)
+    return result
+
+
+def _bench(artifact: Artifact, ctx: dict[str, Any], state: DeployState, meta: dict[str, Any]) -> dict[str, Any]:
+    inputs = {"model_sha256": _model_sha(artifact, ctx), "cpu": ctx["cpu"], **ctx["bench"]}
+    return _step(state, f"{artifact.name}/bench", inputs,
+                 lambda: bench_artifact(_detector(artifact, ctx), ctx["bench"]["batches"],
+                                        warmup=ctx["bench"]["warmup"], iterations=ctx["bench"]["iterations"]),
+                 lambda r: [])
+
+
+def _draw(artifact: Artifact, ctx: dict[str, Any], state: DeployState, meta: dict[str, Any]) -> dict[str, Any]:
+    inputs = {"model_sha256": _model_sha(artifact, ctx), "images": [[p.name, sha256_file(p)] for p in ctx["draw"]]}
+    folder = ctx["out"] / "detections" / artifact.name
+    result = _step(state, f"{artifact.name}/draw", inputs,
+                   lambda: draw_artifact(_detector(artifact, ctx), ctx["draw"], folder), lambda r: r["images"])
+    result["images"] = [str(folder / Path(p).name) for p in result["images"]]
+    return result
+
+
+_STEPS = {"build": _build, "evaluate": _evaluate, "bench": _bench, "draw": _draw}

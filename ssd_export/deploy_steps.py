@@ -1,0 +1,274 @@
+"""The steps of ``ssd-export deploy``, one function each; every one is a call of the toolkit's own API.
+
+- build: :func:`ssd_export.onnx_export.export_onnx` (fp32, fp16, uint8-nhwc, end2end; each verified
+  against the checkpoint before its file appears), :func:`ssd_export.int8.quantize_int8` or, with a
+  target, :func:`ssd_export.int8_search.search_int8` (int8), ``ssd_export.engine.build_engine``
+  (TensorRT engines; the module is imported only when engines are asked for);
+- evaluate: :func:`ssd_runtime.evaluate.records_map` through a :class:`~ssd_runtime.detector.Detector`
+  at the model's evaluation settings (the one metric, :func:`ssd_runtime.metric.voc_map`);
+- bench: :func:`ssd_runtime.bench.benchmark`;
+- draw: :func:`ssd_runtime.draw.draw_detections`.
+
+Nothing here decides what to reuse or how to report: :mod:`ssd_export.deploy` does.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssd_runtime.bench import benchmark
+from ssd_runtime.detector import Detector
+from ssd_runtime.draw import draw_detections
+from ssd_runtime.evaluate import records_map
+from ssd_runtime.fileio import atomic_path, sha256_file
+from ssd_runtime.metric import VOCResult
+from ssd_runtime.spec import ModelSpec, PostprocessSettings
+from ssd_runtime.voc import VOCRecord, read_voc_split, split_roots
+
+__all__ = [
+    "Artifact",
+    "DeployError",
+    "bench_artifact",
+    "build_calibration",
+    "build_engine",
+    "build_onnx",
+    "build_int8",
+    "draw_artifact",
+    "evaluate_artifact",
+    "load_detector",
+    "records_fingerprint",
+    "report_settings",
+    "test_records",
+    "thin_curve",
+]
+
+#: Points kept per precision-recall curve in the saved evaluation (plots need no more; the full curve of
+#: 500 test images at min_score 0.01 has up to ~10^4 points per class).
+CURVE_POINTS = 400
+
+
+#: Images per batch of the evaluation (``records_map``'s default; an engine's profile must reach it).
+EVALUATION_BATCH = 8
+
+
+class DeployError(ValueError):
+    """``ssd-export deploy`` cannot start (bad arguments, missing inputs, TensorRT required but absent)."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One thing the deploy builds (or the checkpoint it starts from).
+
+    name: its name in the report (``pytorch``, ``fp32``, ``trt-int8``, ...); kind: ``checkpoint``,
+    ``onnx`` or ``engine``; variant: the ONNX variant (an engine's: its source's); precision: the key of
+    :data:`ssd_runtime.evaluate.TARGET_POINTS`; path: the file; source: the artifact it is built from
+    (int8 from fp32, ``trt-X`` from X), None for those built from the checkpoint.
+    """
+
+    name: str
+    kind: str
+    variant: str
+    precision: str
+    path: Path
+    source: str | None = None
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.kind == "engine" else "cpu"
+
+
+def report_settings(spec: ModelSpec) -> PostprocessSettings:
+    """Settings of the latency and drawing steps: the evaluation NMS with the detection threshold.
+
+    The end2end artifact carries the evaluation settings in its graph (for its mAP) and can only raise
+    the threshold after the fact, so every artifact is timed and drawn at these same settings.
+    """
+    return PostprocessSettings(spec.detection.min_score, spec.evaluation.max_overlap, spec.evaluation.top_k)
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def test_records(data: str | os.PathLike, class_names: tuple[str, ...], split: str = "test",
+                 max_images: int = 0) -> list[VOCRecord]:
+    """The annotated images of ``split`` of ``data`` (the first ``max_images`` when > 0)."""
+    records = read_voc_split(split_roots(data, split), split, class_names)
+    if not records:
+        raise DeployError(f"split {split!r} of {data} lists no image: nothing to evaluate on")
+    return records[:max_images] if max_images else records
+
+
+def records_fingerprint(records: list[VOCRecord]) -> str:
+    """sha256 of what the evaluation reads: each image's bytes and its annotation (boxes, labels, difficult)."""
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(json.dumps([r.image_id, sha256_file(r.image_path), r.boxes.tolist(), r.labels.tolist(),
+                                  r.difficult.tolist()]).encode())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ build
+
+
+def build_onnx(checkpoint: Path, artifact: Artifact, spec: ModelSpec) -> dict[str, Any]:
+    """Export and verify one ONNX variant (``export_onnx``); end2end with the evaluation settings baked in.
+
+    The end2end cap stays the export's default (3,840 candidates per image): on the ``cpu-quick``
+    model an image has a median of 2,743 (class, prior) candidates above min_score 0.01 and up to
+    5,427, and that cap gave detections identical to the NumPy postprocess on 120 test images; the
+    export's own check refuses a cap that changes them.
+    """
+    from ssd_export.onnx_export import export_onnx
+
+    settings = spec.evaluation if artifact.variant == "end2end" else None
+    result = export_onnx(checkpoint, artifact.path, variant=artifact.variant, end2end_settings=settings).to_dict()
+    verification = result.pop("verification") or {}
+    return {
+        "seconds": result["seconds"],
+        "export": result,
+        "verification": {"passed": verification.get("passed"), "failures": verification.get("failures", []),
+                         "report": result["report_path"], "checks": _verification_summary(verification)},
+    }
+
+
+def _verification_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Per output: max abs difference and allclose; per detection comparison: identical and mismatches."""
+    outputs = {name: {"max_abs": s["max_abs"], "allclose": s["allclose"]} for name, s in (report.get("outputs") or {}).items()}
+    detections = {name: {"identical": c.get("identical"), "mismatches": c.get("num_mismatches")}
+                  for name, c in (report.get("detections") or {}).items()}
+    return {"outputs": outputs, "detections": detections, "batch_size": report.get("batch_size")}
+
+
+def build_calibration(data: str | os.PathLike, spec: ModelSpec, output: Path, images: int, seed: int = 0) -> dict[str, Any]:
+    """A calibration manifest of ``data``'s trainval split for ``spec`` (``build_manifest``), written to ``output``.
+
+    The file is rewritten only when its content changes, so a rerun on the same data keeps its sha256
+    (and the INT8 model built from it stays reusable; the spec, unlike a model path, does not change
+    when the deploy folder moves). Returns the manifest's summary and its warnings.
+    """
+    from ssd_export.calibration import build_manifest, write_manifest
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        manifest = build_manifest(data, split="trainval", images=images, seed=seed, spec=spec)
+    text = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    if not output.is_file() or output.read_text(encoding="utf-8") != text:
+        write_manifest(manifest, output)
+    return {"manifest": str(output), "sha256": sha256_file(output), "images": manifest["selection"]["selected"],
+            "split": "trainval", "seed": seed, "built": True, "warnings": [str(w.message) for w in caught]}
+
+
+def build_int8(fp32_model: Path, calibration: Path, calibration_root: Path | None, artifact: Artifact, *,
+               data: str | os.PathLike, max_drop: float | None, method: str | None, parity: bool = True) -> dict[str, Any]:
+    """Quantize the fp32 export to Q/DQ INT8 (``quantize_int8``; with ``max_drop``: ``search_int8`` on held-out images).
+
+    ``parity``: the informative comparison with the fp32 source (INT8 is judged by mAP; its detection
+    comparison took 13 s of a 16 s quantization of the barely trained test model, whose many near-tied
+    scores the comparison examines one by one).
+    """
+    from ssd_export.calibration import CalibrationSet
+
+    calib = CalibrationSet.load(calibration, data_root=calibration_root)
+    options = {"method": method, "parity": parity} if method else {"parity": parity}
+    if max_drop is None:
+        from ssd_export.int8 import quantize_int8
+
+        report = quantize_int8(fp32_model, calib, artifact.path, **options)
+        search = None
+    else:
+        from ssd_export.int8_search import search_int8
+
+        result = search_int8(fp32_model, calib, artifact.path, data=data, max_drop=max_drop, **options)
+        report = result["int8_report"]
+        search = {key: result[key] for key in ("met", "max_drop_points", "fp32_map", "chosen", "kept_float",
+                                               "report_path", "seconds")}
+    parity = report.get("parity") or {}
+    return {
+        "seconds": report["seconds"],
+        "quantize": {"method": report["settings"]["method"], "calibration": report["calibration"],
+                     "report": report["report_path"], "search": search},
+        # INT8 is judged by mAP; the parity with its fp32 source is informative
+        "verification": {"passed": None, "failures": [], "report": report["report_path"],
+                         "checks": {"rules_violations": report["rules"]["violations"],
+                                    **_verification_summary(parity)}},
+    }
+
+
+def build_engine(engine_module: Any, source: Path, checkpoint: Path, artifact: Artifact, max_batch: int) -> dict[str, Any]:
+    """A TensorRT engine of an ONNX artifact (``ssd_export.engine.build_engine``), checked against the checkpoint.
+
+    Its profile spans batch 1 to ``max_batch`` (the evaluation's and the benchmark's largest batch).
+    """
+    build = engine_module.build_engine(source, artifact.path, checkpoint=checkpoint, batch=(1, max_batch, max_batch))
+    parity = build.parity or {}
+    sidecar = build.sidecar.to_dict()
+    return {
+        "seconds": round(build.seconds, 3),
+        "engine": {**{key: sidecar.get(key) for key in ("tensorrt_version", "gpu_name", "compute_capability",
+                                                        "precision", "profile")},
+                   "sidecar": str(build.sidecar_path), "warnings": list(build.warnings)},
+        "verification": {"passed": parity.get("passed"), "failures": parity.get("failures", []),
+                         "report": str(build.sidecar_path), "checks": _verification_summary(parity)},
+    }
+
+
+# ------------------------------------------------------------------------------- run the artifact
+
+
+def load_detector(artifact: Artifact) -> Detector:
+    """The runtime's Detector on the artifact (the checkpoint through the PyTorch backend, in FP32 on the CPU)."""
+    backend = "torch" if artifact.kind == "checkpoint" else "auto"
+    return Detector.load(artifact.path, backend, device=artifact.device)
+
+
+def thin_curve(precision: np.ndarray, recall: np.ndarray, points: int = CURVE_POINTS) -> tuple[list, list]:
+    """At most ``points`` evenly spaced points of a curve (the last one kept), rounded for JSON."""
+    if len(recall) > points:
+        index = np.unique(np.linspace(0, len(recall) - 1, points).round().astype(int))
+        precision, recall = precision[index], recall[index]
+    return [round(float(v), 5) for v in precision], [round(float(v), 5) for v in recall]
+
+
+def evaluate_artifact(detector: Detector, records: list[VOCRecord], curves_path: Path,
+                      batch_size: int = EVALUATION_BATCH) -> dict[str, Any]:
+    """VOC mAP at the evaluation settings (``records_map``); per-class AP, curves saved to ``curves_path``."""
+    result, facts = records_map(detector, records, batch_size=batch_size)
+    curves = {c.name: dict(zip(("precision", "recall"), thin_curve(c.precision, c.recall))) for c in result.classes}
+    with atomic_path(curves_path) as tmp:
+        tmp.write_text(json.dumps({"map": result.map, "ap": _ap(result), "curves": curves}) + "\n")
+    return {**result.to_dict(), **facts, "settings": detector.spec.evaluation.to_dict(), "curves": str(curves_path)}
+
+
+def _ap(result: VOCResult) -> dict[str, float | None]:
+    return {c.name: None if np.isnan(c.ap) else float(c.ap) for c in result.classes}
+
+
+def bench_artifact(detector: Detector, batch_sizes: list[int], *, warmup: int, iterations: int) -> dict[str, Any]:
+    """Latency per stage at each batch size (``ssd_runtime.bench.benchmark``) at :func:`report_settings`."""
+    return benchmark(detector, batch_sizes, warmup=warmup, iterations=iterations,
+                     settings=report_settings(detector.spec))
+
+
+def draw_artifact(detector: Detector, image_paths: list[Path], folder: Path) -> dict[str, Any]:
+    """Draw the detections of each image at :func:`report_settings` into ``folder`` (one PNG per image)."""
+    from PIL import Image
+
+    settings = report_settings(detector.spec)
+    batch = detector.prepare(image_paths)
+    found = detector.raw_detections(batch.pixels, settings)
+    written, counts = [], []
+    for path, dets, (width, height) in zip(image_paths, found, batch.sizes):
+        image_dets = detector.to_image_detections(dets, width, height)
+        out = folder / f"{Path(path).stem}.png"
+        with Image.open(path) as image, atomic_path(out) as tmp:
+            draw_detections(image, image_dets).save(tmp, format="PNG")
+        written.append(str(out))
+        counts.append(len(image_dets))
+    return {"images": written, "detections": counts, "settings": settings.to_dict()}

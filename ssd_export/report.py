@@ -1,0 +1,246 @@
+"""The report of ``ssd-export deploy``: ``report.json`` (data, schema-versioned) and ``report.md`` (rendered from it).
+
+:func:`build_report` turns the deploy's per-artifact step results into the report dict (data first);
+:func:`render_markdown` renders it; :func:`write_deploy_report` writes both atomically with the figures
+of :mod:`ssd_export.report_figures`. Deltas are in mAP points (1 point = 0.01 on the 0-1 scale), runtime
+minus PyTorch, judged against the target of the artifact's precision.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ssd_runtime.fileio import atomic_write_bytes
+
+__all__ = ["REPORT_FORMAT", "REPORT_SCHEMA", "build_report", "machine_info", "render_markdown", "versions",
+           "write_deploy_report"]
+
+REPORT_FORMAT = "ssd300-deploy-report"
+#: Bumped when a field changes meaning or is removed (adding fields keeps it).
+REPORT_SCHEMA = 1
+STEPS = ("build", "evaluate", "bench", "draw")
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model (``/proc/cpuinfo``, else ``lscpu``), logical cores, OS, and the CUDA GPU when torch sees one."""
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if cpu is None:
+        try:
+            text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+            cpu = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")), None)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    gpu = None
+    torch = sys.modules.get("torch")  # only asked when already imported (the deploy imports it to export)
+    if torch is not None and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(0)
+    return {"cpu": cpu or platform.processor() or "unknown", "cores": os.cpu_count(),
+            "platform": platform.platform(), "gpu": gpu}
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of Python and of the packages the artifacts went through (None: not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("ssd300-toolkit", "torch", "onnxruntime", "onnx", "numpy", "tensorrt"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def _row(artifact: Any, entry: dict[str, Any], reference_map: float | None, targets: dict[str, float]) -> dict[str, Any]:
+    """One artifact's line of the report from its step results."""
+    steps = entry.get("steps", {})
+    build, evaluation, bench, draw = (steps.get(s) for s in STEPS)
+    row: dict[str, Any] = {
+        "name": artifact.name, "kind": artifact.kind, "variant": artifact.variant, "precision": artifact.precision,
+        "path": str(artifact.path), "source": artifact.source, "status": entry.get("status", "not run"),
+        "error": entry.get("error"), "traceback": entry.get("traceback"),
+        "reused": {s: steps[s]["reused"] for s in STEPS if s in steps},
+        "finished_at": {s: steps[s]["finished_at"] for s in STEPS if s in steps},
+        "size_bytes": build["size_bytes"] if build else None, "sha256": build["sha256"] if build else None,
+        "build": None, "verified": None, "map": None, "delta_points": None,
+        "target_points": None if artifact.kind == "checkpoint" else targets[artifact.precision],
+        "within_target": None, "evaluation": None, "classes": None, "bench": None, "drawings": None,
+    }
+    if build:
+        row["build"] = {k: v for k, v in build.items() if k not in ("reused", "finished_at", "sha256", "size_bytes")}
+        row["verified"] = build["verification"]["passed"]
+    if evaluation:
+        row["map"] = evaluation["map"]
+        row["classes"] = [{"name": c["name"], "ap": c["ap"]} for c in evaluation["classes"]]
+        row["evaluation"] = {k: evaluation[k] for k in ("images", "seconds", "images_per_s", "ap_method", "settings",
+                                                        "curves")}
+        if reference_map is not None and artifact.kind != "checkpoint":
+            row["delta_points"] = (evaluation["map"] - reference_map) * 100.0
+            row["within_target"] = bool(abs(row["delta_points"]) <= row["target_points"])
+    if bench:
+        row["bench"] = {k: bench[k] for k in ("backend", "device", "postprocess", "settings", "warmup", "iterations",
+                                              "image_size", "results")}
+    if draw:
+        row["drawings"] = {"images": draw["images"], "detections": draw["detections"], "settings": draw["settings"]}
+    return row
+
+
+def build_report(plan: list[Any], results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """The report dict: run facts (``meta``), machine, versions, one row per artifact, verdict and failures."""
+    reference = results.get(plan[0].name, {}).get("steps", {}).get("evaluate")
+    reference_map = reference["map"] if reference else None
+    rows = [_row(a, results.get(a.name, {}), reference_map, meta["targets"]) for a in plan]
+    failures = []
+    for row in rows:
+        if row["status"] != "ok":
+            failures.append(f"{row['name']}: {row['status']}" + (f" ({row['error']})" if row.get("error") else ""))
+        elif row["within_target"] is False:
+            failures.append(f"{row['name']}: |delta mAP| {abs(row['delta_points']):.3f} points, over its "
+                            f"{row['precision']} target of {row['target_points']}")
+    judged = [r for r in rows if r["delta_points"] is not None]
+    worst = max(judged, key=lambda r: abs(r["delta_points"]))["name"] if judged else None
+    return {
+        "format": REPORT_FORMAT,
+        "schema_version": REPORT_SCHEMA,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(),
+        "versions": versions(),
+        **meta,
+        "reference": {"name": plan[0].name, "map": reference_map},
+        "artifacts": rows,
+        "worst": worst,
+        "passed": not failures,
+        "failures": failures,
+    }
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _settings(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in settings.items())
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """``report.md``: readable on its own (what, from what, where, results, figures, failures)."""
+    machine, ver = report["machine"], report["versions"]
+    rows = report["artifacts"]
+    lines = [
+        "# Deployment report",
+        "",
+        "PASSED: every artifact asked for was built, verified, evaluated within its target and timed."
+        if report["passed"] else f"FAILED: {len(report['failures'])} problem(s), listed at the end.",
+        "",
+        f"- checkpoint: `{report['checkpoint']}` (sha256 `{report['checkpoint_sha256'][:16]}`)",
+        f"- data: `{report['data']}`, split `{report['split']}`, {report['images']} images "
+        f"(fingerprint `{report['data_sha256'][:16]}`)",
+        f"- machine: {machine['cpu']}, {machine['cores']} logical cores, {machine['platform']}"
+        + (f", GPU {machine['gpu']}" if machine["gpu"] else ", no GPU"),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v is not None),
+        f"- date: {report['created_at']}; deploy wall time {report.get('seconds', 0):.1f} s"
+        + (" (interrupted)" if report.get("interrupted") else ""),
+    ]
+    if report.get("command"):
+        lines.append(f"- command: `{' '.join(report['command'])}`")
+    calibration = report.get("calibration")
+    if calibration:
+        how = f"built from the data's trainval split ({calibration.get('images')} images)" if calibration.get("built") else "given"
+        lines.append(f"- INT8 calibration: `{calibration['manifest']}`, {how}")
+    engines = report["engines"]
+    lines.append(f"- TensorRT engines: {'built' if engines['built'] else 'skipped: ' + str(engines['reason'])}")
+    evaluated = next((r["evaluation"] for r in rows if r["evaluation"]), None)
+    lines += ["", "## Accuracy (VOC07 11-point mAP on the test split"
+              + (f", {_settings(evaluated['settings'])})" if evaluated else ")"), "",
+              "delta: artifact minus PyTorch in mAP points (1 point = 0.01 mAP); target: the largest |delta| "
+              "allowed for its precision.", ""]
+    table = []
+    for r in rows:
+        target = "reference" if r["kind"] == "checkpoint" else f"<= {r['target_points']}"
+        verdict = {True: "pass", False: "**FAIL**", None: "-" if r["kind"] == "checkpoint" else "n/a"}[r["within_target"]]
+        if r["status"] != "ok":
+            verdict = f"**{r['status'].upper()}**"
+        verified = {True: "yes", False: "**no**", None: "reported" if r["precision"] == "int8" and r["build"] else "-"}[r["verified"]]
+        table.append([r["name"], r["precision"], _fmt(r["map"]), _fmt(r["delta_points"], "+.3f"), target, verdict,
+                      verified, "yes" if r["reused"] and all(r["reused"].values()) else "no"])
+    lines += _table(["artifact", "precision", "mAP", "delta (points)", "target", "result", "verified", "reused"], table)
+    worst = next((r for r in rows if r["name"] == report["worst"]), None)
+    reference = next((r for r in rows if r["kind"] == "checkpoint"), None)
+    if worst and reference and reference["classes"]:
+        ref_ap = {c["name"]: c["ap"] for c in reference["classes"]}
+        lines += ["", f"## Per-class AP of the artifact furthest from PyTorch: {worst['name']}", ""]
+        lines += _table(["class", worst["name"], "pytorch", "delta (points)"], [
+            [c["name"], _fmt(c["ap"]), _fmt(ref_ap.get(c["name"])),
+             _fmt(None if c["ap"] is None or ref_ap.get(c["name"]) is None else (c["ap"] - ref_ap[c["name"]]) * 100, "+.3f")]
+            for c in worst["classes"]])
+    lines += _latency_lines(rows)
+    lines += ["", "## Files", ""]
+    lines += _table(["artifact", "file", "size (MB)", "sha256", "build (s)"], [
+        [r["name"], f"`{Path(r['path']).name}`", _fmt(r["size_bytes"] and r["size_bytes"] / 1e6, ".2f"),
+         f"`{r['sha256'][:16]}`" if r["sha256"] else "-",
+         _fmt(r["build"] and r["build"].get("seconds"), ".1f")] for r in rows if r["kind"] != "checkpoint"])
+    figures = report.get("figures") or {}
+    if figures:
+        lines += ["", "## Figures", ""]
+        for title, key in (("Precision-recall per class", "pr_curves"), ("Latency per stage", "latency"),
+                           ("Detections", "detections")):
+            if figures.get(key):
+                lines += [f"![{title}]({figures[key]})", ""]
+        if figures.get("error"):
+            lines.append(f"Figures not drawn: {figures['error']}")
+    if report["failures"]:
+        lines += ["", "## Problems", ""] + [f"- {f}" for f in report["failures"]]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _latency_lines(rows: list[dict[str, Any]]) -> list[str]:
+    timed = [r for r in rows if r["bench"]]
+    if not timed:
+        return []
+    first = timed[0]["bench"]
+    lines = ["", f"## Latency (ms per batch, {first['iterations']} iterations after {first['warmup']} warm-up, "
+             f"{first['image_size'][0]}x{first['image_size'][1]} images, {_settings(first['settings'])})", ""]
+    table = []
+    for r in timed:
+        for entry in r["bench"]["results"]:
+            s = entry["stages"]
+            e2e = s["end_to_end"]
+            table.append([r["name"], f"{r['bench']['backend']} ({r['bench']['device']})", str(entry["batch_size"]),
+                          _fmt(s["preprocess"]["p50_ms"], ".2f"), _fmt(s["inference"]["p50_ms"], ".2f"),
+                          _fmt(s["postprocess"]["p50_ms"], ".2f"), _fmt(e2e["p50_ms"], ".2f"), _fmt(e2e["p90_ms"], ".2f"),
+                          _fmt(e2e["p99_ms"], ".2f"), _fmt(e2e["images_per_s"], ".1f")])
+    return lines + _table(["artifact", "backend", "batch", "preprocess p50", "inference p50", "postprocess p50",
+                           "end to end p50", "p90", "p99", "images/s"], table)
+
+
+def write_deploy_report(out: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """Draw the figures, then write ``report.json`` and ``report.md`` into ``out`` (each atomically); return the report."""
+    from ssd_export.report_figures import write_figures
+
+    try:
+        report["figures"] = write_figures(out, report)
+    except Exception as exc:  # a missing matplotlib must not lose the report; it says so
+        report["figures"] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"ssd-export deploy: figures not drawn: {type(exc).__name__}: {exc}", file=sys.stderr)
+    report["report_json"] = str(out / "report.json")
+    report["report_md"] = str(out / "report.md")
+    atomic_write_bytes(out / "report.json", (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(out / "report.md", render_markdown(report).encode())
+    return report

@@ -1,0 +1,235 @@
+"""``ssd-export deploy`` end to end on the session's small model and dataset.
+
+One deploy (module fixture: fp32, fp16, int8, end2end ONNX; engines skipped with the reason) is
+checked against separate runs of the same APIs; reruns, a missed target, a failing artifact and an
+interruption run on copies of its folder, so each reuses what it can and takes a few seconds.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import pytest
+
+from ssd_export import deploy as deploy_module
+from ssd_export.deploy import DeployError, deploy, plan_artifacts
+from ssd_runtime.detector import Detector
+from ssd_runtime.evaluate import TARGET_POINTS, records_map
+from ssd_runtime.fileio import sha256_file
+from ssd_runtime.onnx_model import read_onnx_info
+from ssd_runtime.voc import read_voc_split, split_roots
+
+# few images, few iterations: the run takes ~30 s on 2 cores, each rerun a few seconds
+# (the INT8 parity, informative, takes 13 s on this barely trained model's near-tied scores)
+FAST = dict(calibration_images=8, bench_batches=(1, 2), bench_warmup=0, bench_iterations=2, draw_images=2,
+            int8_parity=False, progress=False)
+CLI_FAST = ["--calibration-images", "8", "--bench-batches", "1", "2", "--bench-warmup", "0", "--bench-iterations",
+            "2", "--draw-images", "2", "--no-int8-parity", "--no-progress"]
+ONNX = ["fp32", "fp16", "int8", "end2end"]
+
+
+@pytest.fixture(scope="module")
+def deployed(runtime_checkpoint, voc_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("deploy") / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an 8-image calibration set is below the recommended 500
+        report = deploy(runtime_checkpoint, voc_root, out, **FAST)
+    return out, report
+
+
+def _copy(deployed, tmp_path):
+    out, _ = deployed
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    return copy
+
+
+def _rows(report):
+    return {row["name"]: row for row in report["artifacts"]}
+
+
+def test_every_onnx_artifact_is_built_evaluated_timed_and_drawn(deployed):
+    out, report = deployed
+    rows = _rows(report)
+    assert list(rows) == ["pytorch", *ONNX]
+    assert all(row["status"] == "ok" for row in rows.values()), {n: r["error"] for n, r in rows.items()}
+    assert report["passed"] and report["failures"] == []
+    for name in ONNX:
+        row = rows[name]
+        assert (out / f"ssd300_{name}.onnx").is_file() and row["path"] == str(out / f"ssd300_{name}.onnx")
+        assert row["reused"] == {"build": False, "evaluate": False, "bench": False, "draw": False}
+        assert row["target_points"] == TARGET_POINTS[row["precision"]]
+        assert len(row["drawings"]["images"]) == 2 and all((out / "detections" / name).glob("*.png"))
+    assert rows["end2end"]["precision"] == "fp32" and rows["int8"]["precision"] == "int8"
+    # engines: skipped here (no TensorRT) with the reason in one line of both reports
+    engines = report["engines"]
+    assert engines["built"] is False and engines["reason"]
+    assert not any(row["kind"] == "engine" for row in rows.values())
+    markdown = (out / "report.md").read_text()
+    assert f"TensorRT engines: skipped: {engines['reason']}" in markdown
+    for figure in ("pr_curves", "latency", "detections"):
+        assert (out / report["figures"][figure]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({report['figures'][figure]})" in markdown
+
+
+def test_report_json_schema_machine_and_versions(deployed):
+    out, report = deployed
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert saved["format"] == "ssd300-deploy-report" and saved["schema_version"] == 1
+    assert saved["machine"]["cpu"] and saved["machine"]["cores"] >= 1
+    for package in ("python", "torch", "onnxruntime", "onnx", "numpy"):
+        assert saved["versions"][package]
+    assert saved["created_at"].endswith("Z") and saved["seconds"] > 0
+    assert saved["split"] == "test" and saved["images"] == 8
+    for row in saved["artifacts"]:
+        assert set(row) >= {"name", "kind", "precision", "status", "map", "delta_points", "target_points",
+                            "within_target", "classes", "bench", "size_bytes", "sha256", "reused"}
+
+
+def test_report_values_equal_separate_runs_of_the_same_apis(deployed, runtime_checkpoint, voc_root):
+    out, report = deployed
+    rows = _rows(report)
+    reference = Detector.load(runtime_checkpoint, "torch")
+    records = read_voc_split(split_roots(voc_root, "test"), "test", reference.spec.class_names)
+    expected_ref, _ = records_map(reference, records)
+    assert rows["pytorch"]["map"] == expected_ref.map
+    for name in ONNX:
+        row = rows[name]
+        result, _ = records_map(Detector.load(out / f"ssd300_{name}.onnx"), records)
+        assert row["map"] == result.map, name
+        assert [c["ap"] for c in row["classes"]] == [c.to_dict()["ap"] for c in result.classes]
+        assert row["delta_points"] == pytest.approx((result.map - expected_ref.map) * 100.0, abs=1e-12)
+        assert row["within_target"] == (abs(row["delta_points"]) <= TARGET_POINTS[row["precision"]])
+        assert row["size_bytes"] == (out / f"ssd300_{name}.onnx").stat().st_size
+        assert row["sha256"] == sha256_file(out / f"ssd300_{name}.onnx")
+        assert [e["batch_size"] for e in row["bench"]["results"]] == [1, 2]
+        for entry in row["bench"]["results"]:
+            assert set(entry["stages"]) == {"preprocess", "inference", "postprocess", "end_to_end"}
+            assert entry["stages"]["end_to_end"]["p99_ms"] >= entry["stages"]["end_to_end"]["p50_ms"] > 0
+    for name in ("fp32", "fp16", "end2end"):
+        assert rows[name]["verified"] is True
+        assert json.loads((out / f"ssd300_{name}.onnx.verify.json").read_text())["passed"] is True
+    # the end2end model carries the evaluation settings; the INT8 model the calibration set built from the data
+    info = read_onnx_info(out / "ssd300_end2end.onnx")
+    assert info.end2end.settings == reference.spec.evaluation
+    int8 = read_onnx_info(out / "ssd300_int8.onnx")
+    assert dict(int8.spec.provenance)["calibration_manifest_sha256"] == sha256_file(out / "calibration.json")
+    assert report["calibration"]["built"] and report["calibration"]["images"] == 8
+    worst = max((r for r in rows.values() if r["delta_points"] is not None), key=lambda r: abs(r["delta_points"]))
+    assert report["worst"] == worst["name"]
+
+
+def test_rerun_reuses_matching_steps_and_redoes_changed_ones(deployed, runtime_checkpoint, voc_root, tmp_path):
+    _, first = deployed
+    copy = _copy(deployed, tmp_path)
+    again = deploy(runtime_checkpoint, voc_root, copy, **FAST)
+    before, after = _rows(first), _rows(again)
+    for name, row in after.items():
+        assert all(row["reused"].values()), (name, row["reused"])
+        assert row["finished_at"] == before[name]["finished_at"]
+        assert row["map"] == before[name]["map"] and row["bench"] == before[name]["bench"]
+    # a changed file is rebuilt; the export is deterministic, so the steps keyed on its sha256 stay reused
+    (copy / "ssd300_end2end.onnx").write_bytes(b"not the recorded model")
+    third = _rows(deploy(runtime_checkpoint, voc_root, copy, **FAST))
+    assert third["end2end"]["reused"] == {"build": False, "evaluate": True, "bench": True, "draw": True}
+    assert third["end2end"]["sha256"] == before["end2end"]["sha256"]
+    assert third["end2end"]["finished_at"]["build"] > before["end2end"]["finished_at"]["build"]
+    for name in ("pytorch", "fp32", "fp16", "int8"):
+        assert all(third[name]["reused"].values()), name
+
+
+def test_cli_exit_code_is_1_when_an_artifact_misses_its_target(deployed, runtime_checkpoint, voc_root, tmp_path,
+                                                               capsys):
+    from ssd_export.cli import main
+
+    _, first = deployed
+    copy = _copy(deployed, tmp_path)
+    args = ["deploy", "--checkpoint", str(runtime_checkpoint), "--data", str(voc_root), "--out", str(copy), *CLI_FAST]
+    assert main(args) == 0
+    judged = [r for r in first["artifacts"] if r["delta_points"]]
+    assert judged, "every artifact equals PyTorch exactly: no target can be missed on this model"
+    missed = max(judged, key=lambda r: abs(r["delta_points"]))
+    capsys.readouterr()
+    assert main([*args, "--target", f"{missed['precision']}={abs(missed['delta_points']) / 2}"]) == 1
+    assert f"ssd-export deploy: error: {missed['name']}: |delta mAP|" in capsys.readouterr().err
+    report = json.loads((copy / "report.json").read_text())
+    row = _rows(report)[missed["name"]]
+    assert row["within_target"] is False and report["passed"] is False
+    assert any(f.startswith(f"{missed['name']}: |delta mAP|") for f in report["failures"])
+    assert "**FAIL**" in (copy / "report.md").read_text()
+
+
+def test_a_failing_artifact_leaves_the_others(deployed, runtime_checkpoint, voc_root, tmp_path, monkeypatch):
+    copy = _copy(deployed, tmp_path)
+    (copy / "ssd300_fp32.onnx").unlink()  # forces its rebuild, which fails below
+    real = deploy_module.build_onnx
+
+    def build_onnx(checkpoint, artifact, spec):
+        if artifact.name == "fp32":
+            raise RuntimeError("exporter crashed")
+        return real(checkpoint, artifact, spec)
+
+    monkeypatch.setattr(deploy_module, "build_onnx", build_onnx)
+    report = deploy(runtime_checkpoint, voc_root, copy, **FAST)
+    rows = _rows(report)
+    assert rows["fp32"]["status"] == "failed" and "exporter crashed" in rows["fp32"]["error"]
+    assert "RuntimeError" in rows["fp32"]["traceback"]
+    # int8 is quantized from fp32: failed for that reason; fp16 and end2end do not depend on it
+    assert rows["int8"]["status"] == "failed" and "'fp32' did not build" in rows["int8"]["error"]
+    for name in ("pytorch", "fp16", "end2end"):
+        assert rows[name]["status"] == "ok" and all(rows[name]["reused"].values())
+    assert report["passed"] is False
+    markdown = (copy / "report.md").read_text()
+    assert "- fp32: failed (build: RuntimeError: exporter crashed)" in markdown
+
+
+def test_ctrl_c_writes_the_report_of_what_finished(deployed, runtime_checkpoint, voc_root, tmp_path, monkeypatch):
+    copy = _copy(deployed, tmp_path)
+    real = deploy_module.bench_artifact
+    calls = []
+
+    def bench_artifact(detector, batch_sizes, **kwargs):
+        calls.append(detector)
+        if len(calls) == 3:  # the third artifact: fp16
+            raise KeyboardInterrupt
+        return real(detector, batch_sizes, **kwargs)
+
+    monkeypatch.setattr(deploy_module, "bench_artifact", bench_artifact)
+    options = {**FAST, "bench_iterations": 3}  # other bench settings: every bench step runs again
+    with pytest.raises(KeyboardInterrupt):
+        deploy(runtime_checkpoint, voc_root, copy, **options)
+    report = json.loads((copy / "report.json").read_text())
+    rows = _rows(report)
+    assert report["interrupted"] is True and report["passed"] is False
+    assert [rows[n]["status"] for n in ["pytorch", *ONNX]] == ["ok", "ok", "interrupted", "not run", "not run"]
+    assert rows["fp16"]["error"] == "interrupted during bench"
+    # the steps that finished are kept: a rerun reuses them and does the rest
+    monkeypatch.setattr(deploy_module, "bench_artifact", real)
+    rows = _rows(deploy(runtime_checkpoint, voc_root, copy, **options))
+    assert rows["fp32"]["reused"]["bench"] is True and rows["fp16"]["reused"]["bench"] is False
+    assert all(row["status"] == "ok" for row in rows.values())
+
+
+def test_engines_required_without_tensorrt_fail_before_anything_is_written(runtime_checkpoint, voc_root, tmp_path):
+    with pytest.raises(DeployError, match="--engines require: TensorRT engines cannot be built here: .+"):
+        deploy(runtime_checkpoint, voc_root, tmp_path / "out", engines="require", **FAST)
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_adds_the_int8_source_and_refuses_unknown_artifacts(tmp_path):
+    plan = plan_artifacts(tmp_path, tmp_path / "m.pt", ["int8", "engines"], engines=True)
+    assert [a.name for a in plan] == ["pytorch", "fp32", "int8", "trt-fp32", "trt-int8"]
+    assert plan[2].source == "fp32" and plan[4].source == "int8" and plan[4].precision == "int8"
+    assert [a.name for a in plan_artifacts(tmp_path, tmp_path / "m.pt", ["fp16", "engines"], engines=False)] == [
+        "pytorch", "fp16"]
+    with pytest.raises(DeployError, match="unknown artifact"):
+        plan_artifacts(tmp_path, tmp_path / "m.pt", ["fp64"], engines=False)
+
+
+def test_bad_targets_and_bench_settings_are_refused(runtime_checkpoint, voc_root, tmp_path):
+    with pytest.raises(DeployError, match="targets"):
+        deploy(runtime_checkpoint, voc_root, tmp_path / "a", targets={"fp8": 1.0}, **FAST)
+    with pytest.raises(DeployError, match="bench"):
+        deploy(runtime_checkpoint, voc_root, tmp_path / "b", **{**FAST, "bench_batches": (0,)})
