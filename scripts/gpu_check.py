@@ -27,12 +27,32 @@ def run_tests(out_dir: Path) -> dict:
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu or tensorrt", "-p", "no:cacheprovider",
            f"--junitxml={out_dir / 'gpu_tests.xml'}", "tests"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    # 600 s: the tensorrt-marked tests build small engines (each build is TensorRT's tactic search)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", summary)}
     failures = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
     return {"returncode": proc.returncode, "summary": summary, "counts": counts, "failures": failures[:20],
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+def packages() -> dict:
+    """Versions of what the gpu and tensorrt tests need (None: not installed, so those tests are skipped or fail)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("cuda-bindings", "tensorrt", "onnxruntime"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    try:  # JetPack and NVIDIA's containers install TensorRT's Python module without pip metadata
+        import tensorrt
+
+        found["tensorrt"] = tensorrt.__version__
+    except ImportError:
+        pass
+    return found
 
 
 def run_benchmark(module: str, args: list[str], limit: int) -> dict:
@@ -76,6 +96,7 @@ def main() -> int:
                       device=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
     except ImportError:
         report["torch"] = None
+    report.update(packages())
     report["tests"] = run_tests(out_dir)
     only = sys.argv[1:]  # optional: run only the benchmarks whose module name contains one of these
     report["benchmarks"] = [run_benchmark(m, a, t) for m, a, t in BENCHMARKS if not only or any(o in m for o in only)]

@@ -277,3 +277,28 @@ def test_no_gpu_is_the_real_cuda_error_here(engine):
         pytest.skip("this machine has a CUDA GPU")
     with pytest.raises(CudaUnavailableError, match=_cuda_status()):
         TensorRTBackend.load(engine)  # the real CudaMemory
+
+
+NO_TORCH = """
+import sys
+from tests.fake_tensorrt import fake_tensorrt
+sys.modules["tensorrt"] = fake_tensorrt("10.3")
+import numpy as np
+from ssd_runtime import Detector
+from tests.fake_device_memory import HostMemory
+detector = Detector.load(sys.argv[1], device="cuda", memory=HostMemory())
+detector.detect(np.zeros((60, 80, 3), np.uint8))
+print(sorted(m for m in ("torch", "ssd_train", "ssd_export") if m in sys.modules))
+"""
+
+
+def test_numpy_path_runs_without_torch(runtime_onnx, tmp_path):
+    # what a Jetson without torch runs: engine + NumPy postprocess, torch never imported
+    import subprocess
+    from pathlib import Path
+
+    engine = write_engine(runtime_onnx, tmp_path / "small.engine", "10.3")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", NO_TORCH, str(engine)], capture_output=True, text=True, check=True,
+                         cwd=root)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
