@@ -1,0 +1,119 @@
+"""The deploy report from step results (no model): deltas, verdicts, failures, the markdown, the figures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ssd_export.deploy_steps import Artifact, thin_curve
+from ssd_export.report import REPORT_SCHEMA, build_report, machine_info, render_markdown, versions, write_deploy_report
+from ssd_runtime.bench import STAGES
+from ssd_runtime.evaluate import TARGET_POINTS
+
+CLASSES = ["circle", "square"]
+
+
+def _evaluation(tmp: Path, name: str, aps: list[float]) -> dict:
+    curves = tmp / "eval" / f"{name}.json"
+    curves.parent.mkdir(parents=True, exist_ok=True)
+    curves.write_text(json.dumps({"map": sum(aps) / len(aps), "ap": dict(zip(CLASSES, aps)),
+                                  "curves": {c: {"precision": [1.0, 0.5], "recall": [0.2, 0.6]} for c in CLASSES}}))
+    return {"map": sum(aps) / len(aps), "classes": [{"name": c, "ap": ap} for c, ap in zip(CLASSES, aps)],
+            "images": 4, "seconds": 1.0, "images_per_s": 4.0, "ap_method": "11point",
+            "settings": {"min_score": 0.01, "max_overlap": 0.45, "top_k": 200}, "curves": str(curves),
+            "reused": False, "finished_at": "2026-01-01T00:00:00Z"}
+
+
+def _bench(ms: float) -> dict:
+    stage = {"p50_ms": ms, "p90_ms": ms * 1.1, "p99_ms": ms * 1.2, "images_per_s": 1000 / ms}
+    return {"backend": "OrtBackend", "device": "cpu", "postprocess": "numpy", "warmup": 1, "iterations": 2,
+            "settings": {"min_score": 0.2, "max_overlap": 0.45, "top_k": 200}, "image_size": [500, 375],
+            "results": [{"batch_size": 1, "stages": {s: dict(stage) for s in STAGES}}],
+            "reused": True, "finished_at": "2026-01-01T00:00:01Z"}
+
+
+def _build(verified: bool | None = True) -> dict:
+    return {"seconds": 2.0, "sha256": "ab" * 32, "size_bytes": 2_000_000, "reused": False,
+            "finished_at": "2026-01-01T00:00:00Z", "verification": {"passed": verified, "failures": []}}
+
+
+@pytest.fixture
+def report_parts(tmp_path):
+    plan = [Artifact("pytorch", "checkpoint", "fp32", "fp32", tmp_path / "m.pt"),
+            Artifact("fp32", "onnx", "fp32", "fp32", tmp_path / "ssd300_fp32.onnx"),
+            Artifact("int8", "onnx", "int8", "int8", tmp_path / "ssd300_int8.onnx", "fp32"),
+            Artifact("fp16", "onnx", "fp16", "fp16", tmp_path / "ssd300_fp16.onnx")]
+    results = {
+        "pytorch": {"status": "ok", "steps": {"evaluate": _evaluation(tmp_path, "pytorch", [0.6, 0.4]),
+                                              "bench": _bench(20.0)}},
+        "fp32": {"status": "ok", "steps": {"build": _build(), "evaluate": _evaluation(tmp_path, "fp32", [0.6, 0.4]),
+                                           "bench": _bench(10.0)}},
+        # 0.59 / 0.405: mAP 0.4975, -0.25 points: outside fp32's target, inside int8's
+        "int8": {"status": "ok", "steps": {"build": _build(None), "evaluate": _evaluation(tmp_path, "int8", [0.59, 0.405])}},
+        "fp16": {"status": "failed", "error": "build: RuntimeError: boom", "steps": {}},
+    }
+    meta = {"targets": dict(TARGET_POINTS), "checkpoint": str(tmp_path / "m.pt"), "checkpoint_sha256": "cd" * 32,
+            "data": "data", "split": "test", "images": 4, "data_sha256": "ef" * 32, "out": str(tmp_path),
+            "engines": {"mode": "auto", "built": False, "reason": "no TensorRT here"}, "calibration": None,
+            "command": ["ssd-export", "deploy"], "seconds": 3.0}
+    return plan, results, meta
+
+
+def test_deltas_targets_and_failures(report_parts):
+    plan, results, meta = report_parts
+    report = build_report(plan, results, meta)
+    rows = {r["name"]: r for r in report["artifacts"]}
+    assert report["schema_version"] == REPORT_SCHEMA and report["reference"]["map"] == pytest.approx(0.5)
+    assert rows["fp32"]["delta_points"] == 0.0 and rows["fp32"]["within_target"] is True
+    assert rows["int8"]["delta_points"] == pytest.approx(-0.25) and rows["int8"]["within_target"] is True
+    assert rows["int8"]["target_points"] == TARGET_POINTS["int8"]
+    assert rows["pytorch"]["delta_points"] is None and rows["pytorch"]["target_points"] is None
+    assert rows["fp16"]["status"] == "failed" and rows["fp16"]["map"] is None
+    assert report["worst"] == "int8" and report["passed"] is False
+    assert report["failures"] == ["fp16: failed (build: RuntimeError: boom)"]
+    # the same int8 model judged as fp32 would miss its target
+    meta["targets"]["int8"] = 0.05
+    assert build_report(plan, results, meta)["failures"] == [
+        "int8: |delta mAP| 0.250 points, over its int8 target of 0.05", "fp16: failed (build: RuntimeError: boom)"]
+
+
+def test_markdown_has_the_tables_the_engine_line_and_the_problems(report_parts):
+    report = build_report(*report_parts)
+    report["figures"] = {"pr_curves": "figures/pr_curves.png", "latency": None, "detections": None}
+    text = render_markdown(report)
+    assert text.startswith("# Deployment report\n\nFAILED: 1 problem(s)")
+    assert "| fp32 | fp32 | 0.5000 | +0.000 | <= 0.05 | pass | yes | no |" in text
+    assert "| int8 | int8 | 0.4975 | -0.250 | <= 0.5 | pass | reported | no |" in text
+    assert "| fp16 | fp16 | n/a | n/a | <= 0.1 | **FAILED** | - | no |" in text
+    assert "- TensorRT engines: skipped: no TensorRT here" in text
+    assert "## Per-class AP of the artifact furthest from PyTorch: int8" in text
+    assert "| circle | 0.5900 | 0.6000 | -1.000 |" in text
+    assert "| fp32 | OrtBackend (cpu) | 1 | 10.00 | 10.00 | 10.00 | 10.00 | 11.00 | 12.00 | 100.0 |" in text
+    assert "![Precision-recall per class](figures/pr_curves.png)" in text and "Latency per stage" not in text
+    assert text.rstrip().endswith("- fp16: failed (build: RuntimeError: boom)")
+
+
+def test_written_report_and_figures(report_parts, tmp_path):
+    report = write_deploy_report(tmp_path, build_report(*report_parts))
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
+    assert (tmp_path / "report.md").read_text() == render_markdown(report)
+    assert report["figures"]["detections"] is None  # nothing was drawn
+    for key in ("pr_curves", "latency"):
+        assert (tmp_path / report["figures"][key]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_machine_and_versions():
+    machine = machine_info()
+    assert machine["cpu"] and machine["cores"] >= 1 and machine["platform"]
+    assert set(versions()) == {"python", "ssd300-toolkit", "torch", "onnxruntime", "onnx", "numpy", "tensorrt"}
+
+
+def test_thin_curve_keeps_the_ends():
+    import numpy as np
+
+    recall = np.linspace(0, 1, 10_001)
+    precision = 1 - recall / 2
+    p, r = thin_curve(precision, recall, points=50)
+    assert len(r) == 50 and r[0] == 0.0 and r[-1] == 1.0 and p[-1] == 0.5
+    assert thin_curve(precision[:3], recall[:3]) == ([1.0, 0.99995, 0.9999], [0.0, 0.0001, 0.0002])
