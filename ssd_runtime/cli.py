@@ -107,7 +107,7 @@ def _print_part(report: dict, args: argparse.Namespace, shard: Shard) -> int:
     return 0
 
 
-def _add_stream_flags(p: argparse.ArgumentParser, out_help: str) -> None:
+def add_stream_flags(p: argparse.ArgumentParser, out_help: str) -> None:
     """Flags of a run that streams detections to a file: the file, --resume, --shard."""
     p.add_argument("--detections-out", metavar="FILE", help=out_help)
     p.add_argument("--resume", action="store_true",
@@ -127,7 +127,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="evaluate the first N images only (0 = all)")
     p.add_argument("--ap-method", default=default_of(compare_map, "ap_method"), choices=AP_METHODS)
     p.add_argument("--skip-unknown-classes", action="store_true", help="drop annotated objects of classes the model lacks")
-    _add_stream_flags(p, "write each image's detections to FILE as they come (JSON lines; see docs/evaluation.md)")
+    add_stream_flags(p, "write each image's detections to FILE as they come (JSON lines; see docs/evaluation.md)")
     p.add_argument("--detections", nargs="+", metavar="FILE",
                    help="evaluate detections files (one, or every part of a sharded run) instead of running --model")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
@@ -242,7 +242,7 @@ def add_detect_command(sub: argparse._SubParsersAction, model_flag: str = "--mod
     p.add_argument("--min-score", type=float, default=None, help="default: the model's detection setting")
     p.add_argument("--max-overlap", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
-    _add_stream_flags(p, "instead of --out: every image's detections in one file (JSON lines, see docs/evaluation.md), "
+    add_stream_flags(p, "instead of --out: every image's detections in one file (JSON lines, see docs/evaluation.md), "
                          "written batch by batch")
     p.add_argument("--batch-size", type=int, default=default_of(detect_to_file, "batch_size"),
                    help="images per batch with --detections-out")

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 
 from ssd_runtime import cli_common
+from ssd_runtime.cli import add_stream_flags
 from ssd_runtime.cli_common import default_of
 from ssd_runtime.metric import AP_METHODS
 from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS
@@ -16,7 +18,7 @@ from ssd_train.augment import AUGMENTATIONS
 from ssd_train.config import (
     AMP_MODES, DEFAULT_RECIPE, DEVICES, HEAD_INITS, OPTIMIZERS, RECIPE_NAMES, RECIPES, SCHEDULES, TrainConfig,
 )  # fmt: skip
-from ssd_train.evaluation import evaluate
+from ssd_train.evaluation import evaluate, evaluate_to_file
 from ssd_train.loss import LOC_LOSSES
 from ssd_train.training_set import IMAGE_CHECKS
 
@@ -220,15 +222,32 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from ssd_train.checkpoint import load_model
     from ssd_train.data import VOCDetection
+    from ssd_runtime.sharding import device_for, part_path, resolve_shard
+
     model, spec = load_model(args.checkpoint)
-    device = torch.device(args.device)
+    shard = resolve_shard(args.shard, os.environ)
+    device = torch.device(device_for(args.device, shard))
     dataset = VOCDetection.from_voc(args.data if len(args.data) > 1 else args.data[0], args.split,
                                     class_names=spec.class_names, train=False, mean=spec.mean, std=spec.std,
                                     size=spec.input_size, skip_unknown=args.skip_unknown_classes)
     if args.images:
         dataset.records = dataset.records[: args.images]
-    result = evaluate(model.to(device), dataset, spec, device, args.batch_size, ap_method=args.ap_method,
-                      workers=args.workers)
+    if args.detections_out or shard.sharded:
+        if not args.detections_out:
+            raise ValueError(f"shard {shard}: each process writes its part of a detections file: pass --detections-out FILE")
+        result = evaluate_to_file(model.to(device), dataset, spec, args.detections_out, checkpoint=args.checkpoint,
+                                  device=device, batch_size=args.batch_size, ap_method=args.ap_method, shard=shard,
+                                  resume=args.resume, workers=args.workers, source={"data": args.data, "split": args.split})
+        if result is None:  # not the merging process; by hand (--shard) the merge comes later
+            if not shard.torchrun:
+                print(f"shard {shard}: {part_path(args.detections_out, shard)} written; once every shard is done: "
+                      f"ssd-runtime eval --data DATA --split {args.split} --detections <every part>")
+            return 0
+    else:
+        if args.resume:
+            raise ValueError("--resume continues a --detections-out file: pass the file to continue")
+        result = evaluate(model.to(device), dataset, spec, device, args.batch_size, ap_method=args.ap_method,
+                          workers=args.workers)
     report = {"checkpoint": args.checkpoint, "split": args.split, "images": len(dataset), **result.to_dict()}
     if args.plot:
         from ssd_train.plots import plot_precision_recall
@@ -258,6 +277,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=0, help="evaluate the first N images only (0 = all)")
     p.add_argument("--skip-unknown-classes", action="store_true")
     p.add_argument("--plot", help="write a precision-recall plot (PNG; needs matplotlib)")
+    add_stream_flags(p, "write each image's detections to FILE as they come (the runtime's format, docs/evaluation.md)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 
