@@ -18,7 +18,7 @@ already are the final detections. Either way clients receive the same tensors, p
 
 The repository is written into a temporary folder beside ``out`` and moved into place at the end: an
 interrupted run leaves nothing half-written, and an existing non-empty ``out`` is only replaced with
-``force=True`` (then as a whole, never file by file).
+``force=True``, as a whole (never file by file), and only when it holds nothing but model folders.
 """
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def write_triton_repository(
     a request's ``top_k`` may not exceed it). For an end2end model it is the graph's own top_k.
     """
     served = read_served_model(model)
-    out = Path(out)
+    out = Path(out).resolve()  # "." or "repo/" still name a folder with a parent to build beside
     _check_out(out, force)
     _check_name(name)
     if instances < 1 or postprocess_instances < 1:
@@ -334,11 +334,21 @@ def _check_name(name: str) -> None:
 
 
 def _check_out(out: Path, force: bool) -> None:
+    """``out`` may be new or empty; with ``force`` also a model repository (model folders only), never other files."""
     if out.exists() and not out.is_dir():
         raise TritonRepositoryError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    if entries and not force:
         raise TritonRepositoryError(
             f"{out} exists and is not empty; choose another --out, or pass --force to replace it as a whole"
+        )
+    # --force deletes the old repository: only one made of model folders, so a mistyped --out (a home or
+    # project folder) is never wiped
+    foreign = [e.name for e in entries if not (e.is_dir() and (e / "config.pbtxt").is_file())]
+    if foreign:
+        raise TritonRepositoryError(
+            f"{out} holds {', '.join(foreign[:5])}, which are not Triton model folders (a folder with a "
+            "config.pbtxt); --force only replaces a model repository: choose another --out"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -252,23 +252,31 @@ def test_end2end_engine_is_served_alone(variants: dict[str, Path], tmp_path: Pat
 
 def test_existing_output_is_refused_or_replaced_whole(runtime_onnx: Path, tmp_path: Path, monkeypatch):
     root = tmp_path / "repo"
-    root.mkdir()
-    (root / "mine.txt").write_text("keep me")
+    (root / "old_model" / "1").mkdir(parents=True)
+    (root / "old_model" / "config.pbtxt").write_text('name: "old_model"\n')
     with pytest.raises(TritonRepositoryError, match="not empty.*--force"):
         write_triton_repository(runtime_onnx, root)
-    assert [p.name for p in root.iterdir()] == ["mine.txt"]
+    assert [p.name for p in root.iterdir()] == ["old_model"]
 
     # a failure half-way (the postprocess source missing) leaves the user's folder and no temporary behind
     monkeypatch.setattr("ssd_export.triton.POSTPROCESS_SOURCE", tmp_path / "missing.py")
     with pytest.raises(FileNotFoundError):
         write_triton_repository(runtime_onnx, root, force=True)
-    assert [p.name for p in root.iterdir()] == ["mine.txt"]
+    assert [p.name for p in root.iterdir()] == ["old_model"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
     monkeypatch.undo()
 
-    write_triton_repository(runtime_onnx, root, force=True)
+    write_triton_repository(runtime_onnx, root, force=True)  # the old repository goes as a whole
     assert sorted(p.name for p in root.iterdir()) == ["ssd300", "ssd300_network", "ssd300_postprocess"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+    # --force never wipes a folder holding anything but model folders (a mistyped --out)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("keep me")
+    with pytest.raises(TritonRepositoryError, match="notes.txt, which are not Triton model folders"):
+        write_triton_repository(runtime_onnx, project, force=True)
+    assert [p.name for p in project.iterdir()] == ["notes.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
     write_triton_repository(runtime_onnx, empty)  # an empty folder is fine
