@@ -34,6 +34,7 @@ from ssd_export.parity import (
     verification_inputs,
     write_report,
 )
+from ssd_runtime.backends import Backend
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.end2end import padded_to_detections
 from ssd_runtime.fileio import sha256_file
@@ -46,6 +47,7 @@ __all__ = [
     "VERIFY_SEED",
     "ParityError",
     "candidates_over_cap",
+    "check_end2end",
     "verification_images",
     "verify_onnx",
     "write_report",
@@ -91,7 +93,7 @@ def verify_onnx(
         report["spec_matches"] = spec_matches(info.spec, reference.spec)
         if not report["spec_matches"]:
             failures.append(SPEC_DIFFERS)
-        _check_end2end(info, backend, reference, report, failures)
+        check_end2end(info, backend, reference, report, failures)
     else:
         backend = OrtBackend(onnx_path)
         batch = _batch_fields(backend.batch_dim, info, batch_size, seed, report)
@@ -120,9 +122,10 @@ def _batch_fields(batch_dim: int | str | None, info: OnnxModelInfo, requested: i
     return batch
 
 
-def _check_end2end(info: OnnxModelInfo, backend: OrtBackend, reference: ReferenceOutputs, report: dict,
-                   failures: list[str]) -> None:
-    """The graph's padded detections vs the NumPy postprocess of the checkpoint's outputs (identical)."""
+def check_end2end(info: OnnxModelInfo, backend: Backend, reference: ReferenceOutputs, report: dict,
+                  failures: list[str]) -> None:
+    """An end-to-end backend's padded detections (ONNX Runtime, TensorRT) vs the NumPy postprocess of the
+    checkpoint's outputs at the baked settings (identical required); fills ``report["detections"]``."""
     if info.end2end is None:  # read_onnx_info sets it for this variant
         failures.append("end-to-end model without its end2end metadata")
         return
