@@ -113,6 +113,8 @@ def detections_map(
 def precision_of(detector: Detector) -> str:
     """The precision of the detector's network: "fp32", "fp16" or "int8" (a key of :data:`TARGET_POINTS`)."""
     backend = detector.backend
+    if getattr(backend, "precision", None) in TARGET_POINTS:  # a TensorRT engine's, from its sidecar
+        return backend.precision
     if getattr(backend, "variant", "") == "int8":
         return "int8"
     if getattr(backend, "fp16", False) or getattr(backend, "variant", "") == "fp16":

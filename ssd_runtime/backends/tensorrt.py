@@ -286,7 +286,13 @@ class TensorRTBackend:
             return
         if buffers.graph is None:
             self._execute(state)  # one plain run after a shape change before capturing (TensorRT's advice)
-            buffers.graph = self._memory.capture(state.stream, lambda: self._execute(state))
+            try:
+                buffers.graph = self._memory.capture(state.stream, lambda: self._execute(state))
+            except (EngineRunError, RuntimeError) as exc:
+                raise EngineRunError(
+                    f"{self.path}: capturing a CUDA graph of this engine failed ({exc}); engines with work TensorRT "
+                    "cannot capture (data-dependent shapes, e.g. some NMS layers) run without: cuda_graph=False"
+                ) from exc
         self._memory.launch(buffers.graph, state.stream)
 
     def _execute(self, state: _ThreadState) -> None:

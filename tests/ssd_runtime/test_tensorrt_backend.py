@@ -302,3 +302,22 @@ def test_numpy_path_runs_without_torch(runtime_onnx, tmp_path):
     out = subprocess.run([sys.executable, "-c", NO_TORCH, str(engine)], capture_output=True, text=True, check=True,
                          cwd=root)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_precision_for_the_eval_target_comes_from_the_sidecar(fake_trt, runtime_onnx, tmp_path):
+    from ssd_runtime.evaluate import precision_of
+
+    # an fp32 ONNX built with TensorRT 10's FP16 flag: the source variant is fp32, the engine computes in fp16
+    engine = write_engine(runtime_onnx, tmp_path / "fp16.engine", _major(fake_trt), precision="fp16", fp16_flag=True)
+    assert precision_of(Detector.load(engine, device="cuda", memory=HostMemory())) == "fp16"
+
+
+def test_failed_graph_capture_says_to_run_without(engine, batch, monkeypatch):
+    memory = HostMemory()
+
+    def refuse(stream, launch):
+        raise RuntimeError("cudaStreamEndCapture failed: cudaErrorStreamCaptureInvalidated")
+
+    monkeypatch.setattr(memory, "capture", refuse)
+    with pytest.raises(EngineRunError, match="cudaErrorStreamCaptureInvalidated.*cuda_graph=False"):
+        _load(engine, memory, cuda_graph=True).infer(batch[:1])
