@@ -276,15 +276,19 @@ def _add_triton(sub: argparse._SubParsersAction) -> None:
                    help=f"max_batch_size (default: the engine profile's max, or {defaults.DEFAULT_TRITON_MAX_BATCH} for ONNX)")
     p.add_argument("--preferred-batch-sizes", type=int, nargs="+", default=None, metavar="N",
                    help="dynamic batcher's preferred batch sizes (default: none, the largest batch available)")
-    p.add_argument("--max-queue-delay-us", type=int, default=defaults.DEFAULT_TRITON_QUEUE_DELAY_US,
+    p.add_argument("--max-queue-delay-us", type=int, default=defaults.DEFAULT_TRITON_QUEUE_DELAY_US, metavar="US",
                    help="dynamic batcher's max queue delay in microseconds (default %(default)s)")
-    p.add_argument("--instances", type=int, default=1, help="network instances (per GPU with --gpus) (default 1)")
+    p.add_argument("--instances", type=int, default=1, metavar="N",
+                   help="network instances (per GPU with --gpus) (default 1)")
     p.add_argument("--gpus", type=int, nargs="+", default=None, metavar="ID",
                    help="GPU ids for the network (KIND_GPU); default: ONNX on the CPU, an engine on every GPU")
-    p.add_argument("--postprocess-instances", type=int, default=1, help="Python postprocess instances (CPU) (default 1)")
+    p.add_argument("--postprocess-instances", type=int, default=1, metavar="N",
+                   help="Python postprocess instances (CPU) (default 1)")
     p.add_argument("--max-detections", type=int, default=None, metavar="K",
                    help="detections per image in the padded outputs (default: the spec's detection top_k)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder (as a whole)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a previous model repository at --out, as a whole (a folder holding anything "
+                   "but model folders is never replaced)")
     p.add_argument("--json", action="store_true", help="one-line JSON report")
     p.set_defaults(func=_cmd_triton)
 

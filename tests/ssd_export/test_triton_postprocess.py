@@ -150,3 +150,14 @@ def test_initialize_refuses_a_spec_that_does_not_match_the_config(repository: Pa
     (folder / "1/spec.json").write_text(ModelSpec.create(("background", "cat")).to_json())  # 2 classes, not 8
     with pytest.raises(ValueError, match=r"class_logits is declared \[8732, 8\].*says \[8732, 2\]"):
         pb.load_model(folder)
+
+
+def test_fp16_network_outputs_are_postprocessed_in_float32(repository: Path, raw_outputs):
+    """An engine may hand FP16 locs/logits (the config then declares TYPE_FP16): the runtime's float32 math on them."""
+    folder = repository / "ssd300_postprocess"
+    model = pb.load_model(folder)
+    detector, _, locs, class_logits = raw_outputs
+    spec = detector.spec
+    half_locs, half_logits = locs.astype(np.float16), class_logits.astype(np.float16)
+    tensors = outputs(model.execute([request(half_locs, half_logits)])[0], pb.model_config(folder), locs.shape[0])
+    check_equal(tensors, postprocess(half_locs, half_logits, spec.make_priors(), spec.detection, spec.variances), 200)

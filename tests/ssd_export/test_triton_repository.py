@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -179,9 +180,13 @@ def test_static_batch_is_served_without_batching(variants: dict[str, Path], runt
         write_triton_repository(variants["static"], tmp_path / "r2", max_batch=4)
 
 
-def make_engine(folder: Path, onnx_path: Path, *, output_kind: str = "raw", min_batch: int = 1) -> Path:
-    """A plan of arbitrary bytes with the sidecar `ssd-export engine` would write for ``onnx_path`` (only copied)."""
+def make_engine(folder: Path, onnx_path: Path, *, output_kind: str = "raw", min_batch: int = 1,
+                output_dtype: str | None = None) -> Path:
+    """A plan of arbitrary bytes with the sidecar `ssd-export engine` would write for ``onnx_path`` (only copied);
+    ``output_dtype`` replaces the outputs' dtype (an engine whose outputs stay in FP16)."""
     served = read_served_model(onnx_path)
+    if output_dtype is not None:
+        served = replace(served, outputs=[replace(t, dtype=output_dtype) for t in served.outputs])
     plan = folder / "model fp16.engine"
     plan.write_bytes(b"plan bytes: Triton loads them, the repository writer only copies them")
 
@@ -223,6 +228,14 @@ def test_engine_repository_from_its_sidecar(runtime_onnx: Path, tmp_path: Path):
     assert network.max_batch_size == 8 and list(network.instance_group[0].gpus) == [1]
     with pytest.raises(TritonRepositoryError, match=r"exceeds the engine profile's largest batch 16.*ssd-export engine"):
         write_triton_repository(plan, tmp_path / "r32", max_batch=32)
+
+
+def test_fp16_engine_outputs_reach_the_postprocess_as_fp16(runtime_onnx: Path, tmp_path: Path):
+    write_triton_repository(make_engine(tmp_path, runtime_onnx, output_dtype="float16"), tmp_path / "r")
+    network, post = parse(tmp_path / "r/ssd300_network"), parse(tmp_path / "r/ssd300_postprocess")
+    assert [t.data_type for t in network.output] == [t.data_type for t in post.input] == [mc.TYPE_FP16] * 2
+    assert [t.data_type for t in post.output] == [FP32, FP32, INT64, INT64]
+    check_ensemble(tmp_path / "r", parse(tmp_path / "r/ssd300"))
 
 
 def test_engine_problems_are_refused(runtime_onnx: Path, tmp_path: Path):
