@@ -239,8 +239,9 @@ class TensorRTBackend:
                              f"{', '.join(map(str, per_image))}); received {np.dtype(dtype).name} {shape}")
         low, high = self.batch_range
         if not low <= shape[0] <= high:
-            raise InputError(f"{self.path} takes batches of {low} to {high} images (its optimisation profile); "
-                             f"received {shape[0]}: split the batch, or rebuild with ssd-export engine --batch")
+            allowed = f"exactly {low} images (a static batch)" if low == high else f"{low} to {high} images (its profile)"
+            raise InputError(f"{self.path} takes batches of {allowed}; received {shape[0]}: split the batch, or "
+                             "rebuild it with another ssd-export engine --batch min,opt,max")
 
     def _state(self) -> _ThreadState:
         thread = threading.current_thread()

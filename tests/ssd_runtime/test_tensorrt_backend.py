@@ -321,3 +321,31 @@ def test_failed_graph_capture_says_to_run_without(engine, batch, monkeypatch):
     monkeypatch.setattr(memory, "capture", refuse)
     with pytest.raises(EngineRunError, match="cudaErrorStreamCaptureInvalidated.*cuda_graph=False"):
         _load(engine, memory, cuda_graph=True).infer(batch[:1])
+
+
+def test_uint8_nhwc_engine_takes_uint8_images(fake_trt, runtime_checkpoint, voc_root, tmp_path):
+    from ssd_export.onnx_export import export_onnx
+
+    onnx_path = tmp_path / "u8.onnx"
+    export_onnx(runtime_checkpoint, onnx_path, variant="uint8-nhwc", verify=False)
+    backend = _load(write_engine(onnx_path, tmp_path / "u8.engine", _major(fake_trt)))
+    assert backend.input_kind == "uint8-nhwc"
+    reference = Detector.load(onnx_path)
+    pixels = reference.prepare(sorted((voc_root / "JPEGImages").glob("*.jpg"))[:2]).pixels  # uint8 (2, 300, 300, 3)
+    for a, b in zip(backend.infer(pixels), reference.backend.infer(pixels)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_static_batch_engine_takes_only_its_batch(fake_trt, runtime_onnx, batch, tmp_path):
+    import onnx
+
+    model = onnx.load(str(runtime_onnx))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 2  # the static-batch export's shapes
+    static = tmp_path / "static.onnx"
+    onnx.save(model, str(static))
+    backend = _load(write_engine(static, tmp_path / "static.engine", _major(fake_trt)))
+    assert backend.batch_range == (2, 2)
+    np.testing.assert_array_equal(backend.infer(batch[:2])[1], OrtBackend(runtime_onnx).infer(batch[:2])[1])
+    with pytest.raises(InputError, match="batches of exactly 2 images"):
+        backend.infer(batch[:1])
