@@ -250,6 +250,7 @@ def write_triton_repository(
             raise TritonRepositoryError(f"--max-detections must be at least 1, got {k}")
         configs.update(_postprocess_models(served, name, network_name, batching, k, postprocess_instances))
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         for model_name, config in configs.items():
@@ -350,7 +351,6 @@ def _check_out(out: Path, force: bool) -> None:
             f"{out} holds {', '.join(foreign[:5])}, which are not Triton model folders (a folder with a "
             "config.pbtxt); --force only replaces a model repository: choose another --out"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
