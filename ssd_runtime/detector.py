@@ -19,7 +19,8 @@ their padded detections at the requested settings (:mod:`ssd_runtime.end2end`: a
 and a lower top_k than baked in are applied exactly, anything else is an error).
 
 Thread safety: ``detect`` keeps no per-call state on the detector; backends' ``infer`` is thread
-safe (ONNX Runtime sessions are; PyTorch inference under no_grad is; CUDA-graph replays take a lock).
+safe (ONNX Runtime sessions are; PyTorch inference under no_grad is; its CUDA-graph replays take a
+lock; a TensorRT engine gives each thread its own execution context, stream and buffers).
 """
 from __future__ import annotations
 
