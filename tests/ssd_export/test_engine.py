@@ -289,3 +289,29 @@ def test_sidecar_json_is_plain_and_beside_the_plan(fake_trt, stand_in_gpu, engin
     build(engine_sources["fp32"], out, stand_in_gpu, parity=False)
     data = json.loads(sidecar_path(out).read_text())
     assert sidecar_path(out).name == "ssd300.plan.json" and data["parity"] is None and data["schema"] == 1
+
+
+def test_build_and_check_without_torch(engine_sources, tmp_path):
+    """A Jetson often has no torch: the build and its check against the ONNX (no --checkpoint) import none."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+sys.modules["torch"] = None  # `import torch` raises ImportError
+import ssd_runtime.cuda_device as cuda_device
+from tests.fake_device_memory import HostMemory
+from tests.fake_tensorrt import fake_tensorrt
+sys.modules["tensorrt"] = fake_tensorrt("10.3")
+memory = HostMemory("8.7")
+cuda_device.device_info = lambda index=0: memory.info
+from ssd_export.engine import build_engine
+result = build_engine({str(engine_sources["fp32"])!r}, {str(tmp_path / "m.engine")!r}, backend_options={{"memory": memory}})
+assert result.parity["passed"], result.parity["failures"]
+print("passed")
+"""
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True,
+                          cwd=Path(__file__).parents[2],
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "passed", done.stderr[-2000:]
+    assert files(tmp_path) == ["m.engine", "m.engine.json"]
