@@ -26,6 +26,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ from ssd_runtime.bench import benchmark
 from ssd_runtime.cli_common import default_of
 from ssd_runtime.evaluate import TARGET_POINTS
 from ssd_runtime.fileio import atomic_write_bytes, sha256_file
+from ssd_runtime.spec import ModelSpec
+from ssd_runtime.voc import VOCRecord
 
 __all__ = ["DeployError", "DeployState", "deploy", "plan_artifacts"]
 
@@ -183,7 +186,7 @@ def deploy(
     Returns the report (also in ``out/report.json``); ``report["passed"]`` is False when an artifact
     failed or missed its target. KeyboardInterrupt is re-raised after the report of what finished is written.
     """
-    from ssd_export import report as report_module
+    from ssd_export.report import build_report, machine_info, write_deploy_report
 
     start = time.perf_counter()
     checkpoint, out = Path(checkpoint), Path(out)
@@ -198,18 +201,17 @@ def deploy(
     engine_module, engine_line = _engine_support(engines, "engines" in artifacts)
     plan = plan_artifacts(out, checkpoint, artifacts, engine_module is not None)
     out.mkdir(parents=True, exist_ok=True)
-    state = DeployState(out / STATE_NAME)
     reference = load_detector(plan[0])
     records = test_records(data, reference.spec.class_names, max_images=max_images)
-    context = {
-        "checkpoint": checkpoint, "checkpoint_sha256": sha256_file(checkpoint), "data": Path(data), "out": out,
-        "records": records, "data_sha256": records_fingerprint(records), "spec": reference.spec,
-        "engine_module": engine_module, "calibration": calibration, "calibration_images": calibration_images,
-        "max_drop": max_drop, "int8_method": int8_method, "int8_parity": int8_parity, "bench": {"batches": list(bench_batches),
-        "warmup": bench_warmup, "iterations": bench_iterations}, "draw": [r.image_path for r in records[:draw_images]],
-        "detectors": {"pytorch": reference}, "cpu": report_module.machine_info()["cpu"],
-    }
-    results: dict[str, dict[str, Any]] = {}
+    bench = {"batches": list(bench_batches), "warmup": bench_warmup, "iterations": bench_iterations}
+    run = _Run(
+        checkpoint=checkpoint, checkpoint_sha256=sha256_file(checkpoint), data=Path(data), out=out, records=records,
+        data_sha256=records_fingerprint(records), spec=reference.spec, engine_module=engine_module,
+        calibration=None if calibration is None else Path(calibration), calibration_images=calibration_images,
+        max_drop=max_drop, int8_method=int8_method, int8_parity=int8_parity, bench=bench,
+        draw=[r.image_path for r in records[:draw_images]], cpu=machine_info()["cpu"],
+        state=DeployState(out / STATE_NAME), detectors={plan[0].name: reference},
+    )
     command = ["ssd-export", "deploy", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
                "--artifacts", *artifacts, "--engines", engines, "--bench-batches", *map(str, bench_batches),
                "--bench-warmup", str(bench_warmup), "--bench-iterations", str(bench_iterations),
@@ -219,27 +221,51 @@ def deploy(
     command += [f"--{k}={v}" for k, v in (("max-drop", max_drop), ("method", int8_method)) if v is not None]
     command += [f"--max-images={max_images}"] if max_images else []
     command += [f"--target={k}={v}" for k, v in targets.items() if v != TARGET_POINTS[k]]
-    meta = {"command": command, "checkpoint": str(checkpoint),
-            "checkpoint_sha256": context["checkpoint_sha256"], "data": str(data), "split": "test",
-            "images": len(records), "data_sha256": context["data_sha256"], "out": str(out),
-            "engines": engine_line, "targets": targets, "bench": context["bench"], "calibration": None}
+    run.meta = {"command": command, "checkpoint": str(checkpoint), "checkpoint_sha256": run.checkpoint_sha256,
+                "data": str(data), "split": "test", "images": len(records), "data_sha256": run.data_sha256,
+                "out": str(out), "engines": engine_line, "targets": targets, "bench": bench, "calibration": None}
+    results: dict[str, dict[str, Any]] = {}
     tqdm = _tqdm(progress)
     bar = tqdm(plan, desc="deploy", unit="artifact", position=0)
     try:
         for artifact in bar:
             bar.set_postfix_str(artifact.name)
-            results[artifact.name] = _run_artifact(artifact, context, state, results, meta, tqdm)
+            results[artifact.name] = _run_artifact(artifact, run, results, tqdm)
     except KeyboardInterrupt:
         for artifact in plan:
             results.setdefault(artifact.name, {"status": "not run", "steps": {}})
-        meta["interrupted"] = True
-        meta["seconds"] = round(time.perf_counter() - start, 3)
-        report_module.write_deploy_report(out, report_module.build_report(plan, results, meta))
+        run.meta.update(interrupted=True, seconds=round(time.perf_counter() - start, 3))
+        write_deploy_report(out, build_report(plan, results, run.meta))
         raise
     finally:
         bar.close()
-    meta["seconds"] = round(time.perf_counter() - start, 3)
-    return report_module.write_deploy_report(out, report_module.build_report(plan, results, meta))
+    run.meta["seconds"] = round(time.perf_counter() - start, 3)
+    return write_deploy_report(out, build_report(plan, results, run.meta))
+
+
+@dataclass
+class _Run:
+    """What the steps of one deploy read: the inputs and their sha256s, the settings, the loaded models."""
+
+    checkpoint: Path
+    checkpoint_sha256: str
+    data: Path
+    out: Path
+    records: list[VOCRecord]  # the evaluated test images
+    data_sha256: str  # records_fingerprint(records)
+    spec: ModelSpec  # the checkpoint's
+    engine_module: Any  # ssd_export.engine, or None when no engine is built
+    calibration: Path | None  # the given manifest, or None: built from the data
+    calibration_images: int
+    max_drop: float | None
+    int8_method: str | None
+    int8_parity: bool
+    bench: dict[str, Any]  # batches, warmup, iterations
+    draw: list[Path]  # the drawn test images
+    cpu: str  # the bench results are this CPU's
+    state: DeployState
+    detectors: dict[str, Any]  # loaded Detectors by artifact name (the reference and the current one)
+    meta: dict[str, Any] = field(default_factory=dict)  # the report's run facts
 
 
 def _tqdm(enabled: bool) -> Callable[..., Any]:
@@ -251,8 +277,8 @@ def _tqdm(enabled: bool) -> Callable[..., Any]:
     return make
 
 
-def _run_artifact(artifact: Artifact, ctx: dict[str, Any], state: DeployState, results: dict[str, dict[str, Any]],
-                  meta: dict[str, Any], tqdm: Callable[..., Any]) -> dict[str, Any]:
+def _run_artifact(artifact: Artifact, run: _Run, results: dict[str, dict[str, Any]],
+                  tqdm: Callable[..., Any]) -> dict[str, Any]:
     """The artifact's steps (build, evaluate, bench, draw); a failure is recorded, not raised."""
     steps: dict[str, Any] = {}
     entry: dict[str, Any] = {"status": "ok", "steps": steps}
@@ -260,84 +286,87 @@ def _run_artifact(artifact: Artifact, ctx: dict[str, Any], state: DeployState, r
     bar = tqdm(names, desc=f"  {artifact.name}", unit="step", position=1, leave=False)
     current = names[0]
     try:
-        if artifact.source is not None and results.get(artifact.source, {}).get("status") != "ok":
-            raise DeployError(f"its source artifact {artifact.source!r} did not build: "
-                              f"{results.get(artifact.source, {}).get('error', 'not built')}")
+        source = results.get(artifact.source, {}) if artifact.source else {"status": "ok"}
+        if source.get("status") != "ok":
+            raise DeployError(f"its source artifact {artifact.source!r} did not build: {source.get('error', 'not built')}")
         for current in bar:
             bar.set_postfix_str(current)
-            steps[current] = _STEPS[current](artifact, ctx, state, meta)
+            steps[current] = _STEPS[current](artifact, run)
     except KeyboardInterrupt:
         entry.update(status="interrupted", error=f"interrupted during {current}")
         results[artifact.name] = entry
         raise
-    except Exception as exc:  # one artifact's failure must not stop the others; it is reported in full
+    except Exception as exc:  # noqa: BLE001 - one artifact's failure must not stop the others; reported in full
         entry.update(status="failed", error=f"{current}: {type(exc).__name__}: {exc}",
                      traceback=traceback.format_exc(limit=8))
         print(f"ssd-export deploy: {artifact.name} failed at {current}: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         bar.close()
         if artifact.kind != "checkpoint":  # one model in memory at a time (the reference stays)
-            ctx["detectors"].pop(artifact.name, None)
+            run.detectors.pop(artifact.name, None)
     return entry
 
 
-def _step(state: DeployState, key: str, inputs: dict[str, Any], run: Callable[[], dict[str, Any]],
+def _step(state: DeployState, key: str, inputs: dict[str, Any], work: Callable[[], dict[str, Any]],
           outputs: Callable[[dict[str, Any]], list]) -> dict[str, Any]:
-    """A recorded step whose inputs and files still match, or a new run recorded; ``reused`` says which."""
+    """A recorded step whose inputs and files still match, or ``work()`` recorded; ``reused`` says which."""
     record = state.lookup(key, inputs)
-    if record is not None:
-        return {"reused": True, "finished_at": record["finished_at"], **record["result"]}
-    result = run()
-    record = state.record(key, inputs, result, outputs(result))
-    return {"reused": False, "finished_at": record["finished_at"], **record["result"]}
+    reused = record is not None
+    if not reused:
+        result = work()
+        record = state.record(key, inputs, result, outputs(result))
+    return {"reused": reused, "finished_at": record["finished_at"], **record["result"]}
 
 
-def _model_sha(artifact: Artifact, ctx: dict[str, Any]) -> str:
-    return ctx["checkpoint_sha256"] if artifact.kind == "checkpoint" else sha256_file(artifact.path)
+def _model_sha(artifact: Artifact, run: _Run) -> str:
+    return run.checkpoint_sha256 if artifact.kind == "checkpoint" else sha256_file(artifact.path)
 
 
-def _detector(artifact: Artifact, ctx: dict[str, Any]):
-    if artifact.name not in ctx["detectors"]:
-        ctx["detectors"][artifact.name] = load_detector(artifact)
-    return ctx["detectors"][artifact.name]
+def _detector(artifact: Artifact, run: _Run):
+    if artifact.name not in run.detectors:
+        run.detectors[artifact.name] = load_detector(artifact)
+    return run.detectors[artifact.name]
 
 
-def _calibration(ctx: dict[str, Any], meta: dict[str, Any]) -> tuple[Path, Path | None]:
+def _calibration(run: _Run) -> tuple[Path, Path | None]:
     """The calibration manifest and the dataset root to read it with: the given one, or one built from the data."""
-    given = ctx["calibration"]
-    if given is None:
-        summary = build_calibration(ctx["data"], ctx["spec"], ctx["out"] / "calibration.json", ctx["calibration_images"])
-        meta["calibration"] = summary
+    if run.calibration is None:
+        summary = build_calibration(run.data, run.spec, run.out / "calibration.json", run.calibration_images)
+        run.meta["calibration"] = summary
         return Path(summary["manifest"]), None
-    path = Path(given)
-    recorded = Path(json.loads(path.read_text(encoding="utf-8")).get("dataset", {}).get("root", ""))
-    root = None if recorded.is_dir() else ctx["data"].resolve()  # a manifest made elsewhere: its images under data
-    meta["calibration"] = {"manifest": str(path), "sha256": sha256_file(path), "built": False,
-                           "root": str(root or recorded)}
-    return path, root
+    recorded = Path(json.loads(run.calibration.read_text(encoding="utf-8")).get("dataset", {}).get("root", ""))
+    root = None if recorded.is_dir() else run.data.resolve()  # a manifest made elsewhere: its images under data
+    run.meta["calibration"] = {"manifest": str(run.calibration), "sha256": sha256_file(run.calibration),
+                               "built": False, "root": str(root or recorded)}
+    return run.calibration, root
 
 
-def _build(artifact: Artifact, ctx: dict[str, Any], state: DeployState, meta: dict[str, Any]) -> dict[str, Any]:
-    key = f"{artifact.name}/build"
+def _build(artifact: Artifact, run: _Run) -> dict[str, Any]:
     if artifact.kind == "engine":
-        source = ctx["out"] / f"ssd300_{artifact.source}.onnx"
-        inputs = {"source_sha256": sha256_file(source), "checkpoint_sha256": ctx["checkpoint_sha256"]}
-        max_batch = max(EVALUATION_BATCH, *ctx["bench"]["batches"])
-        run = lambda: build_engine(ctx["engine_module"], source, ctx["checkpoint"], artifact, max_batch)  # noqa: E731
+        source = run.out / f"ssd300_{artifact.source}.onnx"
+        inputs = {"source_sha256": sha256_file(source), "checkpoint_sha256": run.checkpoint_sha256}
+        max_batch = max(EVALUATION_BATCH, *run.bench["batches"])
+
+        def work() -> dict[str, Any]:
+            return build_engine(run.engine_module, source, run.checkpoint, artifact, max_batch)
     elif artifact.variant == "int8":
-        fp32 = ctx["out"] / "ssd300_fp32.onnx"
-        manifest, root = _calibration(ctx, meta)
+        fp32 = run.out / "ssd300_fp32.onnx"
+        manifest, root = _calibration(run)
         inputs = {"source_sha256": sha256_file(fp32), "calibration_sha256": sha256_file(manifest),
-                  "max_drop": ctx["max_drop"], "method": ctx["int8_method"], "parity": ctx["int8_parity"]}
-        run = lambda: build_int8(fp32, manifest, root, artifact, data=ctx["data"], max_drop=ctx["max_drop"],  # noqa: E731
-                                 method=ctx["int8_method"], parity=ctx["int8_parity"])
+                  "max_drop": run.max_drop, "method": run.int8_method, "parity": run.int8_parity}
+
+        def work() -> dict[str, Any]:
+            return build_int8(fp32, manifest, root, artifact, data=run.data, max_drop=run.max_drop,
+                              method=run.int8_method, parity=run.int8_parity)
     else:
-        settings = ctx["spec"].evaluation.to_dict() if artifact.variant == "end2end" else None
-        inputs = {"checkpoint_sha256": ctx["checkpoint_sha256"], "variant": artifact.variant, "baked_settings": settings}
-        run = lambda: build_onnx(ctx["checkpoint"], artifact, ctx["spec"])  # noqa: E731
+        settings = run.spec.evaluation.to_dict() if artifact.variant == "end2end" else None
+        inputs = {"checkpoint_sha256": run.checkpoint_sha256, "variant": artifact.variant, "baked_settings": settings}
+
+        def work() -> dict[str, Any]:
+            return build_onnx(run.checkpoint, artifact, run.spec)
     # an engine's sidecar (X.engine.json) is part of it: the runtime refuses a plan without its own
     written = [artifact.path, Path(f"{artifact.path}.json")] if artifact.kind == "engine" else [artifact.path]
-    result = _step(state, key, inputs, run, lambda r: written)
+    result = _step(run.state, f"{artifact.name}/build", inputs, work, lambda r: written)
     result["sha256"] = sha256_file(artifact.path)
     result["size_bytes"] = artifact.path.stat().st_size
     if result["verification"]["passed"] is False:
@@ -345,30 +374,31 @@ def _build(artifact: Artifact, ctx: dict[str, Any], state: DeployState, meta: di
     return result
 
 
-def _evaluate(artifact: Artifact, ctx: dict[str, Any], state: DeployState, meta: dict[str, Any]) -> dict[str, Any]:
-    inputs = {"model_sha256": _model_sha(artifact, ctx), "data_sha256": ctx["data_sha256"]}
-    curves = ctx["out"] / "eval" / f"{artifact.name}.json"
-    result = _step(state, f"{artifact.name}/evaluate", inputs,
-                   lambda: evaluate_artifact(_detector(artifact, ctx), ctx["records"], curves), lambda r: [curves])
+def _evaluate(artifact: Artifact, run: _Run) -> dict[str, Any]:
+    inputs = {"model_sha256": _model_sha(artifact, run), "data_sha256": run.data_sha256}
+    curves = run.out / "eval" / f"{artifact.name}.json"
+    result = _step(run.state, f"{artifact.name}/evaluate", inputs,
+                   lambda: evaluate_artifact(_detector(artifact, run), run.records, curves), lambda r: [curves])
     result["curves"] = str(curves)  # where it is now (the folder may have moved since it was recorded)
     return result
 
 
-def _bench(artifact: Artifact, ctx: dict[str, Any], state: DeployState, meta: dict[str, Any]) -> dict[str, Any]:
-    inputs = {"model_sha256": _model_sha(artifact, ctx), "cpu": ctx["cpu"], **ctx["bench"]}
-    return _step(state, f"{artifact.name}/bench", inputs,
-                 lambda: bench_artifact(_detector(artifact, ctx), ctx["bench"]["batches"],
-                                        warmup=ctx["bench"]["warmup"], iterations=ctx["bench"]["iterations"]),
+def _bench(artifact: Artifact, run: _Run) -> dict[str, Any]:
+    inputs = {"model_sha256": _model_sha(artifact, run), "cpu": run.cpu, **run.bench}
+    return _step(run.state, f"{artifact.name}/bench", inputs,
+                 lambda: bench_artifact(_detector(artifact, run), run.bench["batches"], warmup=run.bench["warmup"],
+                                        iterations=run.bench["iterations"]),
                  lambda r: [])
 
 
-def _draw(artifact: Artifact, ctx: dict[str, Any], state: DeployState, meta: dict[str, Any]) -> dict[str, Any]:
-    inputs = {"model_sha256": _model_sha(artifact, ctx), "images": [[p.name, sha256_file(p)] for p in ctx["draw"]]}
-    folder = ctx["out"] / "detections" / artifact.name
-    result = _step(state, f"{artifact.name}/draw", inputs,
-                   lambda: draw_artifact(_detector(artifact, ctx), ctx["draw"], folder), lambda r: r["images"])
-    result["images"] = [str(folder / Path(p).name) for p in result["images"]]
+def _draw(artifact: Artifact, run: _Run) -> dict[str, Any]:
+    inputs = {"model_sha256": _model_sha(artifact, run), "images": [[p.name, sha256_file(p)] for p in run.draw]}
+    folder = run.out / "detections" / artifact.name
+    result = _step(run.state, f"{artifact.name}/draw", inputs,
+                   lambda: draw_artifact(_detector(artifact, run), run.draw, folder), lambda r: r["images"])
+    result["images"] = [str(folder / Path(name).name) for name in result["images"]]
     return result
 
 
-_STEPS = {"build": _build, "evaluate": _evaluate, "bench": _bench, "draw": _draw}
+_STEPS: dict[str, Callable[[Artifact, _Run], dict[str, Any]]] = {
+    "build": _build, "evaluate": _evaluate, "bench": _bench, "draw": _draw}

@@ -40,7 +40,7 @@ def machine_info() -> dict[str, Any]:
         pass
     if cpu is None:
         try:
-            text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+            text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
             cpu = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")), None)
         except (OSError, subprocess.SubprocessError):
             pass
@@ -146,17 +146,17 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Deployment report",
         "",
-        "PASSED: every artifact asked for was built, verified, evaluated within its target and timed."
-        if report["passed"] else f"FAILED: {len(report['failures'])} problem(s), listed at the end.",
+        ("PASSED: every artifact asked for was built, verified, evaluated within its target and timed."
+         if report["passed"] else f"FAILED: {len(report['failures'])} problem(s), listed at the end."),
         "",
         f"- checkpoint: `{report['checkpoint']}` (sha256 `{report['checkpoint_sha256'][:16]}`)",
-        f"- data: `{report['data']}`, split `{report['split']}`, {report['images']} images "
-        f"(fingerprint `{report['data_sha256'][:16]}`)",
-        f"- machine: {machine['cpu']}, {machine['cores']} logical cores, {machine['platform']}"
-        + (f", GPU {machine['gpu']}" if machine["gpu"] else ", no GPU"),
+        (f"- data: `{report['data']}`, split `{report['split']}`, {report['images']} images "
+         f"(fingerprint `{report['data_sha256'][:16]}`)"),
+        (f"- machine: {machine['cpu']}, {machine['cores']} logical cores, {machine['platform']}"
+         + (f", GPU {machine['gpu']}" if machine["gpu"] else ", no GPU")),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v is not None),
-        f"- date: {report['created_at']}; deploy wall time {report.get('seconds', 0):.1f} s"
-        + (" (interrupted)" if report.get("interrupted") else ""),
+        (f"- date: {report['created_at']}; deploy wall time {report.get('seconds', 0):.1f} s"
+         + (" (interrupted)" if report.get("interrupted") else "")),
     ]
     if report.get("command"):
         lines.append(f"- command: `{' '.join(report['command'])}`")
@@ -169,8 +169,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     evaluated = next((r["evaluation"] for r in rows if r["evaluation"]), None)
     lines += ["", "## Accuracy (VOC07 11-point mAP on the test split"
               + (f", {_settings(evaluated['settings'])})" if evaluated else ")"), "",
-              "delta: artifact minus PyTorch in mAP points (1 point = 0.01 mAP); target: the largest |delta| "
-              "allowed for its precision.", ""]
+              ("delta: artifact minus PyTorch in mAP points (1 point = 0.01 mAP); target: the largest |delta| "
+               "allowed for its precision."), ""]
     table = []
     for r in rows:
         target = "reference" if r["kind"] == "checkpoint" else f"<= {r['target_points']}"
@@ -215,8 +215,8 @@ def _latency_lines(rows: list[dict[str, Any]]) -> list[str]:
     if not timed:
         return []
     first = timed[0]["bench"]
-    lines = ["", f"## Latency (ms per batch, {first['iterations']} iterations after {first['warmup']} warm-up, "
-             f"{first['image_size'][0]}x{first['image_size'][1]} images, {_settings(first['settings'])})", ""]
+    lines = ["", (f"## Latency (ms per batch, {first['iterations']} iterations after {first['warmup']} warm-up, "
+                  f"{first['image_size'][0]}x{first['image_size'][1]} images, {_settings(first['settings'])})"), ""]
     table = []
     for r in timed:
         for entry in r["bench"]["results"]:
@@ -236,7 +236,7 @@ def write_deploy_report(out: Path, report: dict[str, Any]) -> dict[str, Any]:
 
     try:
         report["figures"] = write_figures(out, report)
-    except Exception as exc:  # a missing matplotlib must not lose the report; it says so
+    except Exception as exc:  # noqa: BLE001 - a missing matplotlib or a bad figure must not lose the report; it says so
         report["figures"] = {"error": f"{type(exc).__name__}: {exc}"}
         print(f"ssd-export deploy: figures not drawn: {type(exc).__name__}: {exc}", file=sys.stderr)
     report["report_json"] = str(out / "report.json")

@@ -19,7 +19,7 @@ RUN = (["ssd-runtime", "priors"], ["ssd-train", "check", "--width", "0.125"])
 
 
 def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
 
 
 def readme_commands() -> list[list[str]]:

@@ -22,8 +22,8 @@ from ssd_runtime.voc import read_voc_split, split_roots
 
 # few images, few iterations: the run takes ~30 s on 2 cores, each rerun a few seconds
 # (the INT8 parity, informative, takes 13 s on this barely trained model's near-tied scores)
-FAST = dict(calibration_images=8, bench_batches=(1, 2), bench_warmup=0, bench_iterations=2, draw_images=2,
-            int8_parity=False, progress=False)
+FAST = {"calibration_images": 8, "bench_batches": (1, 2), "bench_warmup": 0, "bench_iterations": 2,
+        "draw_images": 2, "int8_parity": False, "progress": False}
 CLI_FAST = ["--calibration-images", "8", "--bench-batches", "1", "2", "--bench-warmup", "0", "--bench-iterations",
             "2", "--draw-images", "2", "--no-int8-parity", "--no-progress"]
 ONNX = ["fp32", "fp16", "int8", "end2end"]

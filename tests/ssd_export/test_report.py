@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from ssd_export.deploy_steps import Artifact, thin_curve
-from ssd_export.report import REPORT_SCHEMA, build_report, machine_info, render_markdown, versions, write_deploy_report
+from ssd_export.report import (
+    REPORT_SCHEMA,
+    build_report,
+    machine_info,
+    render_markdown,
+    versions,
+    write_deploy_report,
+)
 from ssd_runtime.bench import STAGES
 from ssd_runtime.evaluate import TARGET_POINTS
 
