@@ -219,3 +219,35 @@ def test_detect_streams_to_one_file(runtime_onnx, voc_root, tmp_path, capsys):
         assert np.array_equal(record.detections.to_pixels(record.width, record.height), expected.boxes)
     assert main([*args, "--detections-out", str(out), "--out", str(tmp_path / "drawn")]) == 2
     assert "choose one" in capsys.readouterr().err
+
+
+class _SyntheticDetector:
+    """Pixels of 1 MB per image and no detections: the loop's own memory, whatever the model."""
+
+    spec = None
+
+    def prepare(self, paths) -> PreparedBatch:
+        return PreparedBatch(np.full((len(paths), 3, 300, 300), 0.5, np.float32), [(300, 300)] * len(paths))
+
+    def raw_detections(self, pixels, settings):
+        return [Detections.empty() for _ in range(len(pixels))]
+
+
+def test_loop_memory_does_not_grow_with_the_number_of_images():
+    import tracemalloc
+
+    from ssd_runtime.spec import PostprocessSettings
+
+    def peak(count: int) -> int:
+        items = [ImageItem(i, str(i), f"{i}.jpg") for i in range(count)]
+        tracemalloc.start()
+        run_detections(_SyntheticDetector(), items, PostprocessSettings(0.01, 0.45, 200), lambda records: None,
+                       batch_size=4)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    batch_bytes = 4 * 3 * 300 * 300 * 4
+    small, large = peak(8), peak(80)
+    assert large <= 3 * batch_bytes  # the batch running, the next one decoded, one being freed
+    assert large < small * 1.1 + 100_000
