@@ -277,7 +277,8 @@ class TensorRTBackend:
             buffers = state.buffers[n] = _Buffers(pointers, shapes)
         if state.batch != n:
             for name, pointer in buffers.pointers.items():
-                context.set_tensor_address(name, pointer)
+                if not context.set_tensor_address(name, pointer):
+                    raise EngineRunError(f"{self.path}: TensorRT refused the address of tensor {name!r}")
             state.batch = n
         return buffers
 
