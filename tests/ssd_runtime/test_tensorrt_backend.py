@@ -274,7 +274,7 @@ def test_no_gpu_is_the_real_cuda_error_here(engine):
     from tests.ssd_runtime.test_cuda_device import _cuda_status
 
     if _cuda_status() is None:
-        pytest.skip("this machine has a CUDA GPU")
+        pytest.skip("this machine has a CUDA GPU, or no cuda-bindings")
     with pytest.raises(CudaUnavailableError, match=_cuda_status()):
         TensorRTBackend.load(engine)  # the real CudaMemory
 
