@@ -1,4 +1,6 @@
-"""The classes of the FAKE ``tensorrt`` module (see tests/fake_tensorrt.py): builder, parser, runtime.
+"""The classes of the FAKE ``tensorrt`` module (see tests/fake_tensorrt.py): logger, builder, parser.
+
+The runtime side (Runtime, ICudaEngine, IExecutionContext) is in tests/fake_tensorrt_runtime.py.
 
 Only for unit tests of the toolkit's control flow. Each class is re-made per fake module (bound to
 its major's name list); public attributes outside the list raise AttributeError. The fake reads its
@@ -8,9 +10,6 @@ test touched.
 from __future__ import annotations
 
 import json
-import threading
-
-import numpy as np
 
 from tests.fake_tensorrt import (
     CACHE_MAGIC,
@@ -21,10 +20,7 @@ from tests.fake_tensorrt import (
     FakeState,
     IHostMemory,
     _Strict,
-    host_array,
-    numpy_dtype,
     onnx_dtype_name,
-    read_fake_plan,
 )
 
 #: The device the fake pretends to time kernels on (recorded in its timing caches).
@@ -33,6 +29,8 @@ FAKE_DEVICE = "FAKE GPU (host memory)"
 
 def make_classes(state: FakeState, enums: dict) -> dict[str, type]:
     """The fake's classes for one module, each bound to ``state`` (its major's name list)."""
+    from tests.fake_tensorrt_runtime import ICudaEngine, IExecutionContext, Runtime
+
     severity = enums["ILogger.Severity"]
     bases = {
         "ILogger": ILogger, "Logger": Logger, "Builder": Builder, "INetworkDefinition": INetworkDefinition,
@@ -343,150 +341,3 @@ class Builder(_Strict):
                     return (f"[network.cpp::validate::3500] Error Code 4: Internal Error ({name}: {which} dimensions "
                             f"{list(dims)} in profile 0 do not match the network definition {list(shape)})")
         return None
-
-
-class Runtime(_Strict):
-    def __init__(self, logger) -> None:
-        self._logger, self._host_code = logger, False
-
-    engine_host_code_allowed = property(lambda self: self._host_code,
-                                        lambda self, v: setattr(self, "_host_code", bool(v)))
-
-    def deserialize_cuda_engine(self, serialized_engine: bytes) -> ICudaEngine | None:
-        try:
-            header, onnx_bytes = read_fake_plan(serialized_engine)
-        except ValueError:
-            _log(self._logger, self._enums, "ERROR", "[runtime.cpp::deserializeCudaEngine] Error Code 1: Serialization "
-                 "(Serialization assertion magicTagRead == kMAGIC_TAG failed.Magic tag does not match)")
-            return None
-        version = VERSIONS[self._state.major]
-        if header["tensorrt_version"] != version:
-            if "VERSION_COMPATIBLE" not in header["flags"]:
-                _log(self._logger, self._enums, "ERROR", "[runtime.cpp::deserializeCudaEngine] Error Code 6: API Usage "
-                     f"Error (The engine plan file is not compatible with this version of TensorRT, expecting library "
-                     f"version {version} got {header['tensorrt_version']}, please rebuild.)")
-                return None
-            if not self._host_code:
-                _log(self._logger, self._enums, "ERROR", "[runtime.cpp::deserializeCudaEngine] Error Code 1: "
-                     "(engine host code is not allowed: set engine_host_code_allowed for a version-compatible plan)")
-                return None
-        return self._classes["ICudaEngine"](header, onnx_bytes)
-
-
-class ICudaEngine(_Strict):
-    def __init__(self, header: dict, onnx_bytes: bytes) -> None:
-        self._header, self._onnx = header, onnx_bytes
-        self._io = [(n, Dims(s), d, "INPUT") for n, s, d in header["inputs"]]
-        self._io += [(n, Dims(s), d, "OUTPUT") for n, s, d in header["outputs"]]
-        self._session = None
-        self._lock = threading.Lock()
-
-    num_io_tensors = property(lambda self: len(self._io))
-    num_optimization_profiles = property(lambda self: 1)
-    device_memory_size = property(lambda self: 1 << 20)
-    device_memory_size_v2 = property(lambda self: 1 << 20)
-
-    def _tensor(self, name: str):
-        for entry in self._io:
-            if entry[0] == name:
-                return entry
-        raise ValueError(f"fake engine has no tensor {name!r}")  # the real call returns invalid values
-
-    def get_tensor_name(self, index: int) -> str:
-        return self._io[index][0]
-
-    def get_tensor_mode(self, name: str):
-        return self._enums["TensorIOMode"]._members[self._tensor(name)[3]]
-
-    def get_tensor_dtype(self, name: str):
-        return self._enums["DataType"]._members[self._tensor(name)[2]]
-
-    def get_tensor_shape(self, name: str) -> Dims:
-        return self._tensor(name)[1]
-
-    def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[Dims]:
-        shapes = self._header["profile"].get(name)
-        if shapes is None:
-            static = self._tensor(name)[1]
-            return [static, static, static]
-        return [Dims(s) for s in shapes]
-
-    def create_execution_context(self) -> IExecutionContext:
-        return self._classes["IExecutionContext"](self)
-
-    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with self._lock:
-            if self._session is None:
-                import onnxruntime as ort
-
-                options = ort.SessionOptions()
-                options.log_severity_level = 3
-                self._session = ort.InferenceSession(self._onnx, options, providers=["CPUExecutionProvider"])
-        names = [o.name for o in self._session.get_outputs()]
-        return dict(zip(names, self._session.run(None, feeds)))
-
-
-class IExecutionContext(_Strict):
-    def __init__(self, engine: ICudaEngine) -> None:
-        self._engine = engine
-        self._shapes: dict[str, Dims] = {}
-        self._addresses: dict[str, int] = {}
-
-    def set_input_shape(self, name: str, shape) -> bool:
-        entry = self._engine._tensor(name)
-        shape = Dims(int(d) for d in shape)
-        low, _, high = self._profile(name)
-        if entry[3] != "INPUT" or len(shape) != len(low) or any(not lo <= s <= hi for s, lo, hi in zip(shape, low, high)):
-            return False
-        self._shapes[name] = shape
-        return True
-
-    def _profile(self, name: str) -> tuple[Dims, Dims, Dims]:
-        shapes = self._engine._header["profile"].get(name)
-        static = self._engine._tensor(name)[1]
-        return tuple(Dims(s) for s in shapes) if shapes else (static, static, static)
-
-    def get_tensor_shape(self, name: str) -> Dims:
-        entry = self._engine._tensor(name)
-        if entry[3] == "INPUT":
-            return self._shapes.get(name, entry[1])
-        batch = next(iter(self._shapes.values()), entry[1])[0] if self._shapes else -1
-        return Dims(batch if d == -1 and i == 0 else d for i, d in enumerate(entry[1]))
-
-    def set_tensor_address(self, name: str, memory: int) -> bool:
-        self._engine._tensor(name)
-        self._addresses[name] = int(memory)
-        return True
-
-    def set_optimization_profile_async(self, profile_index: int, stream_handle: int) -> bool:
-        return profile_index == 0
-
-    def get_max_output_size(self, name: str) -> int:
-        shape = IExecutionContext.get_tensor_shape(self, name)
-        return int(np.prod(shape)) * numpy_dtype(self._dtype(self._engine._tensor(name)[2])).itemsize
-
-    def execute_async_v3(self, stream_handle: int) -> bool:
-        feeds = {}
-        for name, static, dtype, mode in self._engine._io:
-            if name not in self._addresses:
-                return False  # TensorRT logs "address is not set" and returns False
-            if mode == "INPUT":
-                shape = self._shapes.get(name, static)
-                if -1 in shape:
-                    return False
-                feeds[name] = host_array(self._addresses[name], shape, numpy_dtype(self._dtype(dtype))).copy()
-        outputs = self._engine._run(feeds)
-        fp16 = "FP16" in self._engine._header["flags"]
-        for name, _, dtype, mode in self._engine._io:
-            if mode != "OUTPUT":
-                continue
-            value = outputs[name]
-            if fp16 and value.dtype == np.float32:
-                value = value.astype(np.float16).astype(np.float32)  # what FP16 kernels lose
-            target = host_array(self._addresses[name], IExecutionContext.get_tensor_shape(self, name),
-                                numpy_dtype(self._dtype(dtype)))
-            target[...] = value
-        return True
-
-    def _dtype(self, name: str):
-        return self._engine._enums["DataType"]._members[name]
