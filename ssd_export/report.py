@@ -206,7 +206,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if figures.get("error"):
             lines.append(f"Figures not drawn: {figures['error']}")
     if report["failures"]:
-        lines += ["", "## Problems", ""] + [f"- {f}" for f in report["failures"]]
+        lines += ([] if lines[-1] == "" else [""]) + ["## Problems", ""] + [f"- {f}" for f in report["failures"]]
     return "\n".join(lines).rstrip() + "\n"
 
 
