@@ -217,7 +217,8 @@ def build_plan(trt, onnx_path: Path, settings: NetworkSettings, timing_cache: Pa
         if any(_OUT_OF_MEMORY.search(m) for m in logger.errors):
             raise EngineOutOfMemoryError(
                 f"the GPU ran out of memory building {onnx_path}: {' | '.join(logger.errors)}; build with a smaller "
-                "--batch maximum or --workspace, or free GPU memory (other processes: nvidia-smi)"
+                "--batch maximum or --workspace, or free GPU memory (other processes: nvidia-smi); where TensorRT "
+                "says 'insufficient workspace', raise --workspace instead (or leave it at TensorRT's default)"
             )
         raise _failed(f"TensorRT {trt.__version__} could not build {onnx_path}", logger)
     if timing_cache is not None:
