@@ -7,7 +7,7 @@ import os
 import sys
 
 from ssd_runtime import cli_common
-from ssd_runtime.backends import BACKENDS
+from ssd_runtime.backends import BACKENDS, resolve_backend
 from ssd_runtime.bench import benchmark
 from ssd_runtime.cli_common import default_of
 from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES, Detector
@@ -48,6 +48,8 @@ def _add_model_flags(p: argparse.ArgumentParser, model_flag: str = "--model", re
     p.add_argument("--fp16", action="store_true", help="PyTorch backend: FP16 network (conv4_3 norm in FP32)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="PyTorch or TensorRT backend on CUDA: capture once per batch size, then replay CUDA graphs")
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime: intra-op threads (default: every core; several processes on one CPU: cores / processes)")
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
@@ -56,6 +58,10 @@ def _backend_options(args: argparse.Namespace) -> dict:
         options["fp16"] = True
     if args.cuda_graph:
         options["cuda_graph"] = True
+    if args.threads:
+        if resolve_backend(args.model, args.backend) != "onnxruntime":
+            raise ValueError("--threads sizes ONNX Runtime's thread pool: it applies to ONNX models only")
+        options["intra_op_threads"] = args.threads
     return options
 
 

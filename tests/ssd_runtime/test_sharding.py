@@ -57,7 +57,7 @@ def _env() -> dict[str, str]:
 def test_shards_in_separate_processes_merge_to_the_identical_map(runtime_onnx, voc_root, tmp_path, capsys):
     single = compare_map(runtime_onnx, voc_root, batch_size=2)["runtime"]
     out = tmp_path / "d.jsonl"
-    args = ["eval", "--model", str(runtime_onnx), "--data", str(voc_root), "--batch-size", "2",
+    args = ["eval", "--model", str(runtime_onnx), "--data", str(voc_root), "--batch-size", "2", "--threads", "1",
             "--detections-out", str(out), "--json"]
     procs = [subprocess.Popen([sys.executable, "-m", "ssd_runtime.cli", *args, "--shard", f"{i}/3"], env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]

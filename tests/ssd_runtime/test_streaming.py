@@ -199,6 +199,8 @@ def test_eval_cli_streams_resumes_and_reads_files(runtime_onnx, voc_root, tmp_pa
     assert "another list" in capsys.readouterr().err
     assert main(["eval", "--data", str(voc_root)]) == 2
     assert "pass --model" in capsys.readouterr().err
+    assert main(["eval", "--model", str(runtime_onnx.with_suffix(".pt")), "--data", str(voc_root), "--threads", "1"]) == 2
+    assert "applies to ONNX models only" in capsys.readouterr().err
 
 
 def test_detect_streams_to_one_file(runtime_onnx, voc_root, tmp_path, capsys):
