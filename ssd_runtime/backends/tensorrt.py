@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ssd_runtime.cuda_device import DeviceMemory
 from ssd_runtime.end2end import END2END_OUTPUTS
 from ssd_runtime.engine_sidecar import (
     EngineSidecar,
@@ -101,7 +102,7 @@ class TensorRTBackend:
         cuda_graph: bool = False,
         trust_plan: bool = False,
         spec: ModelSpec | None = None,
-        memory: Any = None,
+        memory: DeviceMemory | None = None,
     ) -> None:
         """memory: the device-memory layer (default :class:`~ssd_runtime.cuda_device.CudaMemory` of ``device``).
         trust_plan, spec: load a plan that has no sidecar (executable code you trust) with this spec."""
@@ -123,9 +124,9 @@ class TensorRTBackend:
         self._trt = trt
         self.tensorrt_version = trt.__version__
         if memory is None:
-            from ssd_runtime.cuda_device import CudaMemory
+            from ssd_runtime import cuda_device
 
-            memory = CudaMemory(index)  # CudaUnavailableError without cuda-bindings, driver or GPU
+            memory = cuda_device.CudaMemory(index)  # CudaUnavailableError without cuda-bindings, driver or GPU
         self._memory = memory
         self.device = memory.torch_device  # "cuda:N" (the host-memory stand-in of the unit tests: "cpu")
         if self.sidecar is not None:
@@ -331,12 +332,12 @@ class TensorRTBackend:
         self._finalizer()
 
 
-def _release(memory: Any, states: dict) -> None:
+def _release(memory: DeviceMemory, states: dict) -> None:
     while states:
         _release_state(memory, states.popitem()[1])
 
 
-def _release_state(memory: Any, state: _ThreadState) -> None:
+def _release_state(memory: DeviceMemory, state: _ThreadState) -> None:
     memory.activate()
     for buffers in state.buffers.values():
         if buffers.graph is not None:
