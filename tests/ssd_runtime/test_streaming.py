@@ -199,6 +199,12 @@ def test_eval_cli_streams_resumes_and_reads_files(runtime_onnx, voc_root, tmp_pa
     assert "another list" in capsys.readouterr().err
     assert main(["eval", "--data", str(voc_root)]) == 2
     assert "pass --model" in capsys.readouterr().err
+    assert main([*args, "--shard", "0/2"]) == 2
+    assert "pass --detections-out FILE" in capsys.readouterr().err
+    assert main([*args, "--detections-out", str(tmp_path / "x.jsonl"), "--checkpoint", "c.pt"]) == 2
+    assert "--checkpoint compares two models in one process" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 2
+    assert "--resume continues a --detections-out file" in capsys.readouterr().err
     assert main(["eval", "--model", str(runtime_onnx.with_suffix(".pt")), "--data", str(voc_root), "--threads", "1"]) == 2
     assert "applies to ONNX models only" in capsys.readouterr().err
 
