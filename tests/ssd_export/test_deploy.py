@@ -233,3 +233,28 @@ def test_bad_targets_and_bench_settings_are_refused(runtime_checkpoint, voc_root
         deploy(runtime_checkpoint, voc_root, tmp_path / "a", targets={"fp8": 1.0}, **FAST)
     with pytest.raises(DeployError, match="bench"):
         deploy(runtime_checkpoint, voc_root, tmp_path / "b", **{**FAST, "bench_batches": (0,)})
+
+
+@pytest.mark.parametrize("fake_trt", ["11.1"], indirect=True)
+def test_engines_through_the_fake_tensorrt(fake_trt, stand_in_gpu, deployed, runtime_checkpoint, voc_root, tmp_path,
+                                           monkeypatch):
+    """The engine steps' own control flow: the FAKE tensorrt (tests/fake_tensorrt.py) builds "plans" that run
+    their ONNX in ONNX Runtime on the host-memory stand-in GPU, so each engine must score exactly its source."""
+    monkeypatch.setattr("ssd_runtime.cuda_device.CudaMemory", lambda index=0: stand_in_gpu)
+    copy = _copy(deployed, tmp_path)
+    report = deploy(runtime_checkpoint, voc_root, copy, artifacts=["fp32", "int8", "engines"], **FAST)
+    rows = _rows(report)
+    assert list(rows) == ["pytorch", "fp32", "int8", "trt-fp32", "trt-int8"]
+    assert report["engines"] == {"mode": "auto", "built": True, "reason": None}
+    for name in ("fp32", "int8"):
+        engine = rows[f"trt-{name}"]
+        assert engine["status"] == "ok", engine["error"]
+        assert engine["verified"] is True and engine["precision"] == rows[name]["precision"]
+        assert engine["build"]["engine"]["tensorrt_version"] == fake_trt.__version__
+        assert engine["build"]["engine"]["profile"]["images"]["max"] == [8, 3, 300, 300]  # the evaluation's batch
+        assert (copy / f"ssd300_{name}.engine").is_file() and (copy / f"ssd300_{name}.engine.json").is_file()
+        assert engine["map"] == rows[name]["map"] and engine["bench"]["backend"] == "TensorRTBackend"
+    assert all(all(rows[n]["reused"].values()) for n in ("pytorch", "fp32", "int8"))
+    # a rerun reuses the engines too (plan and sidecar unchanged)
+    again = _rows(deploy(runtime_checkpoint, voc_root, copy, artifacts=["fp32", "int8", "engines"], **FAST))
+    assert all(again["trt-int8"]["reused"].values())
