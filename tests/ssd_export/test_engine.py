@@ -154,6 +154,14 @@ def test_precision_comes_from_the_onnx(fake_trt, stand_in_gpu, engine_sources, t
     assert result.parity["passed"] and result.parity["precision"] == precision
 
 
+def test_int8_engine_is_checked_against_its_qdq_onnx_even_with_a_checkpoint(
+        fake_trt, stand_in_gpu, engine_sources, runtime_checkpoint, tmp_path):
+    # the INT8 tolerance (two INT8 steps) bounds the engine's arithmetic, not the quantization error
+    result = build(engine_sources["int8"], tmp_path / "m.engine", stand_in_gpu, checkpoint=runtime_checkpoint)
+    assert result.parity["passed"] and result.parity["reference_kind"] == "onnx"
+    assert str(engine_sources["int8"]) in result.parity["reference"]
+
+
 def test_end2end_engine(fake_trt, stand_in_gpu, engine_sources, runtime_checkpoint, tmp_path):
     info = read_onnx_info(engine_sources["end2end"])
     for checkpoint, kind in ((None, "onnx"), (runtime_checkpoint, "checkpoint")):
