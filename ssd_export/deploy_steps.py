@@ -194,8 +194,10 @@ def build_int8(fp32_model: Path, calibration: Path, calibration_root: Path | Non
         "seconds": report["seconds"],
         "quantize": {"method": report["settings"]["method"], "calibration": report["calibration"],
                      "report": report["report_path"], "search": search},
-        # INT8 is judged by mAP; the parity with its fp32 source is informative
-        "verification": {"passed": None, "failures": [], "report": report["report_path"],
+        # passed: TensorRT's Q/DQ rules and the ONNX checker (quantize_int8 writes nothing otherwise); INT8
+        # accuracy is judged by mAP, the parity with its fp32 source is informative
+        "verification": {"passed": not report["rules"]["violations"], "failures": report["rules"]["violations"],
+                         "report": report["report_path"],
                          "checks": {"rules_violations": report["rules"]["violations"],
                                     **_verification_summary(parity)}},
     }

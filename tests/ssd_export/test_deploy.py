@@ -108,6 +108,7 @@ def test_report_values_equal_separate_runs_of_the_same_apis(deployed, runtime_ch
         for entry in row["bench"]["results"]:
             assert set(entry["stages"]) == {"preprocess", "inference", "postprocess", "end_to_end"}
             assert entry["stages"]["end_to_end"]["p99_ms"] >= entry["stages"]["end_to_end"]["p50_ms"] > 0
+    assert rows["int8"]["verified"] is True and rows["int8"]["build"]["verification"]["checks"]["rules_violations"] == []
     for name in ("fp32", "fp16", "end2end"):
         assert rows[name]["verified"] is True
         assert json.loads((out / f"ssd300_{name}.onnx.verify.json").read_text())["passed"] is True
