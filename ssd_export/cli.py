@@ -331,6 +331,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 def _add_deploy(sub: argparse._SubParsersAction) -> None:
     from ssd_export.calibration import CALIBRATION_IMAGES
     from ssd_runtime.bench import benchmark
+    from ssd_runtime.evaluate import TARGET_POINTS
 
     p = sub.add_parser("deploy", help="every artifact of a checkpoint built, verified, evaluated, timed and drawn, "
                        "with a report (report.md, report.json, figures)")
@@ -338,13 +339,14 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="VOC root or generated dataset: test split evaluated, trainval calibrates")
     p.add_argument("--out", required=True, help="folder of the artifacts and the report (a rerun reuses what still matches)")
     p.add_argument("--artifacts", nargs="+", choices=defaults.DEPLOY_ARTIFACTS, default=list(defaults.DEFAULT_DEPLOY_ARTIFACTS),
-                   help="what to build (default: %(default)s; engines: a TensorRT engine of each ONNX artifact)")
+                   metavar="NAME", help=f"what to build, of {', '.join(defaults.DEPLOY_ARTIFACTS)} (default: "
+                   f"{' '.join(defaults.DEFAULT_DEPLOY_ARTIFACTS)}; engines: a TensorRT engine of each ONNX artifact)")
     p.add_argument("--engines", choices=defaults.ENGINE_MODES, default=defaults.DEFAULT_ENGINE_MODE,
                    help="auto: build engines where TensorRT and a GPU exist, else say why in the report; "
                    "require: fail without them; skip (default %(default)s)")
-    p.add_argument("--calibration", default=None,
+    p.add_argument("--calibration", default=None, metavar="MANIFEST",
                    help="INT8 calibration manifest (default: one built from the data's trainval split)")
-    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
+    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, metavar="N",
                    help="images of the built calibration set (default %(default)s)")
     p.add_argument("--method", choices=defaults.INT8_METHODS, default=None,
                    help=f"INT8 calibration method (default {defaults.DEFAULT_INT8_METHOD})")
@@ -354,14 +356,17 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-int8-parity", action="store_true",
                    help="skip the INT8 model's informative parity with the fp32 export (it is judged by mAP)")
     p.add_argument("--bench-batches", type=int, nargs="+", default=list(cli_common.default_of(benchmark, "batch_sizes")),
-                   help="batch sizes timed (default %(default)s)")
-    p.add_argument("--bench-warmup", type=int, default=cli_common.default_of(benchmark, "warmup"))
-    p.add_argument("--bench-iterations", type=int, default=cli_common.default_of(benchmark, "iterations"))
-    p.add_argument("--draw-images", type=int, default=defaults.DEFAULT_DRAW_IMAGES,
+                   metavar="N", help="batch sizes timed (default: %(default)s)")
+    p.add_argument("--bench-warmup", type=int, default=cli_common.default_of(benchmark, "warmup"), metavar="N",
+                   help="untimed iterations per batch size (default %(default)s)")
+    p.add_argument("--bench-iterations", type=int, default=cli_common.default_of(benchmark, "iterations"), metavar="N",
+                   help="timed iterations per batch size (default %(default)s)")
+    p.add_argument("--draw-images", type=int, default=defaults.DEFAULT_DRAW_IMAGES, metavar="N",
                    help="test images drawn per artifact (default %(default)s)")
-    p.add_argument("--max-images", type=int, default=0, help="evaluate the first N test images only (0 = all)")
+    p.add_argument("--max-images", type=int, default=0, metavar="N", help="evaluate the first N test images only (0 = all)")
     p.add_argument("--target", action="append", metavar="PRECISION=POINTS",
-                   help="override a |delta mAP| target in points (defaults: fp32=0.05, fp16=0.1, int8=0.5)")
+                   help="override a |delta mAP| target in points (defaults: "
+                   f"{', '.join(f'{k}={v}' for k, v in TARGET_POINTS.items())})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print report.json's content instead of the tables")
     p.set_defaults(func=_cmd_deploy)
