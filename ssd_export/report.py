@@ -4,6 +4,17 @@
 :func:`render_markdown` renders it; :func:`write_deploy_report` writes both atomically with the figures
 of :mod:`ssd_export.report_figures`. Deltas are in mAP points (1 point = 0.01 on the 0-1 scale), runtime
 minus PyTorch, judged against the target of the artifact's precision.
+
+``report.json`` (``format`` "ssd300-deploy-report", ``schema_version`` :data:`REPORT_SCHEMA`):
+``created_at`` (UTC), ``machine`` (cpu, cores, platform, gpu), ``versions``, the run's facts (``command``,
+``checkpoint`` and its sha256, ``data``, ``split``, ``images``, ``data_sha256``, ``out``, ``engines``
+(mode, built, reason), ``targets``, ``bench`` settings, ``calibration``, ``seconds``, ``interrupted``),
+``reference`` (the PyTorch mAP), ``artifacts`` (one row each: name, kind, variant, precision, path,
+source, status ok/failed/interrupted/not run, error, traceback, reused and finished_at per step,
+size_bytes, sha256, build, verified, map, delta_points, target_points, within_target, evaluation,
+classes (per-class AP), bench (:func:`ssd_runtime.bench.benchmark`'s results), drawings), ``worst``,
+``passed``, ``failures``, ``figures`` (paths relative to the report's folder), ``report_json``,
+``report_md``.
 """
 from __future__ import annotations
 
