@@ -1,5 +1,5 @@
 """The README's commands stay true: each one parses with its CLI's own parser, the ones that need no
-model or data run, and the Python blocks compile.
+model or data run, the Python blocks compile, and every link points at a file or heading.
 
 Commands that need missing hardware or data (a GPU, TensorRT, Pascal VOC, the tutorial's file) are
 parsed, not run; the main job itself (``scripts/quickstart.sh``) runs the rest end to end.
@@ -79,3 +79,22 @@ def test_readme_python_blocks_compile():
     assert blocks
     for block in blocks:
         compile(block, str(README), "exec")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_links_point_at_files_and_headings():
+    text = README.read_text(encoding="utf-8")
+    anchors = {_slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)}
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert links
+    for link in links:
+        if link.startswith(("http://", "https://")):
+            continue
+        if link.startswith("#"):
+            assert link[1:] in anchors, f"README links to a missing heading: {link}"
+        else:
+            assert (README.parent / link.split("#")[0]).exists(), f"README links to a missing file: {link}"
