@@ -174,7 +174,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     calibration = report.get("calibration")
     if calibration:
         how = f"built from the data's trainval split ({calibration.get('images')} images)" if calibration.get("built") else "given"
-        lines.append(f"- INT8 calibration: `{calibration['manifest']}`, {how}")
+        lines.append(f"- INT8 calibration: `{calibration['manifest']}`, {how}"
+                     + "".join(f"; warning: {w}" for w in calibration.get("warnings", [])))
     engines = report["engines"]
     lines.append(f"- TensorRT engines: {'built' if engines['built'] else 'skipped: ' + str(engines['reason'])}")
     evaluated = next((r["evaluation"] for r in rows if r["evaluation"]), None)

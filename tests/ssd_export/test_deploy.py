@@ -118,6 +118,8 @@ def test_report_values_equal_separate_runs_of_the_same_apis(deployed, runtime_ch
     int8 = read_onnx_info(out / "ssd300_int8.onnx")
     assert dict(int8.spec.provenance)["calibration_manifest_sha256"] == sha256_file(out / "calibration.json")
     assert report["calibration"]["built"] and report["calibration"]["images"] == 8
+    warning = report["calibration"]["warnings"][0]  # 8 images, fewer than NVIDIA's recommended 500
+    assert "500" in warning and f"warning: {warning}" in (out / "report.md").read_text()
     worst = max((r for r in rows.values() if r["delta_points"] is not None), key=lambda r: abs(r["delta_points"]))
     assert report["worst"] == worst["name"]
 
