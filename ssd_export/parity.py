@@ -108,7 +108,11 @@ class Tolerance:
 #: until then pass a :class:`Tolerance` to :func:`check_parity`.
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance("fp32", rtol=1e-3, atol=1e-5, range_ulps=32, ulp=2.0**-23, identical_detections=True),
-    "fp16": Tolerance("fp16", rtol=2e-2, atol=2e-2, range_ulps=8, ulp=2.0**-11, identical_detections=False),
+    # FP16 locs error, in FP16 ulps of the output's range, measured on cpu-quick models: 6.3 trained
+    # (3200 iterations), 10.4 at 100 iterations, 12.8 at 40 (BatchNorm folded in: undertrained models
+    # carry larger activations). 16 passes all three; a broken FP16 graph (the conv4_3 norm overflowing
+    # to inf) errs ~44x more. Accuracy itself is judged by the mAP delta (target 0.1 points).
+    "fp16": Tolerance("fp16", rtol=2e-2, atol=2e-2, range_ulps=16, ulp=2.0**-11, identical_detections=False),
 }
 
 
