@@ -182,8 +182,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Accuracy (VOC07 11-point mAP on the test split"
               + (f", {_settings(evaluated['settings'])})" if evaluated else ")"), "",
               ("delta: artifact minus PyTorch in mAP points (1 point = 0.01 mAP); target: the largest |delta| "
-               "allowed for its precision; verified: its checks at build (FP32/FP16/end2end and engines: parity "
-               "with the checkpoint; INT8: TensorRT's Q/DQ rules, its accuracy judged by the mAP)."), ""]
+               "allowed for its precision; verified: its checks at build (FP32/FP16/end2end and their engines: "
+               "parity with the checkpoint; INT8: TensorRT's Q/DQ rules, its engine: parity with the Q/DQ ONNX; "
+               "INT8 accuracy is judged by the mAP)."), ""]
     table = []
     for r in rows:
         target = "reference" if r["kind"] == "checkpoint" else f"<= {r['target_points']}"
