@@ -61,7 +61,7 @@ def run_detections(
     start = time.perf_counter()
     # one decoding thread: PIL's decode and resize and the backend's run both release the GIL. On the
     # 2-core CPU decoding is 3.5 ms per image beside 10-13 ms of a width-0.125 model's inference
-    # (BENCHMARKS.md, "Streaming and sharded evaluation"); a GPU backend leaves the decode all the time.
+    # (BENCHMARKS.md, "Streaming and sharded evaluation").
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
         def prepare(k: int):
             return pool.submit(detector.prepare, [item.path for item in pending[k]]) if k < len(pending) else None
