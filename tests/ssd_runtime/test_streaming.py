@@ -197,6 +197,12 @@ def test_eval_cli_streams_resumes_and_reads_files(runtime_onnx, voc_root, tmp_pa
     assert f"{first['runtime']['map']:9.4f}" in capsys.readouterr().out
     assert main(["eval", "--data", str(voc_root), "--split", "trainval", "--detections", str(out)]) == 2
     assert "another list" in capsys.readouterr().err
+    first_three = tmp_path / "three.jsonl"
+    assert main([*args, "--max-images", "3", "--detections-out", str(first_three)]) == 0
+    three = json.loads(capsys.readouterr().out)["runtime"]
+    assert main(["eval", "--data", str(voc_root), "--detections", str(first_three), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["runtime"]
+    assert again["images"] == 3 and again["map"] == three["map"]
     assert main(["eval", "--data", str(voc_root)]) == 2
     assert "pass --model" in capsys.readouterr().err
     assert main([*args, "--shard", "0/2"]) == 2
