@@ -384,10 +384,12 @@ def _evaluate(artifact: Artifact, run: _Run) -> dict[str, Any]:
 
 
 def _bench(artifact: Artifact, run: _Run) -> dict[str, Any]:
-    inputs = {"model_sha256": _model_sha(artifact, run), "cpu": run.cpu, **run.bench}
+    images = [r.image_path for r in run.records[:max(run.bench["batches"])]]
+    inputs = {"model_sha256": _model_sha(artifact, run), "cpu": run.cpu, **run.bench,
+              "images": [[p.name, sha256_file(p)] for p in images]}
     return _step(run.state, f"{artifact.name}/bench", inputs,
-                 lambda: bench_artifact(_detector(artifact, run), run.bench["batches"], warmup=run.bench["warmup"],
-                                        iterations=run.bench["iterations"]),
+                 lambda: bench_artifact(_detector(artifact, run), run.bench["batches"], images,
+                                        warmup=run.bench["warmup"], iterations=run.bench["iterations"]),
                  lambda r: [])
 
 

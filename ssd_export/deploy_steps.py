@@ -252,10 +252,15 @@ def _ap(result: VOCResult) -> dict[str, float | None]:
     return {c.name: None if np.isnan(c.ap) else float(c.ap) for c in result.classes}
 
 
-def bench_artifact(detector: Detector, batch_sizes: list[int], *, warmup: int, iterations: int) -> dict[str, Any]:
-    """Latency per stage at each batch size (``ssd_runtime.bench.benchmark``) at :func:`report_settings`."""
-    return benchmark(detector, batch_sizes, warmup=warmup, iterations=iterations,
-                     settings=report_settings(detector.spec))
+def bench_artifact(detector: Detector, batch_sizes: list[int], images: list[Path], *, warmup: int,
+                   iterations: int) -> dict[str, Any]:
+    """Latency per stage at each batch size (``ssd_runtime.bench.benchmark``) at :func:`report_settings`,
+    on the given test images: random scenes would time a trained model's postprocess on thousands of
+    spurious candidates (see ``ssd_runtime.bench``)."""
+    report = benchmark(detector, batch_sizes, warmup=warmup, iterations=iterations,
+                       settings=report_settings(detector.spec), images=images)
+    report["images"] = f"the first {len(images)} test images"
+    return report
 
 
 def draw_artifact(detector: Detector, image_paths: list[Path], folder: Path) -> dict[str, Any]:

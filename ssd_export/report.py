@@ -102,7 +102,8 @@ def _row(artifact: Any, entry: dict[str, Any], reference_map: float | None, targ
             row["within_target"] = bool(abs(row["delta_points"]) <= row["target_points"])
     if bench:
         row["bench"] = {k: bench[k] for k in ("backend", "device", "postprocess", "settings", "warmup", "iterations",
-                                              "image_size", "results")}
+                                              "images", "image_size", "results")
+                        if k in bench}
     if draw:
         row["drawings"] = {"images": draw["images"], "detections": draw["detections"], "settings": draw["settings"]}
     return row
@@ -230,7 +231,7 @@ def _latency_lines(rows: list[dict[str, Any]]) -> list[str]:
         return []
     first = timed[0]["bench"]
     lines = ["", (f"## Latency (ms per batch, {first['iterations']} iterations after {first['warmup']} warm-up, "
-                  f"{first['image_size'][0]}x{first['image_size'][1]} images, {_settings(first['settings'])})"), ""]
+                  f"{_bench_images(first)}, {_settings(first['settings'])})"), ""]
     table = []
     for r in timed:
         for entry in r["bench"]["results"]:
@@ -258,3 +259,10 @@ def write_deploy_report(out: Path, report: dict[str, Any]) -> dict[str, Any]:
     atomic_write_bytes(out / "report.json", (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
     atomic_write_bytes(out / "report.md", render_markdown(report).encode())
     return report
+
+
+def _bench_images(bench: dict[str, Any]) -> str:
+    """What the latency was measured on: the test images, or (older reports) random scenes of a size."""
+    if bench.get("image_size"):
+        return f"random {bench['image_size'][0]}x{bench['image_size'][1]} scenes"
+    return bench.get("images", "given images")

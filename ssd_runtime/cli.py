@@ -145,7 +145,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     detector = Detector.load(args.model, args.backend, device=args.device, postprocess=args.postprocess,
                              **_backend_options(args))
-    report = benchmark(detector, args.batch_sizes, warmup=args.warmup, iterations=args.iterations)
+    images = image_files(args.images) if args.images else None
+    report = benchmark(detector, args.batch_sizes, warmup=args.warmup, iterations=args.iterations, images=images)
     report["model"] = args.model
     print(json.dumps(report, indent=1) if args.json else format_summary(report))
     return 0
@@ -157,6 +158,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=list(default_of(benchmark, "batch_sizes")))
     p.add_argument("--warmup", type=int, default=default_of(benchmark, "warmup"))
     p.add_argument("--iterations", type=int, default=default_of(benchmark, "iterations"))
+    p.add_argument("--images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                   help="time on these images (a batch of B takes the first B, cycling; give real ones for a "
+                   "trained model) instead of random 500x375 scenes")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
     p.set_defaults(func=_cmd_bench)
 

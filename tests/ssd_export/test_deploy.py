@@ -105,6 +105,7 @@ def test_report_values_equal_separate_runs_of_the_same_apis(deployed, runtime_ch
         assert row["size_bytes"] == (out / f"ssd300_{name}.onnx").stat().st_size
         assert row["sha256"] == sha256_file(out / f"ssd300_{name}.onnx")
         assert [e["batch_size"] for e in row["bench"]["results"]] == [1, 2]
+        assert row["bench"]["images"] == "the first 2 test images" and row["bench"]["image_size"] is None
         for entry in row["bench"]["results"]:
             assert set(entry["stages"]) == {"preprocess", "inference", "postprocess", "end_to_end"}
             assert entry["stages"]["end_to_end"]["p99_ms"] >= entry["stages"]["end_to_end"]["p50_ms"] > 0
@@ -193,11 +194,11 @@ def test_ctrl_c_writes_the_report_of_what_finished(deployed, runtime_checkpoint,
     real = deploy_module.bench_artifact
     calls = []
 
-    def bench_artifact(detector, batch_sizes, **kwargs):
+    def bench_artifact(detector, batch_sizes, images, **kwargs):
         calls.append(detector)
         if len(calls) == 3:  # the third artifact: fp16
             raise KeyboardInterrupt
-        return real(detector, batch_sizes, **kwargs)
+        return real(detector, batch_sizes, images, **kwargs)
 
     monkeypatch.setattr(deploy_module, "bench_artifact", bench_artifact)
     options = {**FAST, "bench_iterations": 3}  # other bench settings: every bench step runs again

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from ssd_runtime.cli import main
+from ssd_runtime.detector import Detector
 
 
 def test_eval_json_matches_the_pytorch_evaluation(runtime_onnx, runtime_checkpoint, voc_root, capsys):
@@ -45,6 +46,18 @@ def test_bench_report_structure(runtime_onnx, capsys):
             assert stats["images_per_s"] > 0
     assert main(["bench", "--model", str(runtime_onnx), "--batch-sizes", "1", "--warmup", "0", "--iterations", "1"]) == 0
     assert "Performance summary" in capsys.readouterr().out
+
+
+def test_bench_on_given_images_times_those_images(runtime_onnx, voc_root, capsys):
+    images = sorted((voc_root / "JPEGImages").glob("*.jpg"))[:2]
+    assert main(["bench", "--model", str(runtime_onnx), "--batch-sizes", "3", "--warmup", "0", "--iterations", "1",
+                 "--images", *map(str, images), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == "2 given images" and report["image_size"] is None
+    detector = Detector.load(runtime_onnx)
+    found = [len(detector.detect(str(p))) for p in images]
+    # a batch of 3 from 2 images cycles: a, b, a
+    assert report["results"][0]["detections_per_image"] == round((found[0] + found[1] + found[0]) / 3, 2)
 
 
 def test_detect_writes_images_and_json(runtime_onnx, voc_root, tmp_path, capsys):
