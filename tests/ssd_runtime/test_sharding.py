@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +10,15 @@ import pytest
 
 from ssd_runtime.cli import main
 from ssd_runtime.evaluate import compare_map
-from ssd_runtime.sharding import Shard, device_for, parse_shard, part_path, resolve_shard, shard_range
-
-REPO = Path(__file__).resolve().parents[2]
+from ssd_runtime.sharding import (
+    Shard,
+    device_for,
+    parse_shard,
+    part_path,
+    resolve_shard,
+    shard_range,
+)
+from tests.processes import run_process_group, test_env
 
 
 def test_parse_and_resolve_shard():
@@ -48,10 +53,6 @@ def test_part_paths():
     assert part_path("out/d.jsonl", Shard(2, 3)) == Path("out/d.part2of3.jsonl")
 
 
-def _env() -> dict[str, str]:
-    # one thread per process: the processes share the 2 cores
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
 
 @pytest.mark.slow
 def test_shards_in_separate_processes_merge_to_the_identical_map(runtime_onnx, voc_root, tmp_path, capsys):
@@ -59,7 +60,7 @@ def test_shards_in_separate_processes_merge_to_the_identical_map(runtime_onnx, v
     out = tmp_path / "d.jsonl"
     args = ["eval", "--model", str(runtime_onnx), "--data", str(voc_root), "--batch-size", "2", "--threads", "1",
             "--detections-out", str(out), "--json"]
-    procs = [subprocess.Popen([sys.executable, "-m", "ssd_runtime.cli", *args, "--shard", f"{i}/3"], env=_env(),
+    procs = [subprocess.Popen([sys.executable, "-m", "ssd_runtime.cli", *args, "--shard", f"{i}/3"], env=test_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
     reports = []
     for proc in procs:
@@ -81,11 +82,11 @@ def test_shards_in_separate_processes_merge_to_the_identical_map(runtime_onnx, v
 def test_torchrun_rank_0_merges_to_the_identical_map(runtime_onnx, voc_root, tmp_path):
     single = compare_map(runtime_onnx, voc_root, batch_size=2)["runtime"]
     out = tmp_path / "d.jsonl"
-    proc = subprocess.run(
+    proc = run_process_group(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "ssd_runtime.cli", "eval", "--model", str(runtime_onnx), "--data", str(voc_root), "--batch-size", "2",
          "--detections-out", str(out), "--json"],
-        env=_env(), capture_output=True, text=True, timeout=120,
+        timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)  # rank 0 only: the others stay quiet

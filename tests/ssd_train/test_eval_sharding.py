@@ -2,22 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from ssd_runtime.cli import main as runtime_main
 from ssd_runtime.detections_file import read_detections
 from ssd_train.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+from tests.processes import run_process_group, test_env
 
 
 def _single(checkpoint, voc_root, capsys) -> dict:
@@ -54,7 +47,7 @@ def test_shard_processes_merge_to_the_identical_map(runtime_checkpoint, voc_root
     out = tmp_path / "d.jsonl"
     args = ["eval", "--checkpoint", str(runtime_checkpoint), "--data", str(voc_root), "--batch-size", "3",
             "--detections-out", str(out)]
-    procs = [subprocess.Popen([sys.executable, "-m", "ssd_train.cli", *args, "--shard", f"{i}/2"], env=_env(),
+    procs = [subprocess.Popen([sys.executable, "-m", "ssd_train.cli", *args, "--shard", f"{i}/2"], env=test_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=300)
@@ -70,11 +63,11 @@ def test_shard_processes_merge_to_the_identical_map(runtime_checkpoint, voc_root
 @pytest.mark.slow
 def test_torchrun_rank_0_reports_the_identical_map(runtime_checkpoint, voc_root, tmp_path, capsys):
     single = _single(runtime_checkpoint, voc_root, capsys)
-    proc = subprocess.run(
+    proc = run_process_group(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ssd_train.cli",
          "eval", "--checkpoint", str(runtime_checkpoint), "--data", str(voc_root), "--batch-size", "3",
          "--detections-out", str(tmp_path / "d.jsonl"), "--json"],
-        env=_env(), capture_output=True, text=True, timeout=120,
+        timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)  # rank 0 alone prints
