@@ -34,6 +34,7 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
         result = export_onnx(
             args.checkpoint, args.output, **batch, variant=args.variant, opset=args.opset,
             exporter=args.exporter, verify=not args.no_verify, max_candidates=args.max_candidates,
+            end2end_settings=args.end2end_settings,
         )
     except ParityError as exc:
         _print_report(exc.report, args.json)
@@ -64,6 +65,9 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-candidates", type=int, default=defaults.DEFAULT_MAX_CANDIDATES,
                    help="end2end: per-image cap on (class, prior) candidates entering the NMS "
                    f"(default {defaults.DEFAULT_MAX_CANDIDATES})")
+    p.add_argument("--end2end-settings", choices=defaults.END2END_SETTINGS, default=defaults.END2END_SETTINGS[0],
+                   help="end2end: bake in the spec's detection settings (default) or its evaluation settings "
+                   "(min_score 0.01, for ssd-runtime eval's mAP)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     p.add_argument("--json", action="store_true", help="one-line JSON report")
     p.set_defaults(func=_cmd_onnx)

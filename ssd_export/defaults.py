@@ -19,6 +19,8 @@ TRACE_BATCH = 2
 #: Per-image cap on (class, prior) candidates entering the end-to-end NMS: TensorRT's TopK limit
 #: (k <= 3840), under its NMS layer's 5000.
 DEFAULT_MAX_CANDIDATES = 3840
+#: The spec's named settings an end2end graph can bake in (``ssd-export onnx --end2end-settings``).
+END2END_SETTINGS = ("detection", "evaluation")
 #: Verification: batch size (for a dynamic batch) and the seed of the generated scenes (the tracing
 #: and the test fixtures use other seeds).
 DEFAULT_VERIFY_BATCH = 3
@@ -78,6 +80,7 @@ __all__ = [
     "DEFAULT_HOLDOUT_IMAGES",
     "DEFAULT_INT8_METHOD",
     "DEFAULT_MAX_CANDIDATES",
+    "END2END_SETTINGS",
     "DEFAULT_MAX_TRIALS",
     "DEFAULT_OPSET",
     "DEFAULT_PERCENTILE",

@@ -38,6 +38,7 @@ from ssd_export.defaults import (
     DEFAULT_MAX_CANDIDATES,
     DEFAULT_OPSET,
     DEFAULT_VARIANT,
+    END2END_SETTINGS,
     EXPORTERS,
     TRACE_BATCH,
 )
@@ -108,7 +109,7 @@ def export_onnx(
     exporter: str = DEFAULT_EXPORTER,
     verify: bool = True,
     verify_batch: int | None = None,
-    end2end_settings: PostprocessSettings | None = None,
+    end2end_settings: PostprocessSettings | str = END2END_SETTINGS[0],
     max_candidates: int = DEFAULT_MAX_CANDIDATES,
 ) -> ExportReport:
     """Export ``checkpoint`` to ``output`` (one ONNX file) and, by default, prove parity.
@@ -124,8 +125,8 @@ def export_onnx(
         verify: run :func:`ssd_export.verify.verify_onnx` before the file is moved into place, and save
             its report beside the output as ``<output>.verify.json``.
         verify_batch: batch size of the verification (default: 3 for a dynamic batch, else the static one).
-        end2end_settings: postprocess settings baked into the end-to-end graph (default: the spec's
-            detection settings).
+        end2end_settings: postprocess settings baked into the end-to-end graph: settings, or the name of
+            the spec's ``"detection"`` (the default) or ``"evaluation"`` settings (for its mAP).
         max_candidates: end2end only - per-image cap on (class, prior) candidates entering the NMS.
 
     Raises ExportError (export/check failure) or ParityError (verification failed; ``.report`` has the
@@ -147,7 +148,7 @@ def export_onnx(
     trace_batch = TRACE_BATCH if dynamic_batch else static_batch
     e2e = None
     if variant == "end2end":
-        e2e = End2EndConfig(end2end_settings or spec.detection, int(max_candidates))
+        e2e = End2EndConfig(_end2end_settings(spec, end2end_settings), int(max_candidates))
     spec_out = spec.with_provenance(
         source_checkpoint_sha256=source_sha, onnx_variant=variant, onnx_opset=str(opset),
         onnx_exporter=exporter_name(exporter),
@@ -269,3 +270,11 @@ def _check(proto: onnx.ModelProto, output: Path) -> None:
             raise ExportError(f"{output}: shape inference changed output {out.name!r}")
 
 
+def _end2end_settings(spec: ModelSpec, settings: PostprocessSettings | str) -> PostprocessSettings:
+    """The settings to bake in: given ones, or the spec's named ``detection`` / ``evaluation`` settings."""
+    if isinstance(settings, PostprocessSettings):
+        return settings
+    if settings not in END2END_SETTINGS:
+        raise ExportError(f"end2end settings must be one of {', '.join(END2END_SETTINGS)} or PostprocessSettings, "
+                          f"got {settings!r}")
+    return getattr(spec, settings)

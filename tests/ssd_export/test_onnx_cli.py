@@ -37,10 +37,29 @@ def test_cli_choices_and_defaults_come_from_the_library():
     parser = build_parser()
     onnx_args = parser.parse_args(["onnx", "--checkpoint", "c.pt", "-o", "m.onnx"])
     signature = export_onnx.__kwdefaults__
-    for flag in ("variant", "opset", "exporter", "max_candidates"):
+    for flag in ("variant", "opset", "exporter", "max_candidates", "end2end_settings"):
         assert getattr(onnx_args, flag) == signature[flag], flag
     actions = {a.dest: a for a in parser._subparsers._group_actions[0].choices["onnx"]._actions}
     assert tuple(actions["variant"].choices) == VARIANTS
     assert tuple(actions["exporter"].choices) == defaults.EXPORTERS
+    assert tuple(actions["end2end_settings"].choices) == defaults.END2END_SETTINGS
     verify_help = parser._subparsers._group_actions[0].choices["verify"].format_help()
     assert f"default {defaults.DEFAULT_VERIFY_BATCH}" in verify_help
+
+
+def test_cli_end2end_with_the_evaluation_settings_is_evaluated_by_the_runtime(runtime_checkpoint, voc_root, tmp_path,
+                                                                               capsys):
+    from ssd_runtime.cli import main as runtime_main
+    from ssd_runtime.evaluate import compare_map
+    from ssd_runtime.onnx_model import read_onnx_info
+
+    out = tmp_path / "e2e.onnx"
+    assert main(["onnx", "--checkpoint", str(runtime_checkpoint), "-o", str(out), "--variant", "end2end",
+                 "--end2end-settings", "evaluation"]) == 0
+    capsys.readouterr()
+    info = read_onnx_info(out)
+    assert info.end2end.settings == info.spec.evaluation
+    # the graph's NMS at the evaluation settings gives the NumPy postprocess's mAP
+    assert runtime_main(["eval", "--model", str(out), "--data", str(voc_root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["runtime"]["map"] == compare_map(runtime_checkpoint, voc_root)["runtime"]["map"]
