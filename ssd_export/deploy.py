@@ -32,6 +32,7 @@ from typing import Any
 
 from ssd_export import defaults
 from ssd_export.calibration import CALIBRATION_IMAGES
+from ssd_export.deploy_state import DeployState
 from ssd_export.deploy_steps import (
     EVALUATION_BATCH,
     Artifact,
@@ -50,62 +51,15 @@ from ssd_export.deploy_steps import (
 from ssd_runtime.bench import benchmark
 from ssd_runtime.cli_common import default_of
 from ssd_runtime.evaluate import TARGET_POINTS
-from ssd_runtime.fileio import atomic_write_bytes, sha256_file
+from ssd_runtime.fileio import sha256_file
 from ssd_runtime.spec import ModelSpec
 from ssd_runtime.voc import VOCRecord
 
-__all__ = ["DeployError", "DeployState", "deploy", "plan_artifacts"]
+__all__ = ["DeployError", "deploy", "plan_artifacts"]
 
 STATE_NAME = "deploy_state.json"
-STATE_SCHEMA = 1
 #: Precision (key of TARGET_POINTS) of each ONNX variant: uint8-nhwc and end2end are FP32 networks.
 VARIANT_PRECISION = {"fp32": "fp32", "fp16": "fp16", "uint8-nhwc": "fp32", "int8": "int8", "end2end": "fp32"}
-
-
-class DeployState:
-    """The finished steps of earlier runs in ``DIR/deploy_state.json``: inputs, result, files written (sha256)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.steps: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                data = {}  # a damaged state only costs a rebuild
-            if data.get("schema_version") == STATE_SCHEMA:
-                self.steps = data.get("steps", {})
-
-    def lookup(self, key: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
-        """The recorded step when its inputs equal ``inputs`` and every file it wrote is unchanged."""
-        record = self.steps.get(key)
-        if record is None or record["inputs"] != _plain(inputs):
-            return None
-        for name, digest in record["outputs"].items():
-            path = self.path.parent / name
-            if not path.is_file() or sha256_file(path) != digest:
-                return None
-        return record
-
-    def record(self, key: str, inputs: dict[str, Any], result: dict[str, Any], outputs: Sequence[str | Path]) -> dict[str, Any]:
-        self.steps[key] = {"inputs": _plain(inputs), "result": _plain(result),
-                           "outputs": {self._name(p): sha256_file(p) for p in outputs},
-                           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        self.save()
-        return self.steps[key]
-
-    def _name(self, path: str | Path) -> str:
-        """A written file's name relative to the deploy folder (a copied or moved folder stays reusable)."""
-        return Path(os.path.relpath(Path(path).resolve(), self.path.parent.resolve())).as_posix()
-
-    def save(self) -> None:
-        text = json.dumps({"schema_version": STATE_SCHEMA, "steps": self.steps}, indent=1, sort_keys=True) + "\n"
-        atomic_write_bytes(self.path, text.encode())
-
-
-def _plain(value: Any) -> Any:
-    """JSON round trip: tuples become lists, so recorded and current inputs compare equal."""
-    return json.loads(json.dumps(value))
 
 
 def plan_artifacts(out: Path, checkpoint: Path, artifacts: Sequence[str], engines: bool) -> list[Artifact]:
@@ -319,7 +273,7 @@ def _step(state: DeployState, key: str, inputs: dict[str, Any], work: Callable[[
 
 
 def _model_sha(artifact: Artifact, run: _Run) -> str:
-    return run.checkpoint_sha256 if artifact.kind == "checkpoint" else sha256_file(artifact.path)
+    return run.checkpoint_sha256 if artifact.kind == "checkpoint" else run.state.sha256(artifact.path)
 
 
 def _detector(artifact: Artifact, run: _Run):
@@ -336,7 +290,7 @@ def _calibration(run: _Run) -> tuple[Path, Path | None]:
         return Path(summary["manifest"]), None
     recorded = Path(json.loads(run.calibration.read_text(encoding="utf-8")).get("dataset", {}).get("root", ""))
     root = None if recorded.is_dir() else run.data.resolve()  # a manifest made elsewhere: its images under data
-    run.meta["calibration"] = {"manifest": str(run.calibration), "sha256": sha256_file(run.calibration),
+    run.meta["calibration"] = {"manifest": str(run.calibration), "sha256": run.state.sha256(run.calibration),
                                "built": False, "root": str(root or recorded)}
     return run.calibration, root
 
@@ -344,7 +298,7 @@ def _calibration(run: _Run) -> tuple[Path, Path | None]:
 def _build(artifact: Artifact, run: _Run) -> dict[str, Any]:
     if artifact.kind == "engine":
         source = run.out / f"ssd300_{artifact.source}.onnx"
-        inputs = {"source_sha256": sha256_file(source), "checkpoint_sha256": run.checkpoint_sha256}
+        inputs = {"source_sha256": run.state.sha256(source), "checkpoint_sha256": run.checkpoint_sha256}
         max_batch = max(EVALUATION_BATCH, *run.bench["batches"])
 
         def work() -> dict[str, Any]:
@@ -352,7 +306,7 @@ def _build(artifact: Artifact, run: _Run) -> dict[str, Any]:
     elif artifact.variant == "int8":
         fp32 = run.out / "ssd300_fp32.onnx"
         manifest, root = _calibration(run)
-        inputs = {"source_sha256": sha256_file(fp32), "calibration_sha256": sha256_file(manifest),
+        inputs = {"source_sha256": run.state.sha256(fp32), "calibration_sha256": run.state.sha256(manifest),
                   "max_drop": run.max_drop, "method": run.int8_method, "parity": run.int8_parity}
 
         def work() -> dict[str, Any]:
@@ -367,7 +321,7 @@ def _build(artifact: Artifact, run: _Run) -> dict[str, Any]:
     # an engine's sidecar (X.engine.json) is part of it: the runtime refuses a plan without its own
     written = [artifact.path, Path(f"{artifact.path}.json")] if artifact.kind == "engine" else [artifact.path]
     result = _step(run.state, f"{artifact.name}/build", inputs, work, lambda r: written)
-    result["sha256"] = sha256_file(artifact.path)
+    result["sha256"] = run.state.sha256(artifact.path)
     result["size_bytes"] = artifact.path.stat().st_size
     if result["verification"]["passed"] is False:
         raise DeployError(f"verification failed: {'; '.join(result['verification']['failures'])}")
@@ -386,7 +340,7 @@ def _evaluate(artifact: Artifact, run: _Run) -> dict[str, Any]:
 def _bench(artifact: Artifact, run: _Run) -> dict[str, Any]:
     images = [r.image_path for r in run.records[:max(run.bench["batches"])]]
     inputs = {"model_sha256": _model_sha(artifact, run), "cpu": run.cpu, **run.bench,
-              "images": [[p.name, sha256_file(p)] for p in images]}
+              "images": [[p.name, run.state.sha256(p)] for p in images]}
     return _step(run.state, f"{artifact.name}/bench", inputs,
                  lambda: bench_artifact(_detector(artifact, run), run.bench["batches"], images,
                                         warmup=run.bench["warmup"], iterations=run.bench["iterations"]),
@@ -394,7 +348,7 @@ def _bench(artifact: Artifact, run: _Run) -> dict[str, Any]:
 
 
 def _draw(artifact: Artifact, run: _Run) -> dict[str, Any]:
-    inputs = {"model_sha256": _model_sha(artifact, run), "images": [[p.name, sha256_file(p)] for p in run.draw]}
+    inputs = {"model_sha256": _model_sha(artifact, run), "images": [[p.name, run.state.sha256(p)] for p in run.draw]}
     folder = run.out / "detections" / artifact.name
     result = _step(run.state, f"{artifact.name}/draw", inputs,
                    lambda: draw_artifact(_detector(artifact, run), run.draw, folder), lambda r: r["images"])
