@@ -30,8 +30,10 @@ class Uint8NHWCInput(nn.Module):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, S, S, 3) RGB -> float32 (N, 3, S, S): ``x * scale + bias`` as the training data does."""
-        # (N, S, S, 3) uint8 -> (N, 3, S, S) float32
-        pixels = images.permute(0, 3, 1, 2).to(torch.float32)
+        # Cast first, then (N, S, S, 3) -> (N, 3, S, S): TensorRT takes UINT8 only as a network input that a
+        # Cast to float reads (onnx-tensorrt refuses a node producing a UINT8 tensor that is not a graph
+        # output, ModelImporter.cpp 241-254 at 10.1-GA), so the Transpose must see float32.
+        pixels = images.to(torch.float32).permute(0, 3, 1, 2)
         return pixels * self.scale + self.bias
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
