@@ -18,6 +18,12 @@ def _print_report(report: dict, as_json: bool) -> None:
     for name, stats in (report.get("outputs") or {}).items():
         print(f"  {name:14s} max abs {stats['max_abs']:.3g}  max rel {stats['max_rel']:.3g}  "
               f"allclose {stats['allclose']}  finite {stats['finite']}")
+    rules = report.get("tensorrt_rules")
+    if rules is not None:
+        print("  TensorRT parser rules: " + ("ok" if not rules["violations"] else
+                                             f"{len(rules['violations'])} violation(s)"))
+        for violation in rules["violations"]:
+            print(f"    {violation}")
     for name, comp in report.get("detections", {}).items():
         print(f"  detections ({name}): identical {comp['identical']}, {comp['num_detections_a']} vs "
               f"{comp['num_detections_b']}, edge cases {comp['edge_differences']}, mismatches {comp['num_mismatches']}")
@@ -86,7 +92,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify", help="ONNX Runtime vs PyTorch parity of an exported ONNX file")
+    p = sub.add_parser("verify", help="ONNX Runtime vs PyTorch parity of an exported ONNX file, and TensorRT's "
+                       "ONNX-parser rules on it")
     p.add_argument("--model", required=True, help="exported ONNX file")
     p.add_argument("--checkpoint", required=True, help="the checkpoint it was exported from")
     p.add_argument("--batch", type=int, default=None,
@@ -387,7 +394,7 @@ def _cmd_engine(args: argparse.Namespace) -> int:
             workspace=None if args.workspace is None else args.workspace << 20, timing_cache=args.timing_cache,
             version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
             optimization_level=args.optimization_level, keep_failed=args.keep_failed, parity=not args.no_parity,
-            device=args.device,
+            device=args.device, tf32=args.tf32,
         )
     except EngineParityError as exc:
         if args.json:
@@ -401,7 +408,8 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     profile = ", ".join(f"{name} {shapes['min'][0]}..{shapes['opt'][0]}..{shapes['max'][0]}"
                         for name, shapes in sidecar.profile.items())
     print(f"wrote {build.engine_path} and {build.sidecar_path}: TensorRT {sidecar.tensorrt_version}, {sidecar.precision} "
-          f"({sidecar.variant} ONNX{', FP16 builder flag' if sidecar.fp16_flag else ''}), {sidecar.gpu_name} (compute "
+          f"({sidecar.variant} ONNX{', FP16 builder flag' if sidecar.fp16_flag else ''}, TF32 "
+          f"{'on' if sidecar.tf32 else 'off'}), {sidecar.gpu_name} (compute "
           f"capability {sidecar.compute_capability}), batch {profile}; built in {sidecar.build_seconds:.1f} s")
     if build.parity is None:
         print("parity: not checked (--no-parity)")
@@ -425,6 +433,10 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
                    f"{','.join(map(str, defaults.DEFAULT_ENGINE_BATCH))}); a static ONNX keeps its batch")
     p.add_argument("--fp16", action="store_true",
                    help="TensorRT 10 only: FP16 builder flag on a plain fp32 ONNX (TensorRT 11: export --variant fp16)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
+                   help="let FP32 layers run in TF32 (TensorRT's default; faster on Ampere and newer, ~1e-3 relative "
+                   "error, checked against the TF32 tolerance, judge accuracy by mAP). Default: off for FP32 engines "
+                   "(fp32, uint8-nhwc, end2end), on for FP16/INT8 ones")
     p.add_argument("--workspace", type=int, default=None, metavar="MIB",
                    help="workspace memory pool limit in MiB (default: TensorRT's, the GPU's memory)")
     p.add_argument("--timing-cache", default=None, metavar="FILE",

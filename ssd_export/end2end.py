@@ -17,7 +17,8 @@ Steps (all standard ONNX, opset >= 13; TensorRT maps NonMaxSuppression to its NM
 2. ``NonMaxSuppression`` per image and class: score > min_score, suppression of IoU > max_overlap,
    at most ``top_k`` boxes per class (exact: a class's (top_k+1)-th kept box can never make the
    image's top_k);
-3. a dense mask of the selected (class, prior) pairs, then ``TopK`` of the kept scores over
+3. a dense mask of the selected (class, prior) pairs (``ScatterND`` of ones made element-wise from the
+   selected rows: nothing is sized by their data-dependent count), then ``TopK`` of the kept scores over
    (class, prior) flattened class-major: ties go to the lower index, i.e. class ascending, then prior
    ascending - the reference order.
 """
@@ -31,7 +32,39 @@ from ssd_export.defaults import DEFAULT_MAX_CANDIDATES
 from ssd_runtime.postprocess import float32_threshold
 from ssd_runtime.spec import PostprocessSettings
 
-__all__ = ["DEFAULT_MAX_CANDIDATES", "append_nms"]
+__all__ = ["DEFAULT_MAX_CANDIDATES", "End2EndLimitError", "append_nms", "check_end2end_limits"]
+
+#: TensorRT's TopK takes k <= 3840 (NvInfer.h 10.3 lines 3546/3602, 11.1 lines 3448/3504); the graph's
+#: rules are checked again, node by node, by :mod:`ssd_export.tensorrt_rules` (the same constant).
+MAX_TOPK_K = 3840
+
+
+class End2EndLimitError(ValueError):
+    """End-to-end settings that would put a TopK with k > 3840 in the graph (no TensorRT builds it)."""
+
+
+def check_end2end_limits(top_k: int, max_candidates: int, *, num_priors: int, num_classes: int) -> None:
+    """Refuse ``top_k`` / ``max_candidates`` that need a TopK of more than :data:`MAX_TOPK_K` elements.
+
+    The graph holds a TopK of ``min(top_k, (C-1)*P)`` (the output) and, when ``max_candidates`` is below
+    ``(C-1)*P``, a TopK of ``max_candidates`` (the cap); ``max_candidates >= (C-1)*P`` means no cap and no
+    cap TopK (all candidates enter the NMS, which on TensorRT considers only its best 5000 per image).
+    """
+    if max_candidates < 1 or top_k < 1:
+        raise End2EndLimitError(f"max_candidates and top_k must be positive, got {max_candidates} and {top_k}")
+    flat_size = (num_classes - 1) * num_priors
+    why = (f"TensorRT's TopK takes k <= {MAX_TOPK_K} (NvInfer.h, ITopKLayer), so no TensorRT engine could be "
+           "built from this graph")
+    if min(top_k, flat_size) > MAX_TOPK_K:
+        raise End2EndLimitError(
+            f"end2end top_k {top_k} needs a TopK of {min(top_k, flat_size)} detections per image, above "
+            f"{MAX_TOPK_K}: {why}. Bake in top_k <= {MAX_TOPK_K} (the spec's detection / evaluation settings use "
+            "200), or export a raw variant (fp32) and run the postprocess outside the graph for more")
+    if MAX_TOPK_K < max_candidates < flat_size:
+        raise End2EndLimitError(
+            f"end2end max_candidates {max_candidates} needs a TopK of {max_candidates} (class, prior) scores per "
+            f"image, above {MAX_TOPK_K}: {why}. Use --max-candidates <= {MAX_TOPK_K} (the default is "
+            f"{DEFAULT_MAX_CANDIDATES}), or >= {flat_size} (this model's (C-1)*P) for no cap at all")
 
 
 def append_nms(
@@ -48,8 +81,7 @@ def append_nms(
     names = [o.name for o in graph.output]
     if names != ["boxes", "scores"]:
         raise ValueError(f"expected a graph with outputs ['boxes', 'scores'], got {names}")
-    if max_candidates < 1 or settings.top_k < 1:
-        raise ValueError("max_candidates and top_k must be positive")
+    check_end2end_limits(settings.top_k, max_candidates, num_priors=num_priors, num_classes=num_classes)
     num_fg = num_classes - 1
     flat_size = num_fg * num_priors
     cap = min(int(max_candidates), flat_size)
@@ -93,13 +125,16 @@ def append_nms(
         "selected",
         center_point_box=0,
     )
-    # 3. dense mask (N, C-1, P) of the selected pairs, kept scores or -1
+    # 3. dense mask (N, C-1, P) of the selected pairs, kept scores or -1. `selected` has a data-dependent
+    # shape (S, 3) (INMSLayer's SelectedIndices on TensorRT); its only readers are a Gather of its first
+    # column, element-wise ops on that and the ScatterND: no Shape of it, no ConstantOfShape sized by it
+    # (a shape tensor computed from a data-dependent extent; docs/tensorrt.md, "The end-to-end graph on
+    # TensorRT"). The zeros are sized by the scores, whose shape depends on the batch only.
     zeros = op("ConstantOfShape", [op("Shape", [scores], "scores_shape")], "mask_zeros",
                value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
-    num_selected = op("Slice", [op("Shape", [selected], "selected_shape"), const("s0", np.array([0], np.int64)),
-                                const("s1", np.array([1], np.int64))], "num_selected")
-    ones = op("ConstantOfShape", [num_selected], "selected_ones",
-              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))
+    image_of = op("Gather", [selected, const("column0", np.array(0, np.int64))], "selected_image", axis=1)  # (S,)
+    ones = op("Cast", [op("GreaterOrEqual", [image_of, const("zero_i64", np.array(0, np.int64))], "selected_any")],
+              "selected_ones", to=TensorProto.FLOAT)  # (S,) all 1: batch indices are >= 0
     mask = op("ScatterND", [zeros, selected, ones], "mask")
     is_kept = op("Greater", [mask, const("half", np.array(0.5, np.float32))], "is_kept")
     kept = op("Where", [is_kept, scores, const("minus_one", np.array(-1.0, np.float32))], "kept")

@@ -15,7 +15,8 @@
   pair on every Conv output, so the pairs on the head convs' outputs are taken off afterwards
   (:func:`~ssd_export.int8_rules.strip_qdq`): the heads read INT8 and write float ``locs`` / ``class_logits``.
 
-The result is checked by :func:`~ssd_export.int8_rules.check_qdq_rules` (a violation fails the command)
+The result is checked by :func:`~ssd_export.tensorrt_rules.check_tensorrt_rules` (TensorRT's parser rules
+and :func:`~ssd_export.int8_rules.check_qdq_rules`; a violation fails the command)
 and the ONNX checker, carries the spec with its provenance (source ONNX and calibration manifest sha256,
 quantizer, version, settings) and variant ``int8`` in its metadata, is written to a temporary file beside
 the output and moved into place only when every check passed. The parity against the fp32 source is
@@ -42,9 +43,10 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from ssd_export.calibration import DEFAULT_BATCH, CalibrationError, CalibrationSet
 from ssd_export.defaults import DEFAULT_INT8_METHOD, DEFAULT_PERCENTILE, DEFAULT_QUANTIZER, INT8_METHODS, QUANTIZERS
 from ssd_export.int8_rules import (
-    MIN_QDQ_OPSET, QDQ_OPS, TENSORRT_QDQ, FloatRegions, check_qdq_rules, float_regions, strip_qdq,
+    MIN_QDQ_OPSET, QDQ_OPS, TENSORRT_QDQ, FloatRegions, float_regions, strip_qdq,
 )
 from ssd_export.parity import Tolerance, check_parity, write_report
+from ssd_export.tensorrt_rules import check_tensorrt_rules
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.fileio import atomic_path, sha256_file
 from ssd_runtime.onnx_model import OnnxModelInfo, onnx_metadata, read_onnx_info, write_onnx_metadata
@@ -237,7 +239,8 @@ def quantize_int8(
             opset=info.opset, trace_batch=info.trace_batch, quantization=quantization,
         ))
         model.doc_string = f"{source.doc_string} -> INT8 Q/DQ ({quantizer_name} {quantizer_version}, {method})"
-        violations = check_qdq_rules(model, float_nodes=[*exclude, *sensitive, *quantizer_float])
+        # TensorRT's parser rules, the Q/DQ rules (check_qdq_rules) among them
+        violations = check_tensorrt_rules(model, float_nodes=[*exclude, *sensitive, *quantizer_float])
         report["rules"] = {"violations": violations}
         if violations:
             raise Int8Error(f"{output}: the Q/DQ graph breaks TensorRT's rules ({'; '.join(violations[:5])}"

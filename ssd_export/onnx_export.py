@@ -15,10 +15,13 @@ opset 19.
   one line when torch removes the TorchScript exporter.
 
 Every export: trace on seeded random inputs -> ONNX -> (end2end: NMS appended) -> spec and provenance
-into ``metadata_props`` -> ``onnx.checker`` (full check) and strict shape inference -> written to a
+into ``metadata_props`` -> ``onnx.checker`` (full check) and strict shape inference -> TensorRT's ONNX-parser
+rules (:mod:`ssd_export.tensorrt_rules`) -> written to a
 temporary file beside the output -> verified with ONNX Runtime against PyTorch on other images at
 another batch size -> moved into place atomically. A failed check or parity leaves no file behind
-(and an existing file at ``output`` untouched) and raises :class:`ExportError` / :class:`ParityError`.
+(and an existing file at ``output`` untouched) and raises :class:`ExportError` / :class:`ParityError` /
+:class:`~ssd_export.tensorrt_rules.TensorRTRuleError` (a graph TensorRT's parser would refuse) /
+:class:`~ssd_export.end2end.End2EndLimitError` (end2end settings needing a TopK k > 3840, before the trace).
 """
 from __future__ import annotations
 
@@ -42,8 +45,9 @@ from ssd_export.defaults import (
     EXPORTERS,
     TRACE_BATCH,
 )
-from ssd_export.end2end import append_nms
+from ssd_export.end2end import append_nms, check_end2end_limits
 from ssd_export.parity import ParityError, write_report
+from ssd_export.tensorrt_rules import TensorRTRuleError, require_tensorrt_rules
 from ssd_export.verify import verify_onnx
 from ssd_export.wrappers import ScoresAndBoxes, Uint8NHWCInput
 from ssd_train.model import FP16Network
@@ -54,7 +58,7 @@ from ssd_train.checkpoint import load_model
 
 TRACE_SEED = 1234
 
-__all__ = ["DEFAULT_OPSET", "ExportError", "ExportReport", "ParityError", "export_onnx"]
+__all__ = ["DEFAULT_OPSET", "ExportError", "ExportReport", "ParityError", "TensorRTRuleError", "export_onnx"]
 
 
 class ExportError(ValueError):
@@ -129,8 +133,9 @@ def export_onnx(
             the spec's ``"detection"`` (the default) or ``"evaluation"`` settings (for its mAP).
         max_candidates: end2end only - per-image cap on (class, prior) candidates entering the NMS.
 
-    Raises ExportError (export/check failure) or ParityError (verification failed; ``.report`` has the
-    details); in both cases nothing is written.
+    Raises ExportError (export/check failure), End2EndLimitError (``top_k`` or ``max_candidates`` needing a
+    TopK k > 3840), TensorRTRuleError (the graph breaks a TensorRT parser rule) or ParityError (verification
+    failed; ``.report`` has the details); in every case nothing is written.
     """
     start = time.perf_counter()
     if variant not in VARIANTS:
@@ -149,6 +154,9 @@ def export_onnx(
     e2e = None
     if variant == "end2end":
         e2e = End2EndConfig(_end2end_settings(spec, end2end_settings), int(max_candidates))
+        # refused before the trace: settings no TensorRT can build (TopK k > 3840)
+        check_end2end_limits(e2e.settings.top_k, e2e.max_candidates, num_priors=spec.num_priors,
+                             num_classes=spec.num_classes)
     spec_out = spec.with_provenance(
         source_checkpoint_sha256=source_sha, onnx_variant=variant, onnx_opset=str(opset),
         onnx_exporter=exporter_name(exporter),
@@ -171,6 +179,8 @@ def export_onnx(
     ))
     proto.doc_string = f"SSD300 ({spec.num_classes} classes, width {spec.width}), variant {variant}"
     _check(proto, output)
+    # TensorRT's parser rules (ops, UINT8, TopK k, NMS inputs, INT64): refused before anything is written
+    require_tensorrt_rules(proto, str(output))
 
     report = None
     report_path = None

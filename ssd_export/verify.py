@@ -3,6 +3,8 @@
 What is ONNX-specific stays here; the comparison itself is :func:`ssd_export.parity.check_parity`
 through the runtime's :class:`~ssd_runtime.backends.onnxruntime.OrtBackend` (CPU):
 
+- TensorRT's ONNX-parser rules (:mod:`ssd_export.tensorrt_rules`): a violation is a failure (the report's
+  ``tensorrt_rules``), since no TensorRT 10.3-11.x would parse the file;
 - the file: external data that could escape its folder refused and the metadata read back
   (:func:`ssd_runtime.onnx_model.read_onnx_info`), the recorded source checkpoint sha256 equal to the
   checkpoint file's, the spec equal to the checkpoint's apart from provenance;
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from ssd_export.defaults import DEFAULT_VERIFY_BATCH, VERIFY_SEED
 from ssd_export.parity import (
@@ -34,6 +37,7 @@ from ssd_export.parity import (
     verification_inputs,
     write_report,
 )
+from ssd_export.tensorrt_rules import check_tensorrt_rules, declared_float_nodes
 from ssd_runtime.backends import Backend
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.end2end import padded_to_detections
@@ -48,6 +52,7 @@ __all__ = [
     "ParityError",
     "candidates_over_cap",
     "check_end2end",
+    "tensorrt_rules_report",
     "verification_images",
     "verify_onnx",
     "write_report",
@@ -85,6 +90,8 @@ def verify_onnx(
     report["source_checkpoint_matches"] = info.source_checkpoint_sha256 == sha256_file(checkpoint)
     if not report["source_checkpoint_matches"]:
         failures.append("the ONNX was exported from another checkpoint (sha256 differs)")
+    report["tensorrt_rules"] = tensorrt_rules_report(onnx_path, info)
+    failures += [f"TensorRT rule: {v}" for v in report["tensorrt_rules"]["violations"]]
 
     if info.variant == "end2end":
         backend = OrtBackend(onnx_path)
@@ -105,6 +112,16 @@ def verify_onnx(
     report["passed"] = not failures
     report["failures"] = failures
     return report
+
+
+def tensorrt_rules_report(onnx_path: str | Path, info: OnnxModelInfo | None = None) -> dict[str, Any]:
+    """TensorRT's ONNX-parser rules (:func:`~ssd_export.tensorrt_rules.check_tensorrt_rules`) on a file:
+    ``{"violations": [...], "float_nodes": [...]}``; an INT8 model's Convs declared float in its metadata
+    are exempt from the Q/DQ rule that every Conv be quantized."""
+    info = info if info is not None else read_onnx_info(onnx_path)  # checks external data before loading
+    float_nodes = declared_float_nodes(info.quantization)
+    violations = check_tensorrt_rules(onnx.load(str(onnx_path)), float_nodes=float_nodes)
+    return {"violations": violations, "float_nodes": float_nodes}
 
 
 def _batch_fields(batch_dim: int | str | None, info: OnnxModelInfo, requested: int | None, seed: int,
