@@ -68,6 +68,7 @@ __all__ = [
     "TensorRTUnavailableError",
     "TimingCacheError",
     "build_engine",
+    "default_tf32",
     "parse_batch",
     "rebuild_command",
     "tensorrt_unavailable_reason",
@@ -130,10 +131,20 @@ def parse_batch(text: str) -> tuple[int, int, int]:
     return values[0], values[1], values[2]
 
 
+def default_tf32(precision: str) -> bool:
+    """Whether TF32 stays on when ``--tf32``/``--no-tf32`` is not given: off for FP32 engines (whose check
+    wants FP32 arithmetic), TensorRT's default (on) for FP16 and INT8 engines, whose tolerances cover it."""
+    return precision != "fp32"
+
+
 def rebuild_command(onnx_path: Path, engine_path: Path, *, checkpoint: Path | None, batch, fp16: bool,
                     workspace: int | None, timing_cache: Path | None, version_compatible: bool,
-                    hardware_compatibility: str, optimization_level: int | None) -> list[str]:
-    """The ``ssd-export engine`` argv that builds this engine again (recorded in the sidecar)."""
+                    hardware_compatibility: str, optimization_level: int | None, tf32: bool | None = None,
+                    precision: str = "fp32", device: int = 0) -> list[str]:
+    """The ``ssd-export engine`` argv that builds this engine again (recorded in the sidecar).
+
+    ``tf32`` and ``device`` appear only where they differ from the defaults (:func:`default_tf32`, GPU 0).
+    """
     argv = ["ssd-export", "engine", "--onnx", str(onnx_path), "-o", str(engine_path)]
     if checkpoint is not None:
         argv += ["--checkpoint", str(checkpoint)]
@@ -141,6 +152,10 @@ def rebuild_command(onnx_path: Path, engine_path: Path, *, checkpoint: Path | No
         argv += ["--batch", ",".join(str(b) for b in batch)]
     if fp16:
         argv.append("--fp16")
+    if tf32 is not None and tf32 != default_tf32(precision):
+        argv.append("--tf32" if tf32 else "--no-tf32")
+    if device != 0:
+        argv += ["--device", str(device)]
     if workspace is not None:
         argv += ["--workspace", str(workspace >> 20)]
     if timing_cache is not None:
@@ -170,6 +185,7 @@ def build_engine(
     parity: bool = True,
     device: int = 0,
     backend_options: dict[str, Any] | None = None,
+    tf32: bool | None = None,
 ) -> EngineBuild:
     """Build, check and write a TensorRT engine of a toolkit ONNX export (see the module docstring).
 
@@ -189,7 +205,12 @@ def build_engine(
         optimization_level: builder optimisation level 0-5 (default: TensorRT's, 3).
         keep_failed: keep the plan and sidecar (parity recorded as failed) when the check fails.
         parity: run the check (False: the sidecar records parity None).
-        device: CUDA device index.
+        device: CUDA device index: made current before the builder exists (TensorRT builds on the
+            current device), recorded in the sidecar and checked on.
+        tf32: let FP32 layers run in TF32 (TensorRT's default). None: off for FP32 engines (the fp32,
+            uint8-nhwc and end2end variants), on for FP16 and INT8 ones (:func:`default_tf32`). An FP32
+            engine with TF32 is checked against the TF32 tolerance (``parity.TOLERANCES["tf32"]``;
+            detections reported, not required identical: judge its accuracy by mAP).
         backend_options: more keyword arguments of the TensorRT backend that runs the check
             (``ssd_runtime.backends.tensorrt.TensorRTBackend``).
 
@@ -212,9 +233,11 @@ def build_engine(
     if fp16 and info.variant != "fp32":
         raise EngineOptionError(f"--fp16 applies to a plain fp32 ONNX; {onnx_path} is the {info.variant} variant, "
                                 "whose precision is in the graph: build it without --fp16")
-    gpu = _device(device)
+    precision = "fp16" if fp16 else VARIANT_PRECISION[info.variant]
+    tf32_on = default_tf32(precision) if tf32 is None else bool(tf32)
+    gpu = _device(device)  # and made current: the builder below builds on the current device
     settings = NetworkSettings(
-        strongly_typed=not fp16, fp16=fp16, batch=batch, workspace=workspace,
+        strongly_typed=not fp16, fp16=fp16, tf32=tf32_on, batch=batch, workspace=workspace,
         version_compatible=version_compatible, hardware_compatibility=hardware_compatibility,
         optimization_level=optimization_level,
     )
@@ -226,16 +249,17 @@ def build_engine(
         onnx_path, engine_path, checkpoint=checkpoint, fp16=fp16, workspace=workspace, timing_cache=timing_cache,
         batch=(dynamic[0]["min"][0], dynamic[0]["opt"][0], dynamic[0]["max"][0]) if dynamic else None,
         version_compatible=version_compatible, hardware_compatibility=hardware_compatibility,
-        optimization_level=optimization_level)
+        optimization_level=optimization_level, tf32=tf32_on, precision=precision, device=device)
     sidecar = EngineSidecar(
         schema=SIDECAR_SCHEMA,
         tensorrt_version=features.version,
         gpu_name=gpu.name,
         compute_capability=gpu.compute_capability,
         cuda_version=gpu.cuda_runtime_version,
-        precision="fp16" if fp16 else VARIANT_PRECISION[info.variant],
+        precision=precision,
         variant=info.variant,
         fp16_flag=fp16,
+        tf32=tf32_on,
         strongly_typed=settings.strongly_typed,
         profile=built.profile,
         version_compatible=version_compatible,
@@ -259,7 +283,7 @@ def build_engine(
         if parity:
             from ssd_export.engine_check import check_engine
 
-            report = check_engine(staged, info, checkpoint, device=device, precision=sidecar.precision,
+            report = check_engine(staged, info, checkpoint, device=device, precision=sidecar.precision, tf32=tf32_on,
                                   batch_size=_parity_batch(built.profile, info), backend_options=backend_options)
             sidecar = replace(sidecar, parity=report)
         if report is not None and not report["passed"]:
@@ -295,13 +319,17 @@ def _check_options(onnx_path: Path, engine_path: Path, checkpoint: Path | None, 
 
 
 def _device(index: int):
-    """The GPU's facts (name, compute capability, CUDA version), or TensorRTUnavailableError."""
-    from ssd_runtime.cuda_device import CudaUnavailableError, device_info
+    """The GPU's facts (name, compute capability, CUDA version), made current for this thread (TensorRT
+    builds on the device current when ``trt.Builder`` is created, as trtexec's cudaSetDevice in
+    sampleDevice.cpp does before it builds); TensorRTUnavailableError without one."""
+    from ssd_runtime.cuda_device import CudaError, CudaUnavailableError, device_info, set_device
 
     try:
-        return device_info(index)
-    except CudaUnavailableError as exc:
-        raise TensorRTUnavailableError(f"building a TensorRT engine needs a CUDA GPU: {exc}") from exc
+        info = device_info(index)
+        set_device(index)
+    except (CudaUnavailableError, CudaError) as exc:
+        raise TensorRTUnavailableError(f"building a TensorRT engine needs a CUDA GPU (device {index}): {exc}") from exc
+    return info
 
 
 def _parity_batch(profile: dict[str, dict[str, list[int]]], info: OnnxModelInfo) -> int:

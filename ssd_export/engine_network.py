@@ -95,10 +95,13 @@ class NetworkSettings:
     workspace: bytes of the workspace memory pool (None: TensorRT's default, the device's memory).
     hardware_compatibility: "none" | "ampere_plus" | "same_compute_capability".
     optimization_level: builder optimisation level 0-5 (None: TensorRT's default, 3).
+    tf32: let FP32 convolutions and matrix products run in TF32 (``BuilderFlag.TF32``, which TensorRT
+        enables by default and strong typing does not turn off); False clears it, as trtexec's ``--noTF32``.
     """
 
     strongly_typed: bool = True
     fp16: bool = False
+    tf32: bool = False
     batch: tuple[int, int, int] | None = None
     workspace: int | None = None
     version_compatible: bool = False
@@ -199,6 +202,14 @@ def build_plan(trt, onnx_path: Path, settings: NetworkSettings, timing_cache: Pa
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace)
     if settings.fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+    if settings.tf32:
+        config.set_flag(trt.BuilderFlag.TF32)  # on by default already; set so the plan never depends on that
+    else:
+        # TF32 is "Enabled by default" (NvInfer.h 10.3: 8317-8320, 11.1: 9973-9976), strongly typed networks
+        # included: left on, FP32 convolutions round their inputs to 10-bit mantissas on Ampere and newer
+        # (benchmarks/tf32_emulation.py: locs off by 4.1e-3 on the test model with round-to-nearest, 12 to 21
+        # TF32 ulps of the outputs' range with truncation; FP32's tolerance allows 32 FP32 ulps, ~1/3000 of that)
+        config.clear_flag(trt.BuilderFlag.TF32)
     if settings.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)  # the lean runtime stays in the plan
     if settings.hardware_compatibility != "none":

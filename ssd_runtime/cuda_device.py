@@ -22,11 +22,16 @@ import numpy as np
 
 from ssd_runtime.errors import ToolkitError
 
-__all__ = ["CudaError", "CudaGraph", "CudaMemory", "CudaUnavailableError", "DeviceInfo", "DeviceMemory", "device_info"]
+__all__ = ["CudaError", "CudaGraph", "CudaMemory", "CudaUnavailableError", "DeviceInfo", "DeviceMemory", "device_info",
+           "set_device"]
 
 INSTALL_HINT = (
     "pip install 'ssd300-toolkit[cuda]' (cuda-bindings; on JetPack 6, CUDA 12.6: pip install 'cuda-bindings>=12.6,<13')"
 )
+#: The cuda-bindings that pairs with a driver of each CUDA major (a driver runs the CUDA runtime of its
+#: own major or older; cuda-bindings 13.x needs driver 580 or newer). JetPack 6 and the tensorrt-cu12
+#: wheels are CUDA 12; the extras tensorrt-cu12 / tensorrt-cu13 install the matching pair.
+BINDINGS_FOR_CUDA_MAJOR = {12: "cuda-bindings>=12.6,<13", 13: "cuda-bindings>=13,<14"}
 
 
 class CudaUnavailableError(ToolkitError, RuntimeError):
@@ -92,14 +97,43 @@ def device_count() -> int:
     cudart = _cudart()
     err, count = cudart.cudaGetDeviceCount()
     if err != cudart.cudaError_t.cudaSuccess:
-        raise CudaUnavailableError(
-            f"no usable CUDA GPU: cudaGetDeviceCount returned {_error_name(cudart, err)} "
-            f"({_error_text(cudart, err)}); this machine has no NVIDIA driver or no GPU, or the driver "
-            "is older than the CUDA runtime of cuda-bindings (on Jetson: cuda-bindings 12.x for JetPack 6)"
-        )
+        raise CudaUnavailableError(f"no usable CUDA GPU: cudaGetDeviceCount returned {_error_name(cudart, err)} "
+                                   f"({_error_text(cudart, err)}); {_why_no_gpu(cudart, err)}")
     if count == 0:
         raise CudaUnavailableError("no CUDA GPU: cudaGetDeviceCount found 0 devices")
     return int(count)
+
+
+def _why_no_gpu(cudart: Any, err: Any) -> str:
+    """What a failed cudaGetDeviceCount means here and what to do: for cudaErrorInsufficientDriver, the
+    driver's CUDA version (cudaDriverGetVersion: 0 when no driver is installed) against the CUDA version
+    of the installed cuda-bindings (cudaRuntimeGetVersion), and the package that matches the driver."""
+    if err != cudart.cudaError_t.cudaErrorInsufficientDriver:
+        return "this machine has no NVIDIA GPU visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+    driver_err, driver = cudart.cudaDriverGetVersion()
+    runtime_err, runtime = cudart.cudaRuntimeGetVersion()
+    if driver_err != cudart.cudaError_t.cudaSuccess or not driver:
+        return "no NVIDIA driver is installed (cudaDriverGetVersion reports none): install the driver, or run on a GPU machine"
+    bindings = _package_version("cuda-bindings")
+    built_for = _version(runtime) if runtime_err == cudart.cudaError_t.cudaSuccess else "an unknown CUDA version"
+    driver_major, runtime_major = driver // 1000, (runtime // 1000 if runtime_err == cudart.cudaError_t.cudaSuccess else None)
+    if runtime_major is not None and driver_major < runtime_major:
+        match = BINDINGS_FOR_CUDA_MAJOR.get(driver_major, f"cuda-bindings>={driver_major},<{driver_major + 1}")
+        return (f"the NVIDIA driver supports CUDA {_version(driver)}, but cuda-bindings {bindings} is built for CUDA "
+                f"{built_for}, a newer major; install the cuda-bindings of the driver's CUDA: pip install '{match}' "
+                f"(with TensorRT: pip install 'ssd300-toolkit[tensorrt-cu{driver_major}]'), or upgrade the driver to "
+                f"one for CUDA {runtime_major} (CUDA 13 needs driver 580 or newer)")
+    return (f"the NVIDIA driver (CUDA {_version(driver)}) is older than cuda-bindings {bindings} (built for CUDA "
+            f"{built_for}) needs: upgrade the driver, or pip install the cuda-bindings of CUDA {_version(driver)}")
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:  # JetPack-style installs without pip metadata
+        return "(version unknown)"
 
 
 def device_info(index: int = 0) -> DeviceInfo:
@@ -118,6 +152,14 @@ def device_info(index: int = 0) -> DeviceInfo:
         driver_version=_version(_call(cudart, "cudaDriverGetVersion", cudart.cudaDriverGetVersion())),
         total_memory=int(props.totalGlobalMem),
     )
+
+
+def set_device(index: int) -> None:
+    """Make CUDA device ``index`` current for the calling thread (cudaSetDevice; it retains the device's
+    primary context, the one TensorRT and torch use). The TensorRT builder and runtime work on the
+    device current when they are created, so this comes first (trtexec: sampleDevice.cpp, before building)."""
+    cudart = _cudart()
+    _call(cudart, f"cudaSetDevice({index})", cudart.cudaSetDevice(index))
 
 
 class DeviceMemory(Protocol):
@@ -172,8 +214,8 @@ class CudaMemory:
         self.activate()
 
     def activate(self) -> None:
-        """Make this device current for the calling thread (cudaSetDevice)."""
-        self._call("cudaSetDevice", self._cudart.cudaSetDevice(self.index))
+        """Make this device current for the calling thread (:func:`set_device`)."""
+        set_device(self.index)
 
     def _call(self, what: str, result: tuple) -> Any:
         return _call(self._cudart, what, result)
@@ -224,10 +266,14 @@ class CudaMemory:
         torch.cuda.current_stream(self.torch_device).synchronize()
 
     def capture(self, stream: Any, launch: Callable[[], None]) -> CudaGraph:
-        """Capture what ``launch`` queues on ``stream`` into a graph (nothing runs during capture).
+        """Capture what ``launch`` queues on ``stream`` into an instantiated graph (nothing runs meanwhile).
 
-        Thread-local capture mode: other threads keep using CUDA normally meanwhile. A failed capture
-        (work that cannot be captured) ends the capture and raises :class:`CudaError`.
+        Thread-local capture mode: other threads keep using CUDA normally. trtexec's sequence
+        (``TrtCudaGraph`` in sampleDevice.h at release/10.3): begin capture, enqueue, end capture,
+        instantiate. When ``launch`` raises (TensorRT's enqueue returns False under capture) or the capture
+        is invalidated, the capture is ended, any graph it returned destroyed and the error cleared
+        (trtexec's ``endCaptureOnError``), and the error raised: nothing is left allocated, the stream
+        stays usable.
         """
         cudart = self._cudart
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
@@ -235,15 +281,31 @@ class CudaMemory:
         try:
             launch()
         except BaseException:
-            cudart.cudaStreamEndCapture(stream)  # leave the stream usable; the launch's error is the one to report
+            self._end_failed_capture(stream)  # the launch's error is the one to report
             raise
-        graph = self._call("cudaStreamEndCapture", cudart.cudaStreamEndCapture(stream))
+        err, graph = cudart.cudaStreamEndCapture(stream)
+        if err != cudart.cudaError_t.cudaSuccess:
+            self._destroy_graph(graph)
+            cudart.cudaGetLastError()
+            raise CudaError(f"cudaStreamEndCapture failed: {_error_name(cudart, err)} ({_error_text(cudart, err)})")
         try:
             graph_exec = self._call("cudaGraphInstantiate", cudart.cudaGraphInstantiate(graph, 0))
         except CudaError:
-            cudart.cudaGraphDestroy(graph)
+            self._destroy_graph(graph)
+            cudart.cudaGetLastError()
             raise
         return CudaGraph(graph, graph_exec)
+
+    def _end_failed_capture(self, stream: Any) -> None:
+        """End a capture whose enqueue failed: an invalidated capture returns no graph, a completed one a
+        graph that must not be used; destroy it, and clear the error CUDA recorded."""
+        _, graph = self._cudart.cudaStreamEndCapture(stream)
+        self._destroy_graph(graph)
+        self._cudart.cudaGetLastError()
+
+    def _destroy_graph(self, graph: Any) -> None:
+        if graph is not None and int(graph) != 0:
+            self._cudart.cudaGraphDestroy(graph)
 
     def launch(self, graph: CudaGraph, stream: Any) -> None:
         """Replay a captured graph on ``stream`` (asynchronous)."""

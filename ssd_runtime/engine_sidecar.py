@@ -25,7 +25,11 @@ from ssd_runtime.fileio import atomic_write_bytes
 from ssd_runtime.onnx_model import End2EndConfig
 from ssd_runtime.spec import ModelSpec
 
-SIDECAR_SCHEMA = 1
+#: The schema written. 2 added ``tf32``; schema 1 sidecars stay readable (see :data:`SCHEMA_DEFAULTS`).
+SIDECAR_SCHEMA = 2
+#: Schema -> the values of the keys that schema lacks. Schema 1 builds never touched BuilderFlag.TF32,
+#: which TensorRT enables by default (NvInfer.h 10.3: 8317-8320), so their plans were built with TF32 on.
+SCHEMA_DEFAULTS: dict[int, dict[str, object]] = {1: {"tf32": True}, 2: {}}
 PRECISIONS = ("fp32", "fp16", "int8")
 #: The source ONNX variants an engine can be built from (``ssd_runtime.onnx_model.VARIANT_IO``).
 SOURCE_VARIANTS = ("fp32", "fp16", "int8", "uint8-nhwc", "end2end")
@@ -57,6 +61,8 @@ class EngineSidecar:
     precision: the precision the engine computes in ("fp32" | "fp16" | "int8").
     variant: the variant of the source ONNX (fp32, fp16, int8, uint8-nhwc, end2end).
     fp16_flag: the TensorRT 10 builder flag FP16 was set (a plain FP32 ONNX built in FP16).
+    tf32: ``BuilderFlag.TF32`` was left on: FP32 layers may compute in TF32 (a required key from schema 2;
+        a schema 1 sidecar reads as True, what those builds did).
     strongly_typed: the network was created strongly typed (precision taken from the ONNX).
     profile: input name -> {"min": [...], "opt": [...], "max": [...]} of the one optimisation profile.
     inputs, outputs: [{"name", "shape" (-1 for a dynamic axis), "dtype" (NumPy name)}], engine order.
@@ -92,6 +98,7 @@ class EngineSidecar:
     build_command: list
     parity: dict | None
     end2end: dict | None = None
+    tf32: bool = False
 
     def to_dict(self) -> dict:
         """Plain JSON-able data (keys are the field names)."""
@@ -102,11 +109,13 @@ class EngineSidecar:
         """Rebuild a sidecar, checking the schema, every field's type and the enumerated values."""
         if not isinstance(data, dict):
             raise EngineSidecarError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        if data.get("schema") != SIDECAR_SCHEMA:
+        schema = data.get("schema")
+        if not isinstance(schema, int) or isinstance(schema, bool) or schema not in SCHEMA_DEFAULTS:
             raise EngineSidecarError(
-                f"{source}: sidecar schema {data.get('schema')!r} is not supported (this toolkit reads "
-                f"schema {SIDECAR_SCHEMA}); rebuild the engine with this toolkit's `ssd-export engine`"
+                f"{source}: sidecar schema {schema!r} is not supported (this toolkit reads schemas "
+                f"{', '.join(map(str, SCHEMA_DEFAULTS))}); rebuild the engine with this toolkit's `ssd-export engine`"
             )
+        data = {**SCHEMA_DEFAULTS[schema], **data}
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data and n != "end2end"]
         if missing:
@@ -118,7 +127,7 @@ class EngineSidecar:
     def _check(self, source: str) -> None:
         types = {
             "tensorrt_version": str, "gpu_name": str, "compute_capability": str, "cuda_version": str,
-            "precision": str, "variant": str, "fp16_flag": bool, "strongly_typed": bool,
+            "precision": str, "variant": str, "fp16_flag": bool, "tf32": bool, "strongly_typed": bool,
             "profile": dict, "version_compatible": bool, "hardware_compatibility": str,
             "inputs": list, "outputs": list, "output_kind": str, "spec": dict, "onnx_sha256": str,
             "plan_sha256": str, "built_at": str, "build_seconds": (int, float), "build_command": list,
@@ -281,6 +290,7 @@ __all__ = [
     "HARDWARE_COMPATIBILITY",
     "OUTPUT_KINDS",
     "PRECISIONS",
+    "SCHEMA_DEFAULTS",
     "SIDECAR_SCHEMA",
     "SOURCE_VARIANTS",
     "EngineMismatchError",

@@ -23,7 +23,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ssd_runtime.cuda_device import DeviceInfo
+from ssd_runtime.cuda_device import CudaError, DeviceInfo
+
+
+#: The stand-in's "current device", per host thread as CUDA keeps it (cudaSetDevice).
+_current = threading.local()
+
+
+def set_device(index: int) -> None:
+    """Stand-in for ``ssd_runtime.cuda_device.set_device``: make device ``index`` current for this thread."""
+    _current.device = int(index)
+
+
+def current_device() -> int | None:
+    """The device this thread made current (None: none yet); the fake TensorRT builder reads it."""
+    return getattr(_current, "device", None)
 
 
 @dataclass
@@ -38,8 +52,10 @@ class HostMemory:
     """Same methods as ``CudaMemory`` (the ``DeviceMemory`` protocol) over host memory; see the module docstring.
 
     compute_capability: what the stand-in "GPU" reports (sidecars are checked against it).
-    counts: "alloc", "free", "stream", "destroy_stream", "capture", "launch", "free_graph", "to_device",
-    "to_host", "device_to_device", "synchronize" (thread safe).
+    counts: "alloc", "free", "stream", "destroy_stream", "capture", "capture_failed", "launch", "free_graph",
+    "to_device", "to_host", "device_to_device", "synchronize" (thread safe).
+    fail_captures: how many of the next captures fail, as an invalidated capture does (CudaError; no graph
+        is left, like ``CudaMemory.capture`` after it ended the capture).
     """
 
     def __init__(self, compute_capability: str = "8.7", index: int = 0) -> None:
@@ -50,6 +66,8 @@ class HostMemory:
         self._buffers: dict[int, np.ndarray] = {}
         self._streams = itertools.count(1)
         self._lock = threading.Lock()
+        self.fail_captures = 0
+        self.live_graphs = 0
 
     def _count(self, what: str) -> None:
         with self._lock:
@@ -67,6 +85,7 @@ class HostMemory:
         raise AssertionError(f"{nbytes} bytes at {pointer:#x} are not inside a live allocation")
 
     def activate(self) -> None:
+        set_device(self.info.index)
         self._count("activate")
 
     def alloc(self, nbytes: int) -> int:
@@ -122,6 +141,14 @@ class HostMemory:
 
     def capture(self, stream: int, launch: Callable[[], None]) -> HostGraph:
         self._count("capture")
+        with self._lock:
+            fail, self.fail_captures = self.fail_captures > 0, max(self.fail_captures - 1, 0)
+        if fail:
+            self._count("capture_failed")
+            raise CudaError("cudaStreamEndCapture failed: cudaErrorStreamCaptureInvalidated (operation failed due to "
+                            "a previous error during capture)")
+        with self._lock:
+            self.live_graphs += 1
         return HostGraph(launch)
 
     def launch(self, graph: HostGraph, stream: int) -> None:
@@ -130,5 +157,8 @@ class HostMemory:
         self._count("launch")
 
     def free_graph(self, graph: HostGraph) -> None:
+        assert not graph.freed, "graph freed twice"
         graph.freed = True
+        with self._lock:
+            self.live_graphs -= 1
         self._count("free_graph")

@@ -15,7 +15,9 @@ What it does not do: build anything. Its "plan" is a JSON header of the build se
 the parsed ONNX; its execution context runs that ONNX with ONNX Runtime on HOST memory:
 ``set_tensor_address(name, pointer)`` takes raw host pointers (``numpy_array.ctypes.data``) and
 ``execute_async_v3`` reads the inputs from and writes the outputs to them. The TensorRT 10 FP16
-builder flag is emulated by rounding the outputs through float16. Test knobs live on
+builder flag is emulated by rounding the outputs through float16; ``BuilderFlag.TF32``, on by default as
+in TensorRT, by truncating the FP32 convolution weights to TF32 (inputs are not rounded: the fake
+under-states TF32's error, never over-states it). Test knobs live on
 :func:`fake_state`, never on the module.
 """
 from __future__ import annotations
@@ -46,8 +48,9 @@ SUPPORTED_OPS = frozenset((
 # Enum values from NVIDIA's headers (NvInfer.h, NvInferRuntimeBase.h, NvOnnxParser.h) at each ref.
 _ENUMS = {
     "NetworkDefinitionCreationFlag": {"10.3": {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}, "11.1": {"STRONGLY_TYPED": 0}},
-    "BuilderFlag": {"10.3": {"FP16": 0, "INT8": 1, "BF16": 17, "VERSION_COMPATIBLE": 13, "EXCLUDE_LEAN_RUNTIME": 14},
-                    "11.1": {"VERSION_COMPATIBLE": 12, "EXCLUDE_LEAN_RUNTIME": 13}},
+    "BuilderFlag": {"10.3": {"FP16": 0, "INT8": 1, "TF32": 6, "BF16": 17, "VERSION_COMPATIBLE": 13,
+                             "EXCLUDE_LEAN_RUNTIME": 14},
+                    "11.1": {"TF32": 6, "VERSION_COMPATIBLE": 12, "EXCLUDE_LEAN_RUNTIME": 13}},
     "MemoryPoolType": {"*": {"WORKSPACE": 0}},
     "HardwareCompatibilityLevel": {"10.3": {"NONE": 0, "AMPERE_PLUS": 1},
                                    "11.1": {"NONE": 0, "AMPERE_PLUS": 1, "SAME_COMPUTE_CAPABILITY": 2}},
@@ -90,11 +93,14 @@ class FakeState:
     fail_build: None, "out_of_memory" (the allocator's CUDA error is logged) or "internal" (another
         logged error); build_serialized_network then returns None, as TensorRT does.
     builds: the header of every plan built (the settings the builder was given).
+    builder_devices: the calling thread's current device (``tests.fake_device_memory.current_device``)
+        at each ``trt.Builder(...)``: TensorRT builds on the device current when the builder is created.
     """
 
     major: str
     fail_build: str | None = None
     builds: list[dict] = field(default_factory=list)
+    builder_devices: list[int | None] = field(default_factory=list)
 
     def check(self, name: str) -> bool:
         usage = USAGE[self.major]

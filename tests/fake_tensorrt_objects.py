@@ -137,7 +137,8 @@ class ITimingCache(_Strict):
 
 class IBuilderConfig(_Strict):
     def __init__(self) -> None:
-        self._flags = 0
+        # TF32 is "Enabled by default" (NvInfer.h 10.3: 8317-8320; 11.1: 9973-9976)
+        self._flags = 1 << int(self._enums["BuilderFlag"]._members["TF32"])
         self._pools: dict[int, int] = {}
         self._profiles: list[IOptimizationProfile] = []
         self._opt_level = 3
@@ -149,6 +150,9 @@ class IBuilderConfig(_Strict):
 
     def set_flag(self, flag) -> None:
         self._flags |= 1 << int(flag)
+
+    def clear_flag(self, flag) -> None:
+        self._flags &= ~(1 << int(flag))
 
     def get_flag(self, flag) -> bool:
         return bool(self._flags & (1 << int(flag)))
@@ -275,6 +279,9 @@ class OnnxParser(_Strict):
 class Builder(_Strict):
     def __init__(self, logger) -> None:
         self._logger = logger
+        from tests.fake_device_memory import current_device
+
+        self._state.builder_devices.append(current_device())  # the device TensorRT would build on
 
     def create_network(self, flags: int = 0) -> INetworkDefinition:
         return self._classes["INetworkDefinition"](int(flags))

@@ -95,9 +95,25 @@ class ICudaEngine(_Strict):
 
                 options = ort.SessionOptions()
                 options.log_severity_level = 3
-                self._session = ort.InferenceSession(self._onnx, options, providers=["CPUExecutionProvider"])
+                model = _tf32_weights(self._onnx) if "TF32" in self._header["flags"] else self._onnx
+                self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         names = [o.name for o in self._session.get_outputs()]
         return dict(zip(names, self._session.run(None, feeds)))
+
+
+def _tf32_weights(onnx_bytes: bytes) -> bytes:
+    """The ONNX with every FP32 Conv weight initializer truncated to TF32 (the low 13 mantissa bits dropped):
+    what TF32 kernels do to the weights (TensorRT also rounds the inputs; the fake does not)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    weights = {node.input[1] for node in model.graph.node if node.op_type == "Conv" and len(node.input) > 1}
+    for index, tensor in enumerate(model.graph.initializer):
+        if tensor.name in weights and tensor.data_type == onnx.TensorProto.FLOAT:
+            bits = numpy_helper.to_array(tensor).astype(np.float32).view(np.int32) & np.int32(~((1 << 13) - 1))
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(bits.view(np.float32), tensor.name))
+    return model.SerializeToString()
 
 
 class IExecutionContext(_Strict):

@@ -74,6 +74,7 @@ def _drive(major: str, sources: dict[str, Path], folder: Path, monkeypatch) -> N
 
     from ssd_export.engine import EngineBuildError, build_engine
     from ssd_runtime.backends.tensorrt import TensorRTBackend
+    from tests import fake_device_memory
     from tests.fake_device_memory import HostMemory
     from tests.fake_tensorrt import fake_state
 
@@ -81,6 +82,7 @@ def _drive(major: str, sources: dict[str, Path], folder: Path, monkeypatch) -> N
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     memory = HostMemory("9.0")
     monkeypatch.setattr("ssd_runtime.cuda_device.device_info", lambda index=0: memory.info)
+    monkeypatch.setattr("ssd_runtime.cuda_device.set_device", fake_device_memory.set_device)
     options = {"backend_options": {"memory": memory}}
     ten = "BuilderFlag.FP16" in api_names(major)
     build_engine(sources["fp32"], folder / f"{major}.engine", fp16=ten, workspace=1 << 28, version_compatible=True,

@@ -51,9 +51,12 @@ def engine_sources(runtime_checkpoint, runtime_onnx, calibration_manifest, tmp_p
 @pytest.fixture
 def stand_in_gpu(monkeypatch: pytest.MonkeyPatch):
     """The host-memory stand-in of tests/fake_device_memory.py as the build "GPU": ``device_info`` reports it
-    (compute capability 9.0), and the TensorRT backend that checks each engine runs on it."""
+    (compute capability 9.0), ``set_device`` makes a device current in the stand-in (the fake TensorRT
+    builder records which), and the TensorRT backend that checks each engine runs on it."""
+    from tests import fake_device_memory
     from tests.fake_device_memory import HostMemory
 
     memory = HostMemory("9.0")
     monkeypatch.setattr("ssd_runtime.cuda_device.device_info", lambda index=0: memory.info)
+    monkeypatch.setattr("ssd_runtime.cuda_device.set_device", fake_device_memory.set_device)
     return memory

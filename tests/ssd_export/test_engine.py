@@ -129,7 +129,8 @@ def test_fp16_builder_flag_only_on_tensorrt_10(fake_trt, stand_in_gpu, engine_so
         return
     result = build(engine_sources["fp32"], out, stand_in_gpu, fp16=True)
     header, _ = read_fake_plan(out.read_bytes())
-    assert header["flags"] == ["FP16"] and not header["strongly_typed"]  # strong typing forbids the flag
+    # strong typing forbids the flag; TF32 stays TensorRT's default (on) in an FP16 engine
+    assert header["flags"] == ["FP16", "TF32"] and not header["strongly_typed"]
     assert (result.sidecar.precision, result.sidecar.fp16_flag, result.sidecar.strongly_typed) == ("fp16", True, False)
     assert result.parity["passed"] and result.parity["precision"] == "fp16"
     assert result.parity["outputs"]["locs"]["max_abs"] > 0  # the fake rounds through float16, within tolerance
@@ -148,8 +149,9 @@ def test_precision_comes_from_the_onnx(fake_trt, stand_in_gpu, engine_sources, t
     out = tmp_path / "m.engine"
     result = build(engine_sources[variant], out, stand_in_gpu)
     header, _ = read_fake_plan(out.read_bytes())
-    assert header["strongly_typed"] and header["flags"] == []
+    assert header["strongly_typed"] and header["flags"] == ([] if precision == "fp32" else ["TF32"])
     assert (result.sidecar.precision, result.sidecar.variant, result.sidecar.strongly_typed) == (precision, variant, True)
+    assert result.sidecar.tf32 == (precision != "fp32")
     assert result.sidecar.inputs[0]["dtype"] == dtype
     assert result.parity["passed"] and result.parity["precision"] == precision
 
@@ -172,6 +174,51 @@ def test_end2end_engine(fake_trt, stand_in_gpu, engine_sources, runtime_checkpoi
         assert [o["name"] for o in sidecar.outputs] == ["boxes", "scores", "labels", "num_detections"]
         assert result.parity["passed"] and result.parity["reference_kind"] == kind
         assert result.parity["detections"]["end2end"]["identical"]
+
+
+@pytest.mark.parametrize("variant", ["fp32", "end2end"])
+def test_fp32_engines_clear_tf32(fake_trt, stand_in_gpu, engine_sources, runtime_checkpoint, tmp_path, variant):
+    """TensorRT enables TF32 by default; left on, the fake truncates the FP32 conv weights to TF32 as TF32
+    kernels do, and the engine misses the FP32 tolerance (raw) or its identical detections (end2end)."""
+    out = tmp_path / "m.engine"
+    result = build(engine_sources[variant], out, stand_in_gpu, checkpoint=runtime_checkpoint)
+    header, _ = read_fake_plan(out.read_bytes())
+    assert "TF32" not in header["flags"]
+    assert result.sidecar.tf32 is False and read_sidecar(out).tf32 is False
+    assert result.parity["passed"] and result.parity["precision"] == "fp32"
+    assert "--tf32" not in result.sidecar.build_command and "--no-tf32" not in result.sidecar.build_command
+
+
+def test_tf32_is_an_explicit_choice_with_its_own_tolerance(fake_trt, stand_in_gpu, engine_sources, runtime_checkpoint,
+                                                           tmp_path):
+    from ssd_export.parity import TOLERANCES
+
+    result = build(engine_sources["fp32"], tmp_path / "tf32.engine", stand_in_gpu, checkpoint=runtime_checkpoint,
+                   tf32=True)
+    header, _ = read_fake_plan((tmp_path / "tf32.engine").read_bytes())
+    assert header["flags"] == ["TF32"] and result.sidecar.tf32 is True and result.sidecar.precision == "fp32"
+    parity = result.parity
+    assert parity["passed"] and parity["precision"] == "tf32"
+    assert parity["tolerance"]["rtol"] == TOLERANCES["tf32"].rtol
+    assert parity["outputs"]["locs"]["max_abs"] > 0  # the fake's TF32 weights did change the outputs
+    assert "identical_within_tf32_atol" in parity["detections"]["detection"]  # reported, not required
+    assert "--tf32" in result.sidecar.build_command
+    e2e = build(engine_sources["end2end"], tmp_path / "e2e.engine", stand_in_gpu, tf32=True)
+    assert e2e.parity["passed"] and e2e.parity["precision"] == "tf32" and e2e.sidecar.tf32
+    assert e2e.parity["detections"]["end2end"]["required_identical"] is False
+    off = build(engine_sources["fp16"], tmp_path / "fp16.engine", stand_in_gpu, tf32=False)
+    assert "TF32" not in read_fake_plan((tmp_path / "fp16.engine").read_bytes())[0]["flags"]
+    assert off.sidecar.tf32 is False and "--no-tf32" in off.sidecar.build_command
+
+
+def test_the_build_device_is_made_current_before_the_builder(fake_trt, stand_in_gpu, engine_sources, tmp_path):
+    """TensorRT builds on the device current when trt.Builder is created (trtexec: cudaSetDevice first)."""
+    from tests import fake_device_memory
+
+    fake_device_memory.set_device(0)  # what a process that never chose a device has
+    result = build(engine_sources["fp32"], tmp_path / "m.engine", stand_in_gpu, device=1, parity=False)
+    assert fake_state(fake_trt).builder_devices == [1]
+    assert result.sidecar.build_command[-2:] == ["--device", "1"]
 
 
 def test_static_model_keeps_its_batch(fake_trt, stand_in_gpu, engine_sources, tmp_path):
@@ -298,7 +345,7 @@ def test_sidecar_json_is_plain_and_beside_the_plan(fake_trt, stand_in_gpu, engin
     out = tmp_path / "deploy" / "ssd300.plan"
     build(engine_sources["fp32"], out, stand_in_gpu, parity=False)
     data = json.loads(sidecar_path(out).read_text())
-    assert sidecar_path(out).name == "ssd300.plan.json" and data["parity"] is None and data["schema"] == 1
+    assert sidecar_path(out).name == "ssd300.plan.json" and data["parity"] is None and data["schema"] == 2
 
 
 def test_build_and_check_without_torch(engine_sources, tmp_path):
@@ -315,6 +362,8 @@ from tests.fake_tensorrt import fake_tensorrt
 sys.modules["tensorrt"] = fake_tensorrt("10.3")
 memory = HostMemory("8.7")
 cuda_device.device_info = lambda index=0: memory.info
+from tests import fake_device_memory
+cuda_device.set_device = fake_device_memory.set_device
 from ssd_export.engine import build_engine
 result = build_engine({str(engine_sources["fp32"])!r}, {str(tmp_path / "m.engine")!r}, backend_options={{"memory": memory}})
 assert result.parity["passed"], result.parity["failures"]

@@ -79,7 +79,10 @@ def test_missing_sidecar_says_how_to_get_one(tmp_path):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(schema=2), "schema 2 is not supported"),
+        (lambda d: d.update(schema=3), r"schema 3 is not supported .*reads schemas 1, 2"),
+        (lambda d: d.update(schema="2"), "schema '2' is not supported"),
+        (lambda d: d.pop("tf32"), r"missing keys \['tf32'\]"),
+        (lambda d: d.update(tf32="no"), "'tf32' has the wrong type"),
         (lambda d: d.pop("plan_sha256"), r"missing keys \['plan_sha256'\]"),
         (lambda d: d.update(precision="fp8"), "precision 'fp8' is not one of"),
         (lambda d: d.update(hardware_compatibility="turing"), "hardware_compatibility 'turing'"),
@@ -195,3 +198,21 @@ def test_end2end_engines_carry_their_baked_postprocess(tmp_path):
             EngineSidecar.from_dict(make_sidecar(**changes).to_dict())
     with pytest.raises(EngineSidecarError, match="malformed 'end2end'"):
         EngineSidecar.from_dict(make_sidecar(output_kind="detections", end2end={"settings": {}}).to_dict())
+
+
+def test_schema_1_sidecars_stay_readable_and_say_tf32_was_on(tmp_path):
+    """Schema 1 (before ``tf32``) never cleared BuilderFlag.TF32, which TensorRT enables by default."""
+    data = make_sidecar().to_dict()
+    data["schema"] = 1
+    del data["tf32"]
+    sidecar_path(tmp_path / "m.engine").write_text(json.dumps(data))
+    old = read_sidecar(tmp_path / "m.engine")
+    assert old.schema == 1 and old.tf32 is True
+    assert json.loads(sidecar_path(tmp_path / "m.engine").read_text()) == data  # read, never rewritten
+
+
+def test_tf32_is_written_and_read_back(tmp_path):
+    sidecar = replace(make_sidecar(), tf32=True)
+    write_sidecar(tmp_path / "m.engine", sidecar)
+    assert json.loads(sidecar_path(tmp_path / "m.engine").read_text())["tf32"] is True
+    assert read_sidecar(tmp_path / "m.engine") == sidecar
