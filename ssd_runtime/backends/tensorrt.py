@@ -17,7 +17,10 @@ Loading, in this order (a plan is executable code, so nothing is deserialized be
 Running: every thread gets its own execution context and one CUDA stream, created on its first
 call; per batch size it allocates device buffers once and reuses them (``set_input_shape`` and
 ``set_tensor_address`` when the batch size changes), and, with ``cuda_graph=True``, captures
-``execute_async_v3`` into a CUDA graph it replays. NumPy in -> NumPy out (one host copy each way;
+``execute_async_v3`` into a CUDA graph it replays, in trtexec's sequence (``sampleInference.cpp``
+at release/10.3, ``createEnqueueFunction``): enqueue once, synchronize, begin capture, enqueue, end
+capture, instantiate. A batch size whose capture fails (work TensorRT cannot capture) runs with plain
+``execute_async_v3`` from then on, after one ``CudaGraphFallbackWarning``. NumPy in -> NumPy out (one host copy each way;
 no torch needed, so a Jetson without torch runs engines); a torch tensor in -> torch tensors out on
 the GPU (device-to-device copies only). The Detector hands in a device tensor when its postprocess is
 "torch" (:meth:`ssd_runtime.detector.Detector.infer`).
@@ -31,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ssd_runtime.cuda_device import DeviceMemory
+from ssd_runtime.cuda_device import CudaError, DeviceMemory
 from ssd_runtime.end2end import END2END_OUTPUTS
 from ssd_runtime.engine_sidecar import (
     EngineSidecar,
@@ -51,7 +55,7 @@ from ssd_runtime.errors import ToolkitError
 from ssd_runtime.preprocess import InputError
 from ssd_runtime.spec import ModelSpec
 
-__all__ = ["EngineLoadError", "EngineRunError", "TensorRTBackend"]
+__all__ = ["CudaGraphFallbackWarning", "EngineLoadError", "EngineRunError", "TensorRTBackend"]
 
 RAW_OUTPUTS = ("locs", "class_logits")
 INSTALL_HINT = ("pip install 'ssd300-toolkit[tensorrt]' (TensorRT 10/11 Python bindings from NVIDIA); on Jetson "
@@ -64,6 +68,10 @@ class EngineLoadError(ValueError):
 
 class EngineRunError(ToolkitError, RuntimeError):
     """TensorRT failed to run an engine (``execute_async_v3`` returned False)."""
+
+
+class CudaGraphFallbackWarning(RuntimeWarning):
+    """Capturing a CUDA graph failed for one batch size; that batch size runs without graphs."""
 
 
 @dataclass
@@ -149,6 +157,8 @@ class TensorRTBackend:
         self._discover_tensors()
         self._states: dict[threading.Thread, _ThreadState] = {}
         self._lock = threading.Lock()
+        #: batch size -> why its CUDA graph capture failed (those batch sizes run without graphs)
+        self.graph_failures: dict[int, str] = {}
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, memory, self._states)
         self._finalizer.atexit = False  # at interpreter exit the CUDA context goes away by itself
@@ -284,19 +294,33 @@ class TensorRTBackend:
         return buffers
 
     def _run(self, state: _ThreadState, buffers: _Buffers) -> None:
-        if not self.cuda_graph:
+        n = state.batch
+        if not self.cuda_graph or n in self.graph_failures:
             self._execute(state)
             return
         if buffers.graph is None:
-            self._execute(state)  # one plain run after a shape change before capturing (TensorRT's advice)
+            # trtexec's sequence: one enqueue outside the capture (so TensorRT's initialisation work is not
+            # captured), synchronized, then the captured enqueue. This run's outputs come from the first.
+            self._execute(state)
+            self._memory.synchronize(state.stream)
             try:
                 buffers.graph = self._memory.capture(state.stream, lambda: self._execute(state))
-            except (EngineRunError, RuntimeError) as exc:
-                raise EngineRunError(
-                    f"{self.path}: capturing a CUDA graph of this engine failed ({exc}); engines with work TensorRT "
-                    "cannot capture (data-dependent shapes, e.g. some NMS layers) run without: cuda_graph=False"
-                ) from exc
+            except (EngineRunError, CudaError) as exc:  # the capture was ended and its graph freed
+                self._graph_failed(n, exc)
+                return
         self._memory.launch(buffers.graph, state.stream)
+
+    def _graph_failed(self, n: int, exc: Exception) -> None:
+        """Remember that batch size ``n`` cannot be captured; warn once (trtexec warns and runs without)."""
+        with self._lock:
+            first = n not in self.graph_failures
+            self.graph_failures[n] = str(exc)
+        if first:
+            warnings.warn(
+                f"{self.path}: capturing a CUDA graph at batch size {n} failed ({exc}); batch size {n} runs without "
+                "CUDA graphs from now on (plain execute_async_v3). Engines with work TensorRT cannot capture "
+                "(data-dependent shapes, e.g. some NMS layers) do this; load with cuda_graph=False to skip the try",
+                CudaGraphFallbackWarning, stacklevel=4)
 
     def _execute(self, state: _ThreadState) -> None:
         if not state.context.execute_async_v3(self._memory.stream_handle(state.stream)):

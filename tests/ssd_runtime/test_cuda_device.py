@@ -64,6 +64,74 @@ def test_missing_cuda_bindings_says_what_to_install(monkeypatch):
     assert "cuda-bindings" in str(info.value) and "JetPack 6" in str(info.value)
 
 
+# ---- CudaMemory's own logic through a stand-in for cuda.bindings.runtime (tests/fake_cudart.py) -----
+
+
+@pytest.fixture
+def cudart(monkeypatch):
+    from tests.fake_cudart import FakeCudart
+
+    fake = FakeCudart()
+    monkeypatch.setattr("ssd_runtime.cuda_device._cudart", lambda: fake)
+    return fake
+
+
+@pytest.mark.parametrize(("driver", "runtime", "wanted"), [
+    (12080, 13050, r"driver supports CUDA 12\.8, but cuda-bindings .* is built for CUDA 13\.5.*"
+                   r"pip install 'cuda-bindings>=12\.6,<13'.*ssd300-toolkit\[tensorrt-cu12\].*580"),
+    (13000, 13050, r"driver \(CUDA 13\.0\) is older than cuda-bindings .* \(built for CUDA 13\.5\).*upgrade the driver"),
+    (0, 13050, "no NVIDIA driver is installed"),
+])
+def test_a_driver_too_old_for_the_bindings_says_both_versions_and_what_to_install(cudart, driver, runtime, wanted):
+    from tests.fake_cudart import cudaError_t
+
+    cudart.device_count_error = cudaError_t.cudaErrorInsufficientDriver
+    cudart.driver_version, cudart.runtime_version = driver, runtime
+    with pytest.raises(CudaUnavailableError, match=r"no usable CUDA GPU: .*cudaErrorInsufficientDriver.*" + wanted):
+        device_info(0)
+
+
+def test_set_device_makes_the_device_current(cudart):
+    from ssd_runtime.cuda_device import set_device
+
+    cudart.devices = 2
+    set_device(1)
+    assert cudart.current_device == 1
+    with pytest.raises(CudaError, match=r"cudaSetDevice\(2\).*cudaErrorNoDevice"):
+        set_device(2)
+
+
+@pytest.mark.parametrize("failure", ["enqueue", "invalidated", "end", "instantiate"])
+def test_a_failed_capture_leaves_no_graph_and_clears_the_error(cudart, failure):
+    """trtexec's endCaptureOnError (sampleDevice.h, release/10.3): end the capture, destroy any graph it
+    returned, clear the CUDA error; the caller falls back to plain enqueues."""
+    from tests.fake_cudart import cudaError_t
+
+    memory = CudaMemory(0)
+
+    def enqueue():
+        if failure == "enqueue":
+            raise RuntimeError("execute_async_v3 returned False under capture")
+
+    if failure == "invalidated":
+        cudart.end_capture_error = cudaError_t.cudaErrorStreamCaptureInvalidated
+    elif failure == "end":
+        cudart.end_capture_error = cudaError_t.cudaErrorMemoryAllocation
+    elif failure == "instantiate":
+        cudart.instantiate_error = cudaError_t.cudaErrorMemoryAllocation
+    with pytest.raises((CudaError, RuntimeError)):
+        memory.capture(1, enqueue)
+    assert cudart.graphs == set() and cudart.last_error_cleared == 1
+
+
+def test_a_captured_graph_is_freed_with_its_executable(cudart):
+    memory = CudaMemory(0)
+    graph = memory.capture(1, lambda: None)
+    assert len(cudart.graphs) == 1
+    memory.free_graph(graph)
+    assert cudart.graphs == set()
+
+
 # ---- real CUDA (run by scripts/gpu_check.sh) -------------------------------------------------------
 
 

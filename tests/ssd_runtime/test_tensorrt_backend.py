@@ -312,15 +312,43 @@ def test_precision_for_the_eval_target_comes_from_the_sidecar(fake_trt, runtime_
     assert precision_of(Detector.load(engine, device="cuda", memory=HostMemory())) == "fp16"
 
 
-def test_failed_graph_capture_says_to_run_without(engine, batch, monkeypatch):
+def test_graph_capture_follows_trtexecs_sequence(engine, batch, monkeypatch):
+    """sampleInference.cpp (release/10.3, createEnqueueFunction): enqueue once, synchronize, then capture."""
     memory = HostMemory()
+    events: list[str] = []
+    for name in ("synchronize", "capture", "launch"):
+        original = getattr(memory, name)
+        monkeypatch.setattr(memory, name, lambda *a, _n=name, _f=original: (events.append(_n), _f(*a))[1])
+    handle = memory.stream_handle
+    monkeypatch.setattr(memory, "stream_handle", lambda s: (events.append("enqueue"), handle(s))[1])
+    _load(engine, memory, cuda_graph=True).infer(batch[:2])
+    assert events[:4] == ["enqueue", "synchronize", "capture", "launch"]
 
-    def refuse(stream, launch):
-        raise RuntimeError("cudaStreamEndCapture failed: cudaErrorStreamCaptureInvalidated")
 
-    monkeypatch.setattr(memory, "capture", refuse)
-    with pytest.raises(EngineRunError, match="cudaErrorStreamCaptureInvalidated.*cuda_graph=False"):
-        _load(engine, memory, cuda_graph=True).infer(batch[:1])
+def test_failed_graph_capture_falls_back_once_per_batch_size(engine, runtime_onnx, batch):
+    import warnings
+
+    from ssd_runtime.backends.tensorrt import CudaGraphFallbackWarning
+
+    memory = HostMemory()
+    backend = _load(engine, memory, cuda_graph=True)
+    reference = OrtBackend(runtime_onnx)
+    memory.fail_captures = 1
+    with pytest.warns(CudaGraphFallbackWarning, match=r"batch size 2 failed \(.*cudaErrorStreamCaptureInvalidated.*"
+                      r"runs without CUDA graphs"):
+        outputs = backend.infer(batch[:2])
+    for a, b in zip(outputs, reference.infer(batch[:2])):
+        np.testing.assert_array_equal(a, b)  # the warm-up enqueue's outputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # remembered: no second warning, no second try
+        for a, b in zip(backend.infer(batch[1:3]), reference.infer(batch[1:3])):
+            np.testing.assert_array_equal(a, b)
+        backend.infer(batch[:1])  # another batch size is still captured
+    assert memory.counts["capture"] == 2 and memory.counts["capture_failed"] == 1
+    assert memory.counts["launch"] == 1 and list(backend.graph_failures) == [2]
+    assert memory.live_graphs == 1
+    backend.close()
+    assert memory.live_graphs == 0 and memory.live == 0
 
 
 def test_uint8_nhwc_engine_takes_uint8_images(fake_trt, runtime_checkpoint, voc_root, tmp_path):
