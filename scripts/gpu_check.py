@@ -1,4 +1,8 @@
-"""All GPU checks in one call: GPU-marked tests, then every GPU benchmark; one JSON report.
+"""All GPU checks in one call: GPU-marked tests, the TensorRT checks, then every GPU benchmark; one JSON report.
+
+The TensorRT checks (scripts/gpu_check_tensorrt.py, under 300 s: every variant built and checked with
+TF32 off and on, CUDA graph capture per variant, the end2end engine timed) report
+``{"skipped": "skipped: no tensorrt module ..."}`` where TensorRT is not installed.
 
 Run by scripts/gpu_check.sh on a machine with a CUDA GPU (no internet needed). Each benchmark is a
 module under benchmarks/ whose main() prints one JSON line; baselines are measured inside each.
@@ -34,6 +38,21 @@ def run_tests(out_dir: Path) -> dict:
     failures = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
     return {"returncode": proc.returncode, "summary": summary, "counts": counts, "failures": failures[:20],
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+def run_tensorrt(limit: int = 300) -> dict:
+    """scripts/gpu_check_tensorrt.py in its own process: its JSON, or what stopped it."""
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "scripts/gpu_check_tensorrt.py"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {limit} s"}
+    result = _last_json(proc.stdout)
+    if proc.returncode != 0 or result is None:
+        return {"error": proc.stderr.strip()[-2000:] or f"exit {proc.returncode}, no JSON"}
+    result.setdefault("seconds", round(time.perf_counter() - start, 1))
+    return result
 
 
 def packages() -> dict:
@@ -98,6 +117,7 @@ def main() -> int:
         report["torch"] = None
     report.update(packages())
     report["tests"] = run_tests(out_dir)
+    report["tensorrt_checks"] = run_tensorrt()
     only = sys.argv[1:]  # optional: run only the benchmarks whose module name contains one of these
     report["benchmarks"] = [run_benchmark(m, a, t) for m, a, t in BENCHMARKS if not only or any(o in m for o in only)]
     text = json.dumps(report, indent=1)
