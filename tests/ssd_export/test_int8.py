@@ -294,7 +294,7 @@ def test_rule_violation_fails_and_leaves_the_old_file(runtime_onnx, manifest, tm
 
     out = tmp_path / "int8.onnx"
     out.write_bytes(b"previous")
-    monkeypatch.setattr(int8, "check_qdq_rules", lambda model, **_: ["a Q/DQ pair where TensorRT takes none"])
+    monkeypatch.setattr(int8, "check_tensorrt_rules", lambda model, **_: ["a Q/DQ pair where TensorRT takes none"])
     with pytest.raises(Int8Error, match="breaks TensorRT's rules.*nothing was written"):
         quantize_int8(runtime_onnx, manifest, out, parity=False)
     assert out.read_bytes() == b"previous" and _leftovers(tmp_path) == []
