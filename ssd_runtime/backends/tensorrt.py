@@ -58,8 +58,9 @@ from ssd_runtime.spec import ModelSpec
 __all__ = ["CudaGraphFallbackWarning", "EngineLoadError", "EngineRunError", "TensorRTBackend"]
 
 RAW_OUTPUTS = ("locs", "class_logits")
-INSTALL_HINT = ("pip install 'ssd300-toolkit[tensorrt]' (TensorRT 10/11 Python bindings from NVIDIA); on Jetson "
-                "TensorRT comes with JetPack (apt install python3-libnvinfer)")
+INSTALL_HINT = ("pip install 'ssd300-toolkit[tensorrt-cu13]' on a CUDA 13 driver (580+), 'ssd300-toolkit[tensorrt-cu12]' "
+                "on a CUDA 12 one (TensorRT 10/11 with the cuda-bindings of the same CUDA major; nvidia-smi shows the "
+                "driver's CUDA version); on Jetson TensorRT comes with JetPack (apt install python3-libnvinfer)")
 
 
 class EngineLoadError(ValueError):

@@ -266,7 +266,7 @@ def test_cpu_device_is_refused(engine):
 
 def test_no_tensorrt_says_what_to_install(engine, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(EngineLoadError, match=r"needs TensorRT.*ssd300-toolkit\[tensorrt\].*JetPack"):
+    with pytest.raises(EngineLoadError, match=r"needs TensorRT.*ssd300-toolkit\[tensorrt-cu13\].*tensorrt-cu12.*JetPack"):
         _load(engine)
 
 
