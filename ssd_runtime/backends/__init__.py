@@ -52,8 +52,9 @@ BACKENDS: dict[str, str] = {
 _INSTALL_HINTS = {
     "onnxruntime": "pip install 'ssd300-toolkit[ort]' (or onnxruntime-gpu for CUDA)",
     "torch": "pip install 'ssd300-toolkit[train]' (torch, torchvision)",
-    "tensorrt": "pip install 'ssd300-toolkit[tensorrt]' (TensorRT 10/11 and cuda-bindings; on Jetson TensorRT "
-    "comes with JetPack)",
+    "tensorrt": "pip install 'ssd300-toolkit[tensorrt-cu13]' on a CUDA 13 driver, '[tensorrt-cu12]' on a CUDA 12 "
+    "one (TensorRT 10/11 with cuda-bindings of that major; nvidia-smi shows the driver's); on Jetson TensorRT "
+    "comes with JetPack",
 }
 
 
