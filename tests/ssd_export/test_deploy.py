@@ -20,12 +20,19 @@ from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import read_onnx_info
 from ssd_runtime.voc import read_voc_split, split_roots
 
+# The INT8 target is opened wide (100 points: any delta is within it): on 8 generated images the briefly
+# trained model's INT8 delta is noise of the CPU's kernels, +0.0005 points on one CPU and +1.93 on another
+# (docs/development.md, "Reading a CPU-dependent failure"); these tests check the deploy, not INT8's accuracy
+# (tests/ssd_export/test_int8.py holds that with a bound every CPU keeps). FP32 and FP16 keep their targets
+# (FP16 measured within 0.005 points of FP32 on every CPU path, against 0.1).
+TARGETS = {**TARGET_POINTS, "int8": 100.0}
 # few images, few iterations: the run takes ~30 s on 2 cores, each rerun a few seconds
 # (the INT8 parity, informative, takes 13 s on this barely trained model's near-tied scores)
 FAST = {"calibration_images": 8, "bench_batches": (1, 2), "bench_warmup": 0, "bench_iterations": 2,
-        "draw_images": 2, "int8_parity": False, "progress": False}
+        "draw_images": 2, "int8_parity": False, "progress": False,
+        "targets": {"int8": 100.0}}
 CLI_FAST = ["--calibration-images", "8", "--bench-batches", "1", "2", "--bench-warmup", "0", "--bench-iterations",
-            "2", "--draw-images", "2", "--no-int8-parity", "--no-progress"]
+            "2", "--draw-images", "2", "--no-int8-parity", "--no-progress", "--target", "int8=100"]
 ONNX = ["fp32", "fp16", "int8", "end2end"]
 
 
@@ -59,7 +66,7 @@ def test_every_onnx_artifact_is_built_evaluated_timed_and_drawn(deployed):
         row = rows[name]
         assert (out / f"ssd300_{name}.onnx").is_file() and row["path"] == str(out / f"ssd300_{name}.onnx")
         assert row["reused"] == {"build": False, "evaluate": False, "bench": False, "draw": False}
-        assert row["target_points"] == TARGET_POINTS[row["precision"]]
+        assert row["target_points"] == TARGETS[row["precision"]]
         assert len(row["drawings"]["images"]) == 2 and all((out / "detections" / name).glob("*.png"))
     assert rows["end2end"]["precision"] == "fp32" and rows["int8"]["precision"] == "int8"
     # engines: skipped here (no TensorRT) with the reason in one line of both reports
@@ -101,7 +108,7 @@ def test_report_values_equal_separate_runs_of_the_same_apis(deployed, runtime_ch
         assert row["map"] == result.map, name
         assert [c["ap"] for c in row["classes"]] == [c.to_dict()["ap"] for c in result.classes]
         assert row["delta_points"] == pytest.approx((result.map - expected_ref.map) * 100.0, abs=1e-12)
-        assert row["within_target"] == (abs(row["delta_points"]) <= TARGET_POINTS[row["precision"]])
+        assert row["within_target"] == (abs(row["delta_points"]) <= TARGETS[row["precision"]])
         assert row["size_bytes"] == (out / f"ssd300_{name}.onnx").stat().st_size
         assert row["sha256"] == sha256_file(out / f"ssd300_{name}.onnx")
         assert [e["batch_size"] for e in row["bench"]["results"]] == [1, 2]
@@ -153,7 +160,11 @@ def test_cli_exit_code_is_1_when_an_artifact_misses_its_target(deployed, runtime
     args = ["deploy", "--checkpoint", str(runtime_checkpoint), "--data", str(voc_root), "--out", str(copy), *CLI_FAST]
     assert main(args) == 0
     judged = [r for r in first["artifacts"] if r["delta_points"]]
-    assert judged, "every artifact equals PyTorch exactly: no target can be missed on this model"
+    if not judged:  # every artifact scores exactly PyTorch's mAP on this CPU: a 0-point target is met, exit 0
+        capsys.readouterr()
+        assert main([*args, "--target", "int8=0", "--target", "fp16=0"]) == 0
+        return
+    # the artifact furthest from PyTorch (INT8 on every CPU measured) misses a target of half its delta
     missed = max(judged, key=lambda r: abs(r["delta_points"]))
     capsys.readouterr()
     assert main([*args, "--target", f"{missed['precision']}={abs(missed['delta_points']) / 2}"]) == 1
@@ -234,7 +245,7 @@ def test_plan_adds_the_int8_source_and_refuses_unknown_artifacts(tmp_path):
 
 def test_bad_targets_and_bench_settings_are_refused(runtime_checkpoint, voc_root, tmp_path):
     with pytest.raises(DeployError, match="targets"):
-        deploy(runtime_checkpoint, voc_root, tmp_path / "a", targets={"fp8": 1.0}, **FAST)
+        deploy(runtime_checkpoint, voc_root, tmp_path / "a", **{**FAST, "targets": {"fp8": 1.0}})
     with pytest.raises(DeployError, match="bench"):
         deploy(runtime_checkpoint, voc_root, tmp_path / "b", **{**FAST, "bench_batches": (0,)})
 

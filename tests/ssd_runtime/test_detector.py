@@ -62,10 +62,13 @@ def test_detect_input_forms(ort, images):
             np.testing.assert_array_equal(x.boxes, y.boxes)
             np.testing.assert_array_equal(x.scores, y.scores)
             assert x.class_names == y.class_names
-    for x, y in zip([single, ort.detect(pil[1])], batched):  # batch 1 vs 2: float rounding only
+    for x, y in zip([single, ort.detect(pil[1])], batched):
         assert x.class_names == y.class_names
-        np.testing.assert_allclose(x.boxes, y.boxes, rtol=1e-5, atol=1e-3)
-        np.testing.assert_allclose(x.scores, y.scores, rtol=1e-5, atol=1e-6)
+    # batch 1 vs 2: float rounding only (ONNX Runtime's kernels may sum in another order for another batch),
+    # so identical detections up to threshold edges and near-tied swaps, not the same arrays
+    settings = ort.settings
+    one_by_one = [d for p in images[:2] for d in ort.raw_detections(ort.prepare([p]).pixels, settings)]
+    _assert_identical(one_by_one, ort.raw_detections(ort.prepare(images[:2]).pixels, settings), settings)
     # a uint8 (N, H, W, 3) batch of same-sized images
     same = np.stack([arrays[0], arrays[0]])
     out = ort.detect(same)

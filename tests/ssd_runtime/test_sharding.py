@@ -20,6 +20,12 @@ from ssd_runtime.sharding import (
 )
 from tests.processes import run_process_group, test_env
 
+#: Identical mAPs by construction: every shard runs the single process's batches (whole batches of 2) with
+#: its kernels and thread count (1), so each image's outputs are the same bits. The thread count is pinned
+#: because ONNX Runtime's outputs may change with it (the INT8 test model's by up to 1.9e-6 between 1 and 2
+#: threads on an AMD EPYC; docs/development.md).
+SINGLE = {"batch_size": 2, "backend_options": {"intra_op_threads": 1}}
+
 
 def test_parse_and_resolve_shard():
     assert parse_shard("1/4") == Shard(1, 4) and str(Shard(1, 4)) == "1/4"
@@ -56,7 +62,7 @@ def test_part_paths():
 
 @pytest.mark.slow
 def test_shards_in_separate_processes_merge_to_the_identical_map(runtime_onnx, voc_root, tmp_path, capsys):
-    single = compare_map(runtime_onnx, voc_root, batch_size=2)["runtime"]
+    single = compare_map(runtime_onnx, voc_root, **SINGLE)["runtime"]
     out = tmp_path / "d.jsonl"
     args = ["eval", "--model", str(runtime_onnx), "--data", str(voc_root), "--batch-size", "2", "--threads", "1",
             "--detections-out", str(out), "--json"]
@@ -80,12 +86,12 @@ def test_shards_in_separate_processes_merge_to_the_identical_map(runtime_onnx, v
 
 @pytest.mark.slow
 def test_torchrun_rank_0_merges_to_the_identical_map(runtime_onnx, voc_root, tmp_path):
-    single = compare_map(runtime_onnx, voc_root, batch_size=2)["runtime"]
+    single = compare_map(runtime_onnx, voc_root, **SINGLE)["runtime"]
     out = tmp_path / "d.jsonl"
     proc = run_process_group(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "ssd_runtime.cli", "eval", "--model", str(runtime_onnx), "--data", str(voc_root), "--batch-size", "2",
-         "--detections-out", str(out), "--json"],
+         "--threads", "1", "--detections-out", str(out), "--json"],
         timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

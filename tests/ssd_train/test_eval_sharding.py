@@ -25,7 +25,9 @@ def test_a_file_and_its_resume_give_the_single_process_map(runtime_checkpoint, v
             "--detections-out", str(out), "--json"]
     assert main(args) == 0
     streamed = json.loads(capsys.readouterr().out)
-    assert streamed["map"] == single["map"] > 0.01 and streamed["classes"] == single["classes"]
+    # > 0, not a quality bar: the briefly trained model's mAP on these 8 images depends on the CPU that trained it
+    # (3.92 points through torch's AVX-512 kernels, 1.97 through its AVX2 ones; docs/development.md)
+    assert streamed["map"] == single["map"] > 0 and streamed["classes"] == single["classes"]
     header, records = read_detections(out)
     assert header.batch_size == 3 and header.source["backend"] == "ssd_train.evaluation" and len(records) == 8
     whole = out.read_bytes()
