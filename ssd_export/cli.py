@@ -27,6 +27,9 @@ def _print_report(report: dict, as_json: bool) -> None:
     for name, comp in report.get("detections", {}).items():
         print(f"  detections ({name}): identical {comp['identical']}, {comp['num_detections_a']} vs "
               f"{comp['num_detections_b']}, edge cases {comp['edge_differences']}, mismatches {comp['num_mismatches']}")
+    if report.get("judged") is False:
+        print("  INT8: the outputs and detections above are reported, not judged; judge its accuracy by mAP: "
+              "ssd-runtime eval --model MODEL --data DATA --checkpoint CHECKPOINT")
     print("PASSED" if report["passed"] else "FAILED: " + "; ".join(report["failures"]))
 
 
