@@ -182,33 +182,88 @@ def test_parity_is_reported_not_judged(int8_models):
     assert set(parity["detections"]) == {"detection", "evaluation"}
 
 
+#: INT8 vs FP32 raw outputs, mean |difference| as a fraction of the output's range (max |FP32|), on the
+#: generated test images. ONNX Runtime picks its INT8 kernels by instruction set, and the briefly trained
+#: test model itself differs from CPU to CPU (its FP32 mAP on the 8 test images: 3.92 points trained with
+#: torch's AVX-512 kernels, 1.97 with its AVX2 ones), so this is a bound on a property every CPU keeps, with
+#: its measured spread (benchmarks/kernel_spread.py, results/kernel_spread_*.json; docs/development.md):
+#: 7 test models (4-40 Adam steps, two of them trained through torch's AVX2 kernels), locs / logits at most
+#: 0.63 % / 0.31 % with ONNX Runtime's AVX-512 VNNI kernels (AMD EPYC) and 0.77 % / 0.42 % with its AVX2 ones
+#: (qemu -cpu Haswell). A broken quantization errs far more (locs, 3 of the models, AVX-512 VNNI): activation
+#: scales 8x too coarse 3.9-4.4 %, clipped activations (scales 4x too fine) 9.9-12.6 %
+#: (test_the_int8_bound_catches_a_broken_quantization).
+INT8_MEAN_ERROR_OF_RANGE = 0.015
+#: |INT8 - FP32| of each image's top detection score (the highest candidate score, which NMS never removes:
+#: a continuous function of the raw outputs, whatever the ranking of near-tied candidates). Measured at most
+#: 0.050 (AVX-512 VNNI) and 0.041 (AVX2) over the same 7 models.
+INT8_TOP_SCORE_DIFF = 0.15
+
+
+def _int8_errors(int8_path, fp32_path, images) -> tuple[list[float], list[float]]:
+    """Mean |INT8 - FP32| of each raw output as a fraction of its range, and each image's top-score difference,
+    through the runtime (the Detector's own preprocess, ONNX Runtime, the NumPy postprocess)."""
+    from ssd_runtime.detector import Detector
+
+    ours, theirs = Detector.load(int8_path), Detector.load(fp32_path)
+    pixels = ours.prepare(images).pixels
+    errors = [float(np.abs(a.astype(np.float64) - b).mean() / np.abs(b).max())
+              for a, b in zip(ours.infer(pixels), theirs.infer(pixels))]
+    top = [max(d.scores, default=0.0) for d in ours.detect(images)]
+    reference_top = [max(d.scores, default=0.0) for d in theirs.detect(images)]
+    return errors, [abs(float(a) - float(b)) for a, b in zip(top, reference_top)]
+
+
 def test_runtime_runs_the_int8_model(int8_models, runtime_onnx, voc_root):
     from ssd_runtime.backends.onnxruntime import OrtBackend
-    from ssd_runtime.detector import Detector
 
     backend = OrtBackend(int8_models["max"]["output"])
     assert backend.variant == "int8" and backend.input_kind == "float32-nchw"
     images = sorted((voc_root / "JPEGImages").glob("*.jpg"))[:3]
-    detections = Detector.load(int8_models["max"]["output"]).detect(images)
-    reference = Detector.load(runtime_onnx).detect(images)
-    assert len(detections) == 3
-    for ours, theirs in zip(detections, reference):
-        # the briefly trained model's top detection survives INT8 (same class, box within 2 pixels)
-        assert len(ours.labels) and ours.labels[0] == theirs.labels[0]
-        assert np.abs(ours.boxes[0] - theirs.boxes[0]).max() < 2.0
+    # not the top detection's box: among this barely trained model's near-tied candidates (scores 0.9285,
+    # 0.9282, ...) which one ranks first moves with the CPU's kernels (a box 84.7 pixels away on an Intel
+    # Xeon with AMX), in FP32 as well; what INT8 keeps on every CPU is the outputs' closeness and the top score
+    errors, top_diffs = _int8_errors(int8_models["max"]["output"], runtime_onnx, images)
+    assert max(errors) <= INT8_MEAN_ERROR_OF_RANGE, errors
+    assert max(top_diffs) <= INT8_TOP_SCORE_DIFF, top_diffs
+
+
+def _coarser_activations(path: str, factor: float, out: Path) -> Path:
+    """The INT8 model with every activation scale (Q/DQ on a non-constant tensor) multiplied by ``factor``."""
+    model = onnx.load(path)
+    inits = {t.name: t for t in model.graph.initializer}
+    scaled = set()
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[0] not in inits \
+                and node.input[1] not in scaled:
+            tensor = inits[node.input[1]]
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * factor, tensor.name))
+            scaled.add(node.input[1])
+    assert scaled
+    onnx.save(model, str(out))
+    return out
+
+
+@pytest.mark.parametrize("factor", [8.0, 0.25])
+def test_the_int8_bound_catches_a_broken_quantization(int8_models, runtime_onnx, voc_root, tmp_path, factor):
+    broken = _coarser_activations(int8_models["max"]["output"], factor, tmp_path / "broken.onnx")
+    images = sorted((voc_root / "JPEGImages").glob("*.jpg"))[:3]
+    errors, _ = _int8_errors(broken, runtime_onnx, images)
+    assert max(errors) > INT8_MEAN_ERROR_OF_RANGE, errors
 
 
 def test_eval_reports_int8_precision_and_target(int8_models, runtime_checkpoint, voc_root, capsys):
     from ssd_runtime.cli import main as runtime_main
 
-    assert runtime_main(["eval", "--model", int8_models["max"]["output"], "--data", str(voc_root),
-                         "--checkpoint", str(runtime_checkpoint), "--json"]) == 0
+    code = runtime_main(["eval", "--model", int8_models["max"]["output"], "--data", str(voc_root),
+                         "--checkpoint", str(runtime_checkpoint), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["precision"] == "int8" and report["target_points"] == 0.5
-    # accuracy smoke check on the 8 generated test images: the briefly trained model's mAP is 3.92 points
-    # (fp32) and measured +0.0005 points apart in INT8 (MinMax, 8 calibration images; entropy the same,
-    # percentile -0.0003); a broken quantization (mAP ~0) misses the 0.5-point target by far
-    assert report["within_target"] and abs(report["delta_points"]) <= 0.5, report["delta_points"]
+    # the delta is judged, not asserted: on the 8 generated test images the briefly trained model's INT8 delta
+    # is noise of the CPU's kernels (+0.0005 points trained through torch's AVX-512 kernels, +1.93 through its
+    # AVX2 ones; docs/development.md); INT8 accuracy itself is held by test_runtime_runs_the_int8_model's bound
+    delta = (report["runtime"]["map"] - report["checkpoint"]["map"]) * 100
+    assert report["delta_points"] == pytest.approx(delta, abs=1e-9)
+    assert report["within_target"] == (abs(delta) <= 0.5) and code == (0 if report["within_target"] else 1)
 
 
 # ------------------------------------------------------------------------------- refusals and writes
