@@ -28,7 +28,8 @@ import numpy as np
 
 from ssd_runtime.detections import Detections
 
-__all__ = ["AP_METHODS", "ClassResult", "GroundTruth", "VOCResult", "average_precision", "voc_map"]
+__all__ = ["AP_METHODS", "ClassMatches", "ClassResult", "GroundTruth", "Matches", "VOCResult", "average_precision",
+           "class_curve", "mean_ap", "voc_map"]
 
 AP_METHODS = ("11point", "allpoint")
 
@@ -77,6 +78,41 @@ class ClassResult:
         return out
 
 
+@dataclass(frozen=True)
+class ClassMatches:
+    """One class's detections once matched, as the curve reads them: the counted ones (matched-difficult
+    ones left out), in rank order.
+
+    image: int64 (K,) index of each detection's image; true_positive: bool (K,); scores: float64 (K,);
+    num_detections: the class's detections, ignored ones included.
+    """
+
+    image: np.ndarray
+    true_positive: np.ndarray
+    scores: np.ndarray
+    num_detections: int
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Everything the AP of each class depends on once detections are matched to ground truth.
+
+    Matching is per image: a detection's TP/FP/ignored flag depends only on its own image's detections
+    and ground truth, so a set made of these images again, any image any number of times, has the same
+    flags; only the ranking across images and the positives change (:mod:`ssd_runtime.bootstrap`).
+
+    positives: int64 (num_images, C - 1), the non-difficult ground truth of each image and class 1..C-1;
+    classes: one :class:`ClassMatches` per class 1..C-1.
+    """
+
+    class_names: tuple[str, ...]
+    num_images: int
+    ap_method: str
+    iou_threshold: float
+    positives: np.ndarray
+    classes: tuple[ClassMatches, ...]
+
+
 @dataclass
 class VOCResult:
     """mAP (a fraction in [0, 1]) over the classes that have non-difficult ground truth.
@@ -88,6 +124,8 @@ class VOCResult:
     ap_method: str
     iou_threshold: float
     classes: list[ClassResult]
+    #: the matched detections the result was computed from (for resampling); not part of ``to_dict``
+    matches: Matches | None = field(default=None, repr=False, compare=False)
 
     @property
     def ap(self) -> dict[str, float]:
@@ -166,21 +204,49 @@ def voc_map(
     gt_by_class = np.argsort(gt_labels.astype(small), kind="stable")
     gt_bounds = np.searchsorted(np.take(gt_labels, gt_by_class), np.arange(len(class_names) + 1))
 
-    classes = []
+    classes, matched = [], []
     for c in range(1, len(class_names)):
         d_idx = det_by_class[det_bounds[c] : det_bounds[c + 1]]
         g_idx = gt_by_class[gt_bounds[c] : gt_bounds[c + 1]]
-        classes.append(
-            _class_result(
-                str(class_names[c]),
-                np.take(det_image, d_idx), np.take(det_boxes, d_idx, axis=0), np.take(det_scores, d_idx),
-                np.take(gt_image, g_idx), np.take(gt_boxes, g_idx, axis=0), np.take(gt_difficult, g_idx),
-                num_images, iou_threshold, ap_method,
-            )  # fmt: skip
-        )
-    aps = np.array([r.ap for r in classes], dtype=np.float64)
-    mean = float(np.nanmean(aps)) if np.any(~np.isnan(aps)) else float("nan")
-    return VOCResult(mean, ap_method, iou_threshold, classes)
+        class_matches = _match_class(
+            np.take(det_image, d_idx), np.take(det_boxes, d_idx, axis=0), np.take(det_scores, d_idx),
+            np.take(gt_image, g_idx), np.take(gt_boxes, g_idx, axis=0), np.take(gt_difficult, g_idx),
+            num_images, iou_threshold,
+        )  # fmt: skip
+        matched.append(class_matches)
+        num_pos = int(np.count_nonzero(~np.take(gt_difficult, g_idx)))
+        precision, recall, ap = class_curve(class_matches.true_positive, num_pos, ap_method)
+        classes.append(ClassResult(
+            name=str(class_names[c]), ap=ap, num_positives=num_pos, num_detections=class_matches.num_detections,
+            num_true_positives=int(np.count_nonzero(class_matches.true_positive)), precision=precision,
+            recall=recall, scores=class_matches.scores,
+        ))  # fmt: skip
+    # (G,) -> (num_images, C - 1): non-difficult ground truth per image and class (column c - 1 is class c)
+    positives = np.zeros((num_images, max(len(class_names) - 1, 0)), dtype=np.int64)
+    counted = ~gt_difficult & (gt_labels >= 1) & (gt_labels < len(class_names))
+    np.add.at(positives, (gt_image[counted], gt_labels[counted] - 1), 1)
+    matches = Matches(tuple(str(n) for n in class_names), num_images, ap_method, iou_threshold, positives,
+                      tuple(matched))
+    return VOCResult(mean_ap(np.array([r.ap for r in classes], dtype=np.float64)), ap_method, iou_threshold,
+                     classes, matches)
+
+
+def mean_ap(aps: np.ndarray) -> float:
+    """mAP of per-class APs (C - 1,) float64: the mean over classes whose AP is not nan (nan when none is)."""
+    return float(np.nanmean(aps)) if np.any(~np.isnan(aps)) else float("nan")
+
+
+def class_curve(true_positive: np.ndarray, num_pos: int, ap_method: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Precision, recall (float64, one point per counted detection in rank order) and AP of one class.
+
+    true_positive: bool (K,) in rank order; num_pos: the class's non-difficult ground truth (AP nan when 0).
+    """
+    tp_cum = np.cumsum(true_positive)
+    fp_cum = np.cumsum(~true_positive)
+    recall = tp_cum / num_pos if num_pos else np.full(tp_cum.shape, np.nan)
+    precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
+    ap = average_precision(precision, recall, ap_method) if num_pos else float("nan")
+    return precision, recall, ap
 
 
 def _rank_descending(scores: np.ndarray) -> np.ndarray:
@@ -207,8 +273,7 @@ def _concat(parts: list, dtype) -> np.ndarray:
         return np.concatenate([np.asarray(p).reshape(-1) for p in parts]).astype(dtype, copy=False)
 
 
-def _class_result(
-    name: str,
+def _match_class(
     det_image: np.ndarray,
     det_boxes: np.ndarray,
     det_scores: np.ndarray,
@@ -217,11 +282,9 @@ def _class_result(
     gt_difficult: np.ndarray,
     num_images: int,
     iou_threshold: float,
-    ap_method: str,
-) -> ClassResult:
+) -> ClassMatches:
     """Match one class's detections (in rank order) to its ground truth (in image order)."""
     num_det = det_image.shape[0]
-    num_pos = int(np.count_nonzero(~gt_difficult))
     # ground truth of each image: a contiguous range [gt_start, gt_start + gt_n) (image order)
     gt_n = np.bincount(gt_image, minlength=num_images)
     gt_start = np.cumsum(gt_n) - gt_n
@@ -254,22 +317,8 @@ def _class_result(
     if candidates.size:
         _, first = np.unique(gt_r[candidates], return_index=True)
         tp_r[candidates[first]] = True
-    tp = tp_r[counted]
-    tp_cum = np.cumsum(tp)
-    fp_cum = np.cumsum(~tp)
-    recall = tp_cum / num_pos if num_pos else np.full(tp.shape, np.nan)
-    precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
-    ap = average_precision(precision, recall, ap_method) if num_pos else float("nan")
-    return ClassResult(
-        name=name,
-        ap=ap,
-        num_positives=num_pos,
-        num_detections=num_det,
-        num_true_positives=int(tp_cum[-1]) if tp.size else 0,
-        precision=precision,
-        recall=recall,
-        scores=det_scores[counted],
-    )
+    return ClassMatches(image=det_image[counted], true_positive=tp_r[counted], scores=det_scores[counted],
+                        num_detections=num_det)
 
 
 def _pair_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
