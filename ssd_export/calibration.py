@@ -140,8 +140,9 @@ def _preprocessing(spec: ModelSpec, source: str, input_kinds: Sequence[str], mod
         "input_size": spec.input_size,
         "mean": list(spec.mean),
         "std": list(spec.std),
-        "resize": f"RGB (ssd_runtime.images.open_image), PIL bilinear to {spec.input_size}x{spec.input_size} "
-        "(aspect ratio not kept)",
+        "name": spec.preprocessing,
+        "resize": f"RGB (ssd_runtime.images.open_image), {spec.preprocessing} (ssd_runtime.resize) to "
+        f"{spec.input_size}x{spec.input_size} (aspect ratio not kept)",
         "normalization": "float32 x * (1 / (255 std)) + (-mean / std), NCHW; uint8-nhwc: none (in the graph)",
         "input_kinds": list(input_kinds),
         "reader": "ssd_runtime.preprocess.preprocess",

@@ -42,7 +42,7 @@ from ssd_runtime.backends import Backend, to_numpy
 from ssd_runtime.fileio import atomic_write_bytes
 from ssd_runtime.postprocess import compare_detections, postprocess
 from ssd_runtime.preprocess import normalize
-from ssd_runtime.spec import ModelSpec
+from ssd_runtime.spec import DEFAULT_PREPROCESSING, ModelSpec
 from ssd_train.augment import test_transform
 from ssd_train.synthetic import render_image
 
@@ -133,15 +133,20 @@ def tolerance_for(precision: str | Tolerance) -> Tolerance:
     return TOLERANCES[precision]
 
 
-def verification_images(count: int, size: int = 300, seed: int = VERIFY_SEED) -> np.ndarray:
-    """uint8 (count, size, size, 3) RGB synthetic scenes, resized as evaluation does (bilinear)."""
+def verification_images(
+    count: int, size: int = 300, seed: int = VERIFY_SEED, preprocessing: str = DEFAULT_PREPROCESSING
+) -> np.ndarray:
+    """uint8 (count, size, size, 3) RGB synthetic scenes, resized as evaluation and the runtime do
+    (``test_transform``: the model's ``preprocessing``)."""
     empty = np.zeros((0, 4), np.float32)
-    return np.stack([test_transform(render_image(seed, i)[0], empty, size)[0] for i in range(count)])
+    return np.stack(
+        [test_transform(render_image(seed, i)[0], empty, size, preprocessing)[0] for i in range(count)]
+    )
 
 
 def verification_inputs(spec: ModelSpec, count: int, seed: int = VERIFY_SEED) -> tuple[np.ndarray, np.ndarray]:
     """The verification scenes as uint8 (N, S, S, 3) RGB pixels and as normalized float32 (N, 3, S, S)."""
-    pixels = verification_images(count, spec.input_size, seed)
+    pixels = verification_images(count, spec.input_size, seed, spec.preprocessing)
     return pixels, normalize(pixels, spec)
 
 

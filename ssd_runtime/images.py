@@ -136,8 +136,8 @@ def verify_image(path: str | os.PathLike, *, decode: bool = False, max_pixels: i
     return open_image(path, max_pixels=max_pixels).size  # no end marker: truncated, or trailing bytes
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB (see the module docstring for the rules)."""
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (see the module docstring for the rules); RGB images are returned as they are."""
     mode = image.mode
     if mode == "RGB":
         return image
@@ -185,7 +185,7 @@ def open_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Imag
     except Exception:  # noqa: BLE001 - malformed EXIF: keep the stored orientation
         pass
     try:
-        return _to_rgb(image)
+        return to_rgb(image)
     except (OSError, ValueError) as exc:
         raise ImageError(f"{path}: cannot convert image mode {image.mode!r} to RGB ({exc})") from exc
 

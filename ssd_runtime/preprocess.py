@@ -4,10 +4,11 @@ Identical to the evaluation transform of training (``ssd_train.augment.test_tran
 the batch normalization of ``ssd_train.data.Collate``; a test holds them equal):
 
 1. paths are decoded by the one safe loader :func:`ssd_runtime.images.open_image` (JPEG/PNG only,
-   EXIF orientation, every mode to 8-bit RGB); PIL images are converted to RGB; arrays must be
-   uint8 RGB ``(H, W, 3)`` (or a batch ``(N, H, W, 3)``);
-2. resize to ``input_size x input_size`` with PIL's bilinear filter (skipped when already that size:
-   PIL's resize to the same size is a copy);
+   EXIF orientation, every mode to 8-bit RGB); PIL images get the same colour conversion
+   (:func:`ssd_runtime.images.to_rgb`); arrays must be uint8 RGB ``(H, W, 3)`` (or a batch ``(N, H, W, 3)``);
+2. resize to ``input_size x input_size`` by the preprocessing the spec names (``spec.preprocessing``,
+   :mod:`ssd_runtime.resize`): our own integer resize, the same pixels whatever the Pillow, NumPy,
+   Python version and CPU (:func:`to_model_pixels`, also used by training's evaluation transform);
 3. ``float32``: ``x * (1 / (255 * std)) + (-mean / std)`` per channel, ``(N, 3, S, S)`` NCHW.
    For ``uint8-nhwc`` models step 3 is done by the graph and the batch stays uint8 ``(N, S, S, 3)``.
 
@@ -24,10 +25,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ssd_runtime.images import open_image
-from ssd_runtime.spec import ModelSpec
+from ssd_runtime.images import open_image, to_rgb
+from ssd_runtime.resize import preprocessing as preprocessing_record
+from ssd_runtime.spec import DEFAULT_PREPROCESSING, ModelSpec
 
-__all__ = ["INPUT_KINDS", "InputError", "PreparedBatch", "as_image_list", "normalize", "preprocess", "resize"]
+__all__ = [
+    "INPUT_KINDS", "InputError", "PreparedBatch", "as_image_list", "normalize", "preprocess", "to_model_pixels",
+]
 
 #: What a backend takes: float32 (N, 3, S, S) normalized RGB, or uint8 (N, S, S, 3) RGB.
 INPUT_KINDS = ("float32-nchw", "uint8-nhwc")
@@ -77,11 +81,12 @@ def as_image_list(images: ImageInput | Sequence[ImageInput]) -> tuple[list[Image
     )
 
 
-def _to_pil(image: ImageInput, index: int) -> Image.Image:
+def _to_rgb_array(image: ImageInput, index: int) -> np.ndarray:
+    """One input -> uint8 RGB (H, W, 3): decoded and colour-converted as the loader does."""
     if isinstance(image, (str, os.PathLike)):
-        return open_image(Path(image))
+        return np.asarray(open_image(Path(image)))
     if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return np.asarray(to_rgb(image))
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             hint = ""
@@ -95,17 +100,24 @@ def _to_pil(image: ImageInput, index: int) -> Image.Image:
             )
         if image.shape[0] < 1 or image.shape[1] < 1:
             raise InputError(f"image {index}: empty array of shape {image.shape}")
-        return Image.fromarray(np.ascontiguousarray(image), "RGB")
+        return image
     raise InputError(
         f"image {index}: expected a path, a PIL image or a uint8 (H, W, 3) RGB array, received {_describe(image)}"
     )
 
 
-def resize(image: Image.Image, size: int) -> np.ndarray:
-    """RGB PIL image -> uint8 (size, size, 3), PIL bilinear (as ``ssd_train.augment.test_transform``)."""
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR)
-    return np.asarray(image)
+def to_model_pixels(
+    image: Image.Image | np.ndarray, size: int, preprocessing: str = DEFAULT_PREPROCESSING
+) -> np.ndarray:
+    """The model's view of one image: uint8 (size, size, 3) RGB, by the named preprocessing.
+
+    ``image``: a PIL image of any mode (colour-converted by :func:`ssd_runtime.images.to_rgb`) or a
+    uint8 RGB (H, W, 3) array. ``preprocessing``: a name of :data:`ssd_runtime.resize.PREPROCESSING`
+    (a model's is ``spec.preprocessing``). Every path that feeds a model at evaluation or deployment
+    (training's evaluation transform, the runtime, calibration, parity) calls this.
+    """
+    resize = preprocessing_record(preprocessing).resize
+    return resize(_to_rgb_array(image, 0), size)
 
 
 def normalize(pixels: np.ndarray, spec: ModelSpec, out: np.ndarray | None = None) -> np.ndarray:
@@ -134,10 +146,11 @@ def preprocess(
     size = spec.input_size
     pixels = np.empty((len(images), size, size, 3), dtype=np.uint8)
     sizes = []
+    resize = preprocessing_record(spec.preprocessing).resize
     for i, image in enumerate(images):
-        pil = _to_pil(image, i)
-        sizes.append(pil.size)
-        pixels[i] = resize(pil, size)
+        rgb = _to_rgb_array(image, i)
+        sizes.append((rgb.shape[1], rgb.shape[0]))
+        pixels[i] = resize(rgb, size)
     if input_kind == "uint8-nhwc":
         return PreparedBatch(pixels, sizes)
     return PreparedBatch(normalize(pixels, spec), sizes)

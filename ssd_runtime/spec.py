@@ -14,8 +14,21 @@ import numpy as np
 from ssd_runtime.boxes import VARIANCES
 from ssd_runtime.errors import SpecError
 from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
+from ssd_runtime.resize import PREPROCESSING
 
-SCHEMA_VERSION = 1
+#: 2 added ``preprocessing``. Version 1 files (written before it) are read as version 2 with
+#: ``preprocessing = LEGACY_PREPROCESSING``: see :data:`LEGACY_PREPROCESSING`.
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+#: The preprocessing of the name this toolkit writes into new specs.
+DEFAULT_PREPROCESSING = "rgb8-bilinear-q22-v1"
+#: What a version-1 spec (no ``preprocessing`` field) means. Those artifacts were made, calibrated and
+#: checked with Pillow's ``resize(BILINEAR)`` of whatever Pillow was installed, which was never one
+#: behaviour: ``rgb8-bilinear-q22-v1`` equals Pillow 12.3's pixels on all of 50 test images and
+#: differs from Pillow 13.0's by one level on 5 of them (1.7% of all values; docs/reference.md
+#: "Preprocessing"). So they load with it, rather than being refused: same pixels as the Pillow 12.3
+#: they were mostly made with, and from now on the same pixels everywhere.
+LEGACY_PREPROCESSING = "rgb8-bilinear-q22-v1"
 #: Normalization layers of the network: the reference has none; "batch" (after every base and extra
 #: convolution) trains faster from scratch; "batch-from-conv2" leaves out the two full-resolution
 #: convolutions (conv1_1, conv1_2), whose norms cost about a fifth of a CPU training step.
@@ -77,6 +90,9 @@ class ModelSpec:
         convolutions for inference.
     priors_sha256: sha256 of the float32 priors generated from ``priors``.
     provenance: plain string pairs (source checkpoint / ONNX / calibration hashes, tool versions).
+    preprocessing: the name of the function that turns an image into the model's uint8
+        ``input_size x input_size`` RGB pixels (resize and colour conversion), one of
+        :data:`ssd_runtime.resize.PREPROCESSING`.
     """
 
     class_names: tuple[str, ...]
@@ -91,11 +107,17 @@ class ModelSpec:
     detection: PostprocessSettings = DETECTION_SETTINGS
     evaluation: PostprocessSettings = EVALUATION_SETTINGS
     provenance: tuple[tuple[str, str], ...] = ()
+    preprocessing: str = DEFAULT_PREPROCESSING
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise SpecError(f"model spec: norm must be one of {NORMS}, got {self.norm!r}")
+        if self.preprocessing not in PREPROCESSING:
+            raise SpecError(
+                f"model spec: preprocessing {self.preprocessing!r} is not implemented by this toolkit (it knows "
+                f"{sorted(PREPROCESSING)}); the artifact was made by a newer toolkit: upgrade ssd300 to use it"
+            )
 
     @classmethod
     def create(
@@ -165,19 +187,27 @@ class ModelSpec:
             "detection": self.detection.to_dict(),
             "evaluation": self.evaluation.to_dict(),
             "provenance": dict(self.provenance),
+            "preprocessing": self.preprocessing,
         }
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "model spec") -> ModelSpec:
-        """Rebuild and check a spec: schema version known, priors hash to the recorded value."""
+        """Rebuild and check a spec: schema version known, priors hash to the recorded value.
+
+        A version-1 spec is read as the current version with ``preprocessing`` set to
+        :data:`LEGACY_PREPROCESSING` (version 1 had no such field).
+        """
         if not isinstance(data, dict):
             raise SpecError(f"{source}: expected a mapping, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise SpecError(
                 f"{source}: model spec schema version {version!r} is not supported "
-                f"(this toolkit reads version {SCHEMA_VERSION}); re-export the model with this toolkit"
+                f"(this toolkit reads versions {list(READABLE_SCHEMA_VERSIONS)}); re-export the model with this "
+                "toolkit, or upgrade the toolkit if the artifact is newer"
             )
+        if version >= 2 and "preprocessing" not in data:
+            raise SpecError(f"{source}: malformed model spec (schema version {version} without 'preprocessing')")
         try:
             spec = cls(
                 class_names=tuple(str(n) for n in data["class_names"]),
@@ -192,8 +222,11 @@ class ModelSpec:
                 detection=PostprocessSettings.from_dict(data["detection"]),
                 evaluation=PostprocessSettings.from_dict(data["evaluation"]),
                 provenance=tuple(sorted((str(k), str(v)) for k, v in data["provenance"].items())),
-                schema_version=int(version),
+                preprocessing=str(data.get("preprocessing", LEGACY_PREPROCESSING)),
+                schema_version=SCHEMA_VERSION,  # read as the current version (see LEGACY_PREPROCESSING)
             )
+        except SpecError as exc:
+            raise SpecError(f"{source}: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise SpecError(f"{source}: malformed model spec ({type(exc).__name__}: {exc})") from exc
         _check_class_names(spec.class_names, source)

@@ -34,6 +34,9 @@ import math
 import numpy as np
 from PIL import Image, ImageChops, ImageStat
 
+from ssd_runtime.preprocess import to_model_pixels
+from ssd_runtime.spec import DEFAULT_PREPROCESSING
+
 
 #: ImageNet mean * 255 truncated to uint8, the reference's expand filler after ``to_pil_image``.
 FILLER = (123, 116, 103)
@@ -360,10 +363,17 @@ def train_transform(
     )
 
 
-def test_transform(image: Image.Image, boxes: np.ndarray, size: int = 300) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to size x size (bilinear): (uint8 (size, size, 3) RGB, float32 (K, 4) fractional xyxy boxes)."""
+def test_transform(
+    image: Image.Image, boxes: np.ndarray, size: int = 300, preprocessing: str = DEFAULT_PREPROCESSING
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's view of an image: (uint8 (size, size, 3) RGB, float32 (K, 4) fractional xyxy boxes).
+
+    The pixels are the runtime's (:func:`ssd_runtime.preprocess.to_model_pixels` with the model's
+    ``preprocessing``), so evaluation and deployment see one "image at size x size"; the training
+    augmentation above keeps Pillow's resize.
+    """
     width, height = image.size
-    pixels = np.array(image.resize((size, size), Image.BILINEAR))
+    pixels = to_model_pixels(image, size, preprocessing)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     fractional = boxes / np.array([width, height, width, height], dtype=np.float32)
     return pixels, fractional.astype(np.float32)

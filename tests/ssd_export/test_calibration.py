@@ -158,6 +158,7 @@ def test_preprocessing_recorded_default_spec_and_model(tmp_path, voc_root, runti
     assert default["source"] == "default ModelSpec.create(class_names)"
     assert (default["input_size"], default["mean"], default["std"]) == (spec.input_size, list(spec.mean), list(spec.std))
     assert default["input_kinds"] == list(INPUT_KINDS) and "model" not in default
+    assert default["name"] == spec.preprocessing == "rgb8-bilinear-q22-v1"
 
     from_model = quiet_build(voc_root, images=MIN_IMAGES, model=runtime_onnx)
     prep = from_model["preprocessing"]

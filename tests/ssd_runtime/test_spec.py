@@ -81,3 +81,31 @@ def test_normalization_is_the_float32_affine_form_of_mean_std():
     pixels = np.arange(256, dtype=np.float64)[:, None]
     expected = (pixels / 255.0 - np.asarray(spec.mean)) / np.asarray(spec.std)
     assert np.allclose(pixels * scale + bias, expected, atol=1e-5)
+
+
+def test_preprocessing_is_named_in_the_spec_round_trips_and_is_checked():
+    from ssd_runtime.spec import DEFAULT_PREPROCESSING
+
+    spec = ModelSpec.create()
+    data = spec.to_dict()
+    assert data["preprocessing"] == DEFAULT_PREPROCESSING == "rgb8-bilinear-q22-v1" and data["schema_version"] == 2
+    assert ModelSpec.from_dict(data).preprocessing == DEFAULT_PREPROCESSING
+    data["preprocessing"] = "rgb8-lanczos-v7"  # written by a newer toolkit
+    with pytest.raises(SpecError, match="model.onnx: .*'rgb8-lanczos-v7' is not implemented.*upgrade"):
+        ModelSpec.from_dict(data, source="model.onnx")
+    del data["preprocessing"]  # schema 2 without the field: a broken file, not an old one
+    with pytest.raises(SpecError, match="without 'preprocessing'"):
+        ModelSpec.from_dict(data, source="model.onnx")
+
+
+def test_schema_1_files_load_with_the_legacy_preprocessing_as_the_current_schema():
+    """Artifacts written before the field: read, not refused (docs/reference.md "Preprocessing")."""
+    from ssd_runtime.spec import LEGACY_PREPROCESSING, SCHEMA_VERSION
+
+    spec = ModelSpec.create(("background", "a"))
+    old = spec.to_dict()
+    del old["preprocessing"]
+    old["schema_version"] = 1
+    back = ModelSpec.from_dict(old, source="old.pt")
+    assert back.preprocessing == LEGACY_PREPROCESSING and back.schema_version == SCHEMA_VERSION
+    assert back == spec  # so an old ONNX and its new engine sidecar compare equal
