@@ -34,7 +34,7 @@ from ssd_runtime.metric import ClassMatches, Matches, class_curve, mean_ap
 
 __all__ = [
     "INTERVAL_LEVEL", "MATCHES_FORMAT", "MATCHES_SCHEMA", "RESAMPLES", "SEED", "BootstrapError", "BootstrapSettings",
-    "MatchesFileError", "PairedIntervals", "interval_wider_than_target", "load_matches", "paired_bootstrap",
+    "MatchesFileError", "PairedIntervals", "format_interval", "interval_wider_than_target", "load_matches", "paired_bootstrap",
     "resample_weights", "resampled_aps", "resampled_maps", "save_matches",
 ]  # fmt: skip
 
@@ -197,6 +197,11 @@ def interval_wider_than_target(interval: tuple[float, float] | None, target: flo
     if interval is None or target is None:
         return None
     return bool(interval[1] - interval[0] > 2.0 * target)
+
+
+def format_interval(interval: list[float] | tuple[float, float] | None) -> str:
+    """``[-0.123, +0.045]`` (points), or ``n/a``."""
+    return "n/a" if interval is None else f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"
 
 
 # ------------------------------------------------------------------------------------- the file

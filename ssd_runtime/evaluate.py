@@ -8,7 +8,8 @@ compares the networks' detections, never two metrics. Ground truth is taken in f
 decoded image size, as the PyTorch evaluation (``ssd_train.evaluation.evaluate``) does.
 
 Targets (issue 6): |delta mAP| <= 0.05 point for FP32 models and <= 0.1 point for FP16 ones
-(1 point = 0.01 on the 0-1 scale).
+(1 point = 0.01 on the 0-1 scale). Every delta carries a paired bootstrap interval over the images
+(:mod:`ssd_runtime.bootstrap`): the same resamples for both models, the mAP's and each class's.
 
 Large sets (``docs/evaluation.md``): images run in batches with the next one decoded in a thread
 (:mod:`ssd_runtime.streaming`), so memory holds two batches of pixels plus each image's detections.
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ssd_runtime.bootstrap import BootstrapSettings, format_interval, interval_wider_than_target, paired_bootstrap
 from ssd_runtime.detections_file import (
     DetectionsFileError, DetectionsHeader, ImageRecord, image_list_sha256, read_header, read_parts,
 )  # fmt: skip
@@ -133,7 +135,9 @@ def _report(facts: dict[str, Any], data: Any, split: str, ap_method: str, settin
     """The evaluation report (:func:`format_report` renders it): model facts, data, settings, the result."""
     return {**facts, "data": str(data), "split": split, "ap_method": ap_method, "settings": settings,
             "runtime": {**result.to_dict(), **run}, "checkpoint": None, "delta_points": None,
-            "target_points": TARGET_POINTS[facts["precision"]], "within_target": None}
+            "delta_points_interval": None, "bootstrap": None, "class_deltas": None,
+            "target_points": TARGET_POINTS[facts["precision"]], "within_target": None,
+            "interval_wider_than_target": None}
 
 
 def compare_map(
@@ -149,11 +153,15 @@ def compare_map(
     max_images: int = 0,
     ap_method: str = "11point",
     backend_options: dict[str, Any] | None = None,
+    bootstrap: BootstrapSettings = BootstrapSettings(),
 ) -> dict[str, Any]:
     """Runtime mAP of ``model`` and, with ``checkpoint``, the PyTorch checkpoint's mAP beside it (a report dict).
 
     ``delta_points`` = (runtime - checkpoint) * 100; ``within_target`` against :data:`TARGET_POINTS`
-    for the model's precision.
+    for the model's precision. ``delta_points_interval``: [lo, hi] points, the paired bootstrap interval
+    of the delta (``bootstrap``: resamples, level, seed, recorded under ``"bootstrap"``);
+    ``interval_wider_than_target``: the interval is wider than the band [-target, +target];
+    ``class_deltas``: each class's delta and interval.
     """
     detector = Detector.load(model, backend, device=device, postprocess=postprocess, **(backend_options or {}))
     result, run = runtime_map(detector, data, split, batch_size=batch_size, max_images=max_images,
@@ -168,12 +176,30 @@ def compare_map(
         ref_result, ref_facts = runtime_map(reference, data, split, batch_size=batch_size, max_images=max_images,
                                             ap_method=ap_method)
         delta = (result.map - ref_result.map) * 100.0
+        intervals = paired_bootstrap(result.matches, ref_result.matches, bootstrap)
         report.update(
             checkpoint={"path": str(checkpoint), **ref_result.to_dict(), **ref_facts},
             delta_points=delta,
             within_target=bool(abs(delta) <= TARGET_POINTS[precision]),
+            **_interval_fields(intervals.map, TARGET_POINTS[precision]),
+            bootstrap=bootstrap.to_dict(),
+            class_deltas=[
+                {"name": c.name, "delta_points": None if np.isnan(c.ap) or np.isnan(r.ap) else (c.ap - r.ap) * 100.0,
+                 "delta_points_interval": _as_list(intervals.classes[c.name])}
+                for c, r in zip(result.classes, ref_result.classes)],
         )
     return report
+
+
+def _as_list(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else [interval[0], interval[1]]
+
+
+def _interval_fields(interval: tuple[float, float] | None, target: float) -> dict[str, Any]:
+    """The report's ``delta_points_interval`` and ``interval_wider_than_target`` of a mAP delta judged at ``target``."""
+    return {"delta_points_interval": _as_list(interval),
+            "interval_wider_than_target": interval_wider_than_target(interval, target)}
+
 
 
 def evaluate_to_file(
@@ -268,33 +294,44 @@ def detections_report(
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The comparison as a text table (class, runtime AP, checkpoint AP, delta in points)."""
+    """The comparison as a text table (class, runtime AP, checkpoint AP, delta in points and its interval)."""
     runtime = report["runtime"]
     reference = report["checkpoint"]
+    bootstrap = report.get("bootstrap")
+    level = f"{bootstrap['interval_level']:.0%} interval" if bootstrap else "interval"
     lines = [f"model {report['model']} ({report['backend']}, {report['device']}, {report['precision']}, "
              f"postprocess {report['postprocess']}) on {report['data']} [{report['split']}], "
              f"{runtime['images']} images, {report['ap_method']} AP at {report['settings']}"]
-    header = f"{'class':<16} {'runtime':>9}" + (f" {'checkpoint':>10} {'delta pt':>9}" if reference else "")
+    header = f"{'class':<16} {'runtime':>9}" + (f" {'checkpoint':>10} {'delta pt':>9}  {level:<18}" if reference else "")
+    header = header.rstrip()
     lines += [header, "-" * len(header)]
 
     def fmt(value):
         return "      n/a" if value is None else f"{value:9.4f}"
 
     ref_classes = {c["name"]: c["ap"] for c in reference["classes"]} if reference else {}
+    class_intervals = {c["name"]: c["delta_points_interval"] for c in report.get("class_deltas") or []}
     for entry in runtime["classes"]:
         row = f"{entry['name']:<16} {fmt(entry['ap'])}"
         if reference:
             ref = ref_classes.get(entry["name"])
             delta = None if entry["ap"] is None or ref is None else (entry["ap"] - ref) * 100
-            row += f"  {fmt(ref)} {fmt(delta)}"
+            row += f"  {fmt(ref)} {fmt(delta)}  {format_interval(class_intervals.get(entry['name']))}"
         lines.append(row)
     lines.append("-" * len(header))
     row = f"{'mAP':<16} {fmt(runtime['map'])}"
     if reference:
-        row += f"  {fmt(reference['map'])} {fmt(report['delta_points'])}"
+        row += f"  {fmt(reference['map'])} {fmt(report['delta_points'])}  {format_interval(report.get('delta_points_interval'))}"
     lines.append(row)
     if reference:
         verdict = "within" if report["within_target"] else "OUTSIDE"
         lines.append(f"|delta| = {abs(report['delta_points']):.4f} point, {verdict} the "
                      f"{report['target_points']} point target for {report['precision']}")
+        if bootstrap and report.get("delta_points_interval") is not None:
+            lines.append(f"{level} of the delta {format_interval(report['delta_points_interval'])} points "
+                         f"({bootstrap['resamples']} paired resamples of the {runtime['images']} images, "
+                         f"seed {bootstrap['seed']})"
+                         + ("; interval wider than the target: these images cannot tell whether the "
+                            f"{report['target_points']} point target is met" if report["interval_wider_than_target"]
+                            else ""))
     return "\n".join(lines)

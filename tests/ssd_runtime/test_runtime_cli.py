@@ -27,10 +27,43 @@ def test_eval_json_matches_the_pytorch_evaluation(runtime_onnx, runtime_checkpoi
     pytorch = evaluate(model, dataset, spec, batch_size=8)
     assert abs(report["runtime"]["map"] - pytorch.map) * 100 <= 0.05
     assert report["checkpoint"]["map"] == pytest.approx(pytorch.map, abs=1e-9)
+    # the delta's paired bootstrap interval (defaults from ssd_runtime.bootstrap) and each class's
+    from ssd_runtime.bootstrap import INTERVAL_LEVEL, RESAMPLES, SEED
+    from ssd_runtime.evaluate import format_report
+
+    assert report["bootstrap"]["resamples"] == RESAMPLES and report["bootstrap"]["seed"] == SEED
+    assert report["bootstrap"]["interval_level"] == INTERVAL_LEVEL
+    lo, hi = report["delta_points_interval"]
+    assert lo <= hi
+    assert report["interval_wider_than_target"] is (hi - lo > 2 * report["target_points"])
+    assert [c["name"] for c in report["class_deltas"]] == [c["name"] for c in report["runtime"]["classes"]]
+    assert all(c["delta_points_interval"] is None or c["delta_points_interval"][0] <= c["delta_points_interval"][1]
+               for c in report["class_deltas"])
+    assert f"[{lo:+.3f}, {hi:+.3f}]" in format_report(report)
     # the table form
     assert main(["eval", "--model", str(runtime_onnx), "--data", str(voc_root), "--max-images", "2"]) == 0
     table = capsys.readouterr().out
     assert "mAP" in table and "runtime" in table
+
+
+def test_eval_table_shows_intervals_and_when_one_is_wider_than_the_target():
+    from ssd_runtime.bootstrap import BootstrapSettings
+    from ssd_runtime.evaluate import format_report
+
+    classes = [{"name": "circle", "ap": 0.5}, {"name": "square", "ap": None}]
+    report = {"model": "m.onnx", "backend": "OrtBackend", "device": "cpu", "precision": "fp32", "postprocess": "numpy",
+              "data": "d", "split": "test", "ap_method": "11point", "settings": {}, "target_points": 0.05,
+              "runtime": {"map": 0.5, "classes": classes, "images": 8},
+              "checkpoint": {"map": 0.499, "classes": [{"name": "circle", "ap": 0.499}, {"name": "square", "ap": None}]},
+              "delta_points": 0.1, "within_target": False, "delta_points_interval": [-0.02, 0.3],
+              "interval_wider_than_target": True, "bootstrap": BootstrapSettings().to_dict(),
+              "class_deltas": [{"name": "circle", "delta_points": 0.1, "delta_points_interval": [-0.02, 0.3]},
+                               {"name": "square", "delta_points": None, "delta_points_interval": None}]}
+    text = format_report(report)
+    assert "95% interval" in text and text.count("[-0.020, +0.300]") == 3  # circle, mAP, the summary line
+    assert "interval wider than the target" in text and "1000 paired resamples of the 8 images, seed 0" in text
+    report.update(delta_points_interval=[0.08, 0.12], interval_wider_than_target=False)
+    assert "interval wider than the target" not in format_report(report)
 
 
 def test_bench_report_structure(runtime_onnx, capsys):
