@@ -4,12 +4,14 @@ Layout written by :func:`write_triton_repository` (``NAME`` defaults to ``ssd300
 
     OUT/
       NAME/config.pbtxt                 ensemble: images in, final detections out (what clients call)
-      NAME/1/                           (empty: Triton wants a version folder for ensembles too)
+      NAME/1/README.txt                 a placeholder: Triton wants a version folder for ensembles too, and
+                                        an empty one is lost by git and object stores (S3, GCS, Azure)
       NAME_network/config.pbtxt         onnxruntime_onnx or tensorrt_plan: images -> locs, class_logits
       NAME_network/1/model.onnx         (or model.plan and model.plan.json, the engine's sidecar)
       NAME_postprocess/config.pbtxt     Python backend: decode + NMS by ssd_runtime's NumPy postprocess
       NAME_postprocess/1/model.py       (ssd_export/triton_postprocess_model.py)
       NAME_postprocess/1/spec.json      the model spec read from the ONNX metadata or the sidecar
+      NAME_postprocess/1/toolkit.json   the toolkit version that wrote it (model.py checks it on loading)
 
 An ``end2end`` model (NMS inside the graph) is served alone as ``NAME`` (network only): its outputs
 already are the final detections. Either way clients receive the same tensors, padded to a fixed
@@ -22,6 +24,7 @@ interrupted run leaves nothing half-written, and an existing non-empty ``out`` i
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -40,6 +43,7 @@ from ssd_export.triton_config import (
     postprocess_config,
     render_pbtxt,
 )
+from ssd_runtime import __version__ as TOOLKIT_VERSION
 from ssd_runtime.backends import resolve_backend
 from ssd_runtime.engine_sidecar import EngineSidecar
 from ssd_runtime.fileio import atomic_path, atomic_write_bytes
@@ -51,6 +55,15 @@ __all__ = ["ServedModel", "TritonRepository", "TritonRepositoryError", "read_ser
 POSTPROCESS_SOURCE = Path(__file__).with_name("triton_postprocess_model.py")
 #: Beside model.py: the spec the postprocess reads (ModelSpec JSON).
 SPEC_FILE = "spec.json"
+#: Beside model.py: the toolkit version that wrote the repository; model.py refuses another ssd_runtime.
+TOOLKIT_FILE = "toolkit.json"
+#: In the ensemble's otherwise empty version folder. Triton needs the folder ("at least one version must
+#: be available"), and git and object-store copies (S3, GCS, Azure) drop empty folders.
+ENSEMBLE_PLACEHOLDER = "README.txt"
+ENSEMBLE_PLACEHOLDER_TEXT = (
+    "Version 1 of this Triton ensemble. An ensemble has no model file, but Triton loads only models with\n"
+    "a version folder; this file keeps the folder when the repository is copied by git or to an object store.\n"
+)
 #: The postprocess's inputs (the network's raw outputs) and padded outputs.
 RAW_OUTPUTS = ("locs", "class_logits")
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
@@ -228,8 +241,7 @@ def write_triton_repository(
             f"request carries exactly {served.static_batch} images (re-export with a dynamic batch to batch requests)"
         )
     if served.kind == "plan":
-        notes.append(f"TensorRT plan built with TensorRT {served.sidecar.tensorrt_version} for compute capability "
-                     f"{served.sidecar.compute_capability}: Triton's TensorRT must be that version")
+        notes.append(plan_note(served.sidecar))
 
     network_name = name if served.output_kind == "detections" else f"{name}_network"
     configs = {network_name: network_config(
@@ -267,6 +279,9 @@ def write_triton_repository(
             post = tmp / f"{name}_postprocess" / "1"
             atomic_write_bytes(post / "model.py", POSTPROCESS_SOURCE.read_bytes())
             atomic_write_bytes(post / SPEC_FILE, served.spec.to_json().encode("utf-8"))
+            toolkit = {"ssd300_toolkit_version": TOOLKIT_VERSION}
+            atomic_write_bytes(post / TOOLKIT_FILE, (json.dumps(toolkit, indent=2) + "\n").encode("utf-8"))
+            atomic_write_bytes(tmp / name / "1" / ENSEMBLE_PLACEHOLDER, ENSEMBLE_PLACEHOLDER_TEXT.encode("utf-8"))
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -276,6 +291,18 @@ def write_triton_repository(
         models={m: out / m for m in configs}, max_batch_size=batching, max_detections=k,
         static_batch=served.static_batch, notes=notes,
     )
+
+
+def plan_note(sidecar: EngineSidecar) -> str:
+    """What Triton's TensorRT must be for this plan; a version-compatible plan needs a backend option."""
+    built = f"TensorRT plan built with TensorRT {sidecar.tensorrt_version} for compute capability {sidecar.compute_capability}"
+    if not sidecar.version_compatible:
+        return f"{built}: Triton's TensorRT must be that version"
+    # tensorrt_backend loads a version-compatible plan only with this option (its README, "Command line
+    # options": version-compatible; src/loader.cc sets engine_host_code_allowed from it)
+    return (f"{built}, version-compatible: Triton's TensorRT may be that version or a later one of the same major "
+            "(10.x plans also run on 11.x), and tritonserver must be started with "
+            "--backend-config=tensorrt,version-compatible=true (without it the plan does not load)")
 
 
 def _postprocess_models(

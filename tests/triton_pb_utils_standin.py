@@ -1,11 +1,12 @@
 """A stand-in for Triton's ``triton_python_backend_utils``, used ONLY by the tests of the Triton postprocess.
 
-Triton Inference Server cannot run here, so the tests load the generated ``model.py`` with this module
+For fast tests of single requests and batches, the tests load the generated ``model.py`` with this module
 installed as ``sys.modules["triton_python_backend_utils"]``. It provides the few names the model uses,
 with the real module's signatures and behaviour (python_backend's ``triton_python_backend_utils.py``):
 ``Tensor(name, array)`` with ``name()``/``as_numpy()``, ``InferenceResponse(output_tensors, error=None)``
 (output_tensors must be a list), ``TritonError(msg)``, ``get_input_tensor_by_name``,
-``get_input_config_by_name``, ``get_output_config_by_name``. Requests are built by the tests as
+``get_input_config_by_name``, ``get_output_config_by_name``, ``TritonError(msg, code)`` with its codes and
+``Logger``. Tests against the real server are in tests/ssd_export/test_triton_server.py. Requests are built by the tests as
 :class:`InferenceRequest` with inputs and Triton's JSON string of request parameters.
 :func:`load_model` imports a generated ``model.py`` against this module and initializes it with the
 arguments Triton passes (:func:`model_config` gives the config as the backend receives it).
@@ -62,11 +63,41 @@ class InferenceRequest:
 
 
 class TritonError:
-    def __init__(self, msg: str) -> None:
-        self._msg = msg
+    """python_backend r24.10 ``src/pb_stub.cc`` 1640-1690: ``TritonError(message, code=INTERNAL)``, codes as
+    class attributes (TRITONSERVER_Error_Code values), ``code()`` and ``message()``."""
+
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(1, 9)
+
+    def __init__(self, message: str, code: int = INTERNAL) -> None:
+        if message is None or code is None:
+            raise TypeError("TritonError(message, code): neither may be None")
+        self._msg, self._code = message, code
 
     def message(self) -> str:
         return self._msg
+
+    def code(self) -> int:
+        return self._code
+
+
+class Logger:
+    """python_backend's ``pb_utils.Logger`` static methods; the messages are kept in :data:`LOGGED` for the tests."""
+
+    @staticmethod
+    def log_info(message: str) -> None:
+        LOGGED.append(("info", message))
+
+    @staticmethod
+    def log_warn(message: str) -> None:
+        LOGGED.append(("warn", message))
+
+    @staticmethod
+    def log_error(message: str) -> None:
+        LOGGED.append(("error", message))
+
+
+#: (level, message) of every Logger call, in order (tests clear it).
+LOGGED: list[tuple[str, str]] = []
 
 
 class InferenceResponse:

@@ -4,7 +4,9 @@ exactly ``ssd_runtime``'s detections, and request parameters act as the runtime'
 """
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +113,10 @@ def test_request_parameters_act_as_runtime_settings(repository: Path, raw_output
 
 
 @pytest.mark.parametrize(("parameters", "message"), [
-    ({"min_scor": 0.5}, r"unknown request parameter\(s\) \['min_scor'\]"),
+    ({"top_k": "inf"}, "top_k must be a finite number"),  # was an OverflowError in int() that failed the batch
+    ({"top_k": float("nan")}, "top_k must be a finite number"),
+    ({"min_score": "nan"}, "min_score must be a finite number"),
+    ({"max_overlap": "-inf"}, "max_overlap must be a finite number"),
     ({"top_k": 201}, r"top_k must be an integer in \[0, 200\]"),
     ({"top_k": 2.5}, "top_k must be an integer"),
     ({"min_score": 1.5}, r"min_score must be in \[0, 1\)"),
@@ -123,11 +128,57 @@ def test_a_bad_parameter_fails_its_request_alone(repository: Path, raw_outputs, 
     folder = repository / "ssd300_postprocess"
     model = pb.load_model(folder)
     _, _, locs, class_logits = raw_outputs
-    bad, good = model.execute([request(locs[:1], class_logits[:1], parameters), request(locs[:1], class_logits[:1])])
+    good_before, bad, good = model.execute([request(locs[:1], class_logits[:1]),
+                                            request(locs[:1], class_logits[:1], parameters),
+                                            request(locs[:1], class_logits[:1])])
     assert bad.has_error() and bad.output_tensors() == []
     assert re.search(message, bad.error().message())
-    assert not good.has_error()
+    # INVALID_ARG: clients see HTTP 400 / gRPC INVALID_ARGUMENT, not the default INTERNAL (500)
+    assert bad.error().code() == pb.TritonError.INVALID_ARG
+    for response in (good_before, good):
+        assert not response.has_error()
+        outputs(response, pb.model_config(folder), 1)
+
+
+def test_any_error_in_one_request_fails_that_request_alone(repository: Path, raw_outputs):
+    """Not only bad parameters: a request whose inputs break the postprocess fails alone, as INTERNAL."""
+    folder = repository / "ssd300_postprocess"
+    model = pb.load_model(folder)
+    _, _, locs, class_logits = raw_outputs
+    broken = pb.InferenceRequest([pb.Tensor("locs", locs[:1])])  # no class_logits: an AttributeError inside
+    good, bad = model.execute([request(locs[:1], class_logits[:1]), broken])
+    assert bad.has_error() and bad.error().code() == pb.TritonError.INTERNAL and bad.error().message()
     outputs(good, pb.model_config(folder), 1)
+
+
+def test_other_parameters_are_ignored_and_logged_once(repository: Path, raw_outputs):
+    """Forwarded headers arrive as request parameters (--http-header-forward-pattern): they must not fail requests."""
+    folder = repository / "ssd300_postprocess"
+    model = pb.load_model(folder)
+    detector, _, locs, class_logits = raw_outputs
+    spec = detector.spec
+    pb.LOGGED.clear()
+    headers = {"x-request-id": "42", "user-agent": "curl/8", "min_scor": 0.5, "top_k": 5}
+    responses = model.execute([request(locs[:1], class_logits[:1], headers) for _ in range(3)])
+    settings = PostprocessSettings(spec.detection.min_score, spec.detection.max_overlap, 5)
+    expected = postprocess(locs[:1], class_logits[:1], spec.make_priors(), settings, spec.variances)
+    for response in responses:
+        check_equal(outputs(response, pb.model_config(folder), 1), expected, 200)
+    warned = [message for level, message in pb.LOGGED if level == "warn"]
+    assert len(warned) == 3 and all("ignoring request parameter" in m for m in warned)
+    assert sorted(m.split("'")[1] for m in warned) == ["min_scor", "user-agent", "x-request-id"]
+
+
+def test_initialize_refuses_another_toolkit_version(repository: Path, tmp_path: Path):
+    folder = tmp_path / "ssd300_postprocess"
+    shutil.copytree(repository / "ssd300_postprocess", folder)
+    (folder / "1/toolkit.json").write_text(json.dumps({"ssd300_toolkit_version": "0.0.1"}))
+    with pytest.raises(ValueError, match=r"written by ssd300-toolkit 0\.0\.1, but the server's Python has "
+                                         r"ssd300-toolkit \S+ .*pip install ssd300-toolkit==0\.0\.1"):
+        pb.load_model(folder)
+    (folder / "1/toolkit.json").unlink()
+    with pytest.raises(ValueError, match=r"toolkit\.json is missing.*regenerate it with `ssd-export triton`"):
+        pb.load_model(folder)
 
 
 def test_max_detections_caps_the_default_top_k(runtime_onnx: Path, raw_outputs, tmp_path: Path):
@@ -148,6 +199,7 @@ def test_initialize_refuses_a_spec_that_does_not_match_the_config(repository: Pa
     (folder / "config.pbtxt").write_text((repository / "ssd300_postprocess/config.pbtxt").read_text())
     (folder / "1/model.py").write_text((repository / "ssd300_postprocess/1/model.py").read_text())
     (folder / "1/spec.json").write_text(ModelSpec.create(("background", "cat")).to_json())  # 2 classes, not 8
+    (folder / "1/toolkit.json").write_text((repository / "ssd300_postprocess/1/toolkit.json").read_text())
     with pytest.raises(ValueError, match=r"class_logits is declared \[8732, 8\].*says \[8732, 2\]"):
         pb.load_model(folder)
 

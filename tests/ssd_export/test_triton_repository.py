@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+import ssd_runtime
 from ssd_export.cli import main
 from ssd_export.onnx_export import export_onnx
 from ssd_export.triton import (
@@ -117,7 +118,13 @@ def test_onnx_repository_configs(runtime_onnx: Path, tmp_path: Path):
     assert dict(steps[0].output_map) == {"locs": "locs", "class_logits": "class_logits"}
     assert dict(steps[1].input_map) == {"locs": "locs", "class_logits": "class_logits"}
     assert dict(steps[1].output_map) == {n: n for n in ("boxes", "scores", "labels", "num_detections")}
-    assert (root / "ssd300/1").is_dir() and not any((root / "ssd300/1").iterdir())
+    # the ensemble's version folder holds a placeholder: an empty folder is lost by git and object stores,
+    # and an ensemble without a version folder does not load (the real-server test serves a files-only copy)
+    assert [f.name for f in (root / "ssd300/1").iterdir()] == ["README.txt"]
+    assert "version folder" in (root / "ssd300/1/README.txt").read_text()
+    # the toolkit that wrote it, checked by model.py's initialize against the server's ssd_runtime
+    assert json.loads((root / "ssd300_postprocess/1/toolkit.json").read_text()) == {
+        "ssd300_toolkit_version": ssd_runtime.__version__}
     check_ensemble(root, ensemble)
 
 
@@ -181,7 +188,7 @@ def test_static_batch_is_served_without_batching(variants: dict[str, Path], runt
 
 
 def make_engine(folder: Path, onnx_path: Path, *, output_kind: str = "raw", min_batch: int = 1,
-                output_dtype: str | None = None) -> Path:
+                output_dtype: str | None = None, version_compatible: bool = False) -> Path:
     """A plan of arbitrary bytes with the sidecar `ssd-export engine` would write for ``onnx_path`` (only copied);
     ``output_dtype`` replaces the outputs' dtype (an engine whose outputs stay in FP16)."""
     served = read_served_model(onnx_path)
@@ -198,7 +205,7 @@ def make_engine(folder: Path, onnx_path: Path, *, output_kind: str = "raw", min_
         schema=SIDECAR_SCHEMA, tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7",
         cuda_version="12.6", precision="fp16", variant=served.variant, fp16_flag=True, strongly_typed=False,
         profile={"images": {"min": [min_batch, 3, size, size], "opt": [4, 3, size, size], "max": [16, 3, size, size]}},
-        version_compatible=False, hardware_compatibility="none", inputs=entries(served.inputs),
+        version_compatible=version_compatible, hardware_compatibility="none", inputs=entries(served.inputs),
         outputs=entries(served.outputs), output_kind=output_kind, spec=served.spec.to_dict(),
         onnx_sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         plan_sha256=hashlib.sha256(plan.read_bytes()).hexdigest(), built_at="2026-11-30T06:00:00+00:00",
@@ -228,6 +235,15 @@ def test_engine_repository_from_its_sidecar(runtime_onnx: Path, tmp_path: Path):
     assert network.max_batch_size == 8 and list(network.instance_group[0].gpus) == [1]
     with pytest.raises(TritonRepositoryError, match=r"exceeds the engine profile's largest batch 16.*ssd-export engine"):
         write_triton_repository(plan, tmp_path / "r32", max_batch=32)
+
+
+def test_version_compatible_engine_note_names_the_backend_option(runtime_onnx: Path, tmp_path: Path):
+    plan = make_engine(tmp_path, runtime_onnx, version_compatible=True)
+    repo = write_triton_repository(plan, tmp_path / "r")
+    note = next(n for n in repo.notes if "TensorRT 10.3.0" in n)
+    assert "--backend-config=tensorrt,version-compatible=true" in note and "must be that version" not in note
+    plain = write_triton_repository(make_engine(tmp_path, runtime_onnx), tmp_path / "p")
+    assert not any("version-compatible" in n for n in plain.notes)
 
 
 def test_fp16_engine_outputs_reach_the_postprocess_as_fp16(runtime_onnx: Path, tmp_path: Path):
