@@ -11,10 +11,18 @@ minus PyTorch, judged against the target of the artifact's precision.
 (mode, built, reason), ``targets``, ``bench`` settings, ``calibration``, ``seconds``, ``interrupted``),
 ``reference`` (the PyTorch mAP), ``artifacts`` (one row each: name, kind, variant, precision, path,
 source, status ok/failed/interrupted/not run, error, traceback, reused and finished_at per step,
-size_bytes, sha256, build, verified, map, delta_points, target_points, within_target, evaluation,
-classes (per-class AP), bench (:func:`ssd_runtime.bench.benchmark`'s results), drawings), ``worst``,
-``passed``, ``failures``, ``figures`` (paths relative to the report's folder), ``report_json``,
-``report_md``.
+size_bytes, sha256, build, verified, map, delta_points, delta_points_interval, target_points,
+within_target, interval_wider_than_target, interval_error, evaluation, classes (per-class AP, and
+beside PyTorch each class's delta_points and delta_points_interval), bench
+(:func:`ssd_runtime.bench.benchmark`'s results), drawings), ``bootstrap`` (method, resamples,
+interval_level, seed of the intervals), ``worst``, ``passed``, ``failures``, ``figures`` (paths relative
+to the report's folder), ``report_json``, ``report_md``.
+
+Intervals: each delta's paired bootstrap interval over the test images
+(:func:`ssd_runtime.bootstrap.paired_bootstrap` of the artifact's and the reference's matches files, the
+same resamples for both); ``interval_wider_than_target``: the interval is wider than the band
+[-target, +target], so these images cannot tell whether the target is met. The verdict (``within_target``)
+stays the delta's.
 """
 from __future__ import annotations
 
@@ -28,13 +36,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ssd_runtime.bootstrap import (
+    BootstrapError, BootstrapSettings, MatchesFileError, format_interval, interval_wider_than_target, load_matches,
+    paired_bootstrap,
+)  # fmt: skip
 from ssd_runtime.fileio import atomic_write_bytes
 
 __all__ = ["REPORT_FORMAT", "REPORT_SCHEMA", "build_report", "machine_info", "render_markdown", "versions",
            "write_deploy_report"]
 
 REPORT_FORMAT = "ssd300-deploy-report"
-#: Bumped when a field changes meaning or is removed (adding fields keeps it).
+#: Bumped when a field changes meaning or is removed (adding fields keeps it: the intervals were added at 1).
 REPORT_SCHEMA = 1
 STEPS = ("build", "evaluate", "bench", "draw")
 
@@ -74,8 +86,10 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def _row(artifact: Any, entry: dict[str, Any], reference_map: float | None, targets: dict[str, float]) -> dict[str, Any]:
-    """One artifact's line of the report from its step results."""
+def _row(artifact: Any, entry: dict[str, Any], reference: dict[str, Any] | None, targets: dict[str, float],
+         bootstrap: BootstrapSettings) -> dict[str, Any]:
+    """One artifact's line of the report from its step results (``reference``: the reference's evaluation)."""
+    reference_map = reference["map"] if reference else None
     steps = entry.get("steps", {})
     build, evaluation, bench, draw = (steps.get(s) for s in STEPS)
     row: dict[str, Any] = {
@@ -85,9 +99,9 @@ def _row(artifact: Any, entry: dict[str, Any], reference_map: float | None, targ
         "reused": {s: steps[s]["reused"] for s in STEPS if s in steps},
         "finished_at": {s: steps[s]["finished_at"] for s in STEPS if s in steps},
         "size_bytes": build["size_bytes"] if build else None, "sha256": build["sha256"] if build else None,
-        "build": None, "verified": None, "map": None, "delta_points": None,
+        "build": None, "verified": None, "map": None, "delta_points": None, "delta_points_interval": None,
         "target_points": None if artifact.kind == "checkpoint" else targets[artifact.precision],
-        "within_target": None, "evaluation": None, "classes": None, "bench": None, "drawings": None,
+        "within_target": None, "interval_wider_than_target": None, "interval_error": None, "evaluation": None, "classes": None, "bench": None, "drawings": None,
     }
     if build:
         row["build"] = {k: v for k, v in build.items() if k not in ("reused", "finished_at", "sha256", "size_bytes")}
@@ -100,6 +114,7 @@ def _row(artifact: Any, entry: dict[str, Any], reference_map: float | None, targ
         if reference_map is not None and artifact.kind != "checkpoint":
             row["delta_points"] = (evaluation["map"] - reference_map) * 100.0
             row["within_target"] = bool(abs(row["delta_points"]) <= row["target_points"])
+            _add_intervals(row, evaluation, reference, bootstrap)
     if bench:
         row["bench"] = {k: bench[k] for k in ("backend", "device", "postprocess", "settings", "warmup", "iterations",
                                               "images", "image_size", "results")
@@ -109,11 +124,41 @@ def _row(artifact: Any, entry: dict[str, Any], reference_map: float | None, targ
     return row
 
 
-def build_report(plan: list[Any], results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    """The report dict: run facts (``meta``), machine, versions, one row per artifact, verdict and failures."""
+def _add_intervals(row: dict[str, Any], evaluation: dict[str, Any], reference: dict[str, Any],
+                   bootstrap: BootstrapSettings) -> None:
+    """The row's paired bootstrap intervals (mAP and per class) from its and the reference's matches files.
+
+    A missing or unreadable file costs the intervals, not the report: ``interval_error`` says why.
+    """
+    ref_ap = {c["name"]: c["ap"] for c in reference["classes"]}
+    for c in row["classes"]:
+        c["delta_points"] = None if c["ap"] is None or ref_ap.get(c["name"]) is None else (c["ap"] - ref_ap[c["name"]]) * 100
+        c["delta_points_interval"] = None
+    try:
+        if not evaluation.get("matches") or not reference.get("matches"):
+            raise MatchesFileError("no matches file recorded by the evaluation")
+        model, model_images = load_matches(evaluation["matches"])
+        ref, ref_images = load_matches(reference["matches"])
+        if model_images != ref_images:
+            raise BootstrapError("the artifact and the reference were evaluated on other image lists")
+        intervals = paired_bootstrap(model, ref, bootstrap)
+    except (MatchesFileError, BootstrapError, OSError) as exc:
+        row["interval_error"] = f"{type(exc).__name__}: {exc}"
+        return
+    row["delta_points_interval"] = None if intervals.map is None else list(intervals.map)
+    row["interval_wider_than_target"] = interval_wider_than_target(intervals.map, row["target_points"])
+    for c in row["classes"]:
+        interval = intervals.classes.get(c["name"])
+        c["delta_points_interval"] = None if interval is None else list(interval)
+
+
+def build_report(plan: list[Any], results: dict[str, dict[str, Any]], meta: dict[str, Any],
+                 bootstrap: BootstrapSettings = BootstrapSettings()) -> dict[str, Any]:
+    """The report dict: run facts (``meta``), machine, versions, one row per artifact with its delta's paired
+    bootstrap interval (``bootstrap``), verdict and failures."""
     reference = results.get(plan[0].name, {}).get("steps", {}).get("evaluate")
     reference_map = reference["map"] if reference else None
-    rows = [_row(a, results.get(a.name, {}), reference_map, meta["targets"]) for a in plan]
+    rows = [_row(a, results.get(a.name, {}), reference, meta["targets"], bootstrap) for a in plan]
     failures = []
     for row in rows:
         if row["status"] != "ok":
@@ -131,6 +176,7 @@ def build_report(plan: list[Any], results: dict[str, dict[str, Any]], meta: dict
         "versions": versions(),
         **meta,
         "reference": {"name": plan[0].name, "map": reference_map},
+        "bootstrap": bootstrap.to_dict(),
         "artifacts": rows,
         "worst": worst,
         "passed": not failures,
@@ -180,30 +226,44 @@ def render_markdown(report: dict[str, Any]) -> str:
     engines = report["engines"]
     lines.append(f"- TensorRT engines: {'built' if engines['built'] else 'skipped: ' + str(engines['reason'])}")
     evaluated = next((r["evaluation"] for r in rows if r["evaluation"]), None)
+    bootstrap = report.get("bootstrap")  # absent from reports written before the intervals
+    level = f"{bootstrap['interval_level']:.0%} interval" if bootstrap else "interval"
     lines += ["", "## Accuracy (VOC07 11-point mAP on the test split"
               + (f", {_settings(evaluated['settings'])})" if evaluated else ")"), "",
               ("delta: artifact minus PyTorch in mAP points (1 point = 0.01 mAP); target: the largest |delta| "
                "allowed for its precision; verified: its checks at build (FP32/FP16/end2end and their engines: "
                "parity with the checkpoint; INT8: TensorRT's Q/DQ rules, its engine: parity with the Q/DQ ONNX; "
                "INT8 accuracy is judged by the mAP)."), ""]
+    if bootstrap:
+        lines += [(f"{level}: where the delta would lie on other test sets like this one (paired bootstrap over "
+                   f"the {report['images']} images: {bootstrap['resamples']} resamples, the same for the artifact "
+                   f"and PyTorch, seed {bootstrap['seed']}). \"interval wider than the target\": the interval is "
+                   "wider than the band -target..+target, so these images cannot tell whether the target is met; "
+                   "the result is still the delta's."), ""]
     table = []
     for r in rows:
         target = "reference" if r["kind"] == "checkpoint" else f"<= {r['target_points']}"
         verdict = {True: "pass", False: "**FAIL**", None: "-" if r["kind"] == "checkpoint" else "n/a"}[r["within_target"]]
         if r["status"] != "ok":
             verdict = f"**{r['status'].upper()}**"
+        if r.get("interval_wider_than_target"):
+            verdict += " (interval wider than the target)"
+        interval = "-" if r["kind"] == "checkpoint" else format_interval(r.get("delta_points_interval"))
         verified = {True: "yes", False: "**no**", None: "-"}[r["verified"]]
-        table.append([r["name"], r["precision"], _fmt(r["map"]), _fmt(r["delta_points"], "+.3f"), target, verdict,
-                      verified, "yes" if r["reused"] and all(r["reused"].values()) else "no"])
-    lines += _table(["artifact", "precision", "mAP", "delta (points)", "target", "result", "verified", "reused"], table)
+        table.append([r["name"], r["precision"], _fmt(r["map"]), _fmt(r["delta_points"], "+.3f"), interval, target,
+                      verdict, verified, "yes" if r["reused"] and all(r["reused"].values()) else "no"])
+    lines += _table(["artifact", "precision", "mAP", "delta (points)", level, "target", "result", "verified",
+                     "reused"], table)
+    lines += [f"- {r['name']}: no interval ({r['interval_error']})" for r in rows if r.get("interval_error")]
     worst = next((r for r in rows if r["name"] == report["worst"]), None)
     reference = next((r for r in rows if r["kind"] == "checkpoint"), None)
     if worst and reference and reference["classes"]:
         ref_ap = {c["name"]: c["ap"] for c in reference["classes"]}
         lines += ["", f"## Per-class AP of the artifact furthest from PyTorch: {worst['name']}", ""]
-        lines += _table(["class", worst["name"], "pytorch", "delta (points)"], [
+        lines += _table(["class", worst["name"], "pytorch", "delta (points)", level], [
             [c["name"], _fmt(c["ap"]), _fmt(ref_ap.get(c["name"])),
-             _fmt(None if c["ap"] is None or ref_ap.get(c["name"]) is None else (c["ap"] - ref_ap[c["name"]]) * 100, "+.3f")]
+             _fmt(None if c["ap"] is None or ref_ap.get(c["name"]) is None else (c["ap"] - ref_ap[c["name"]]) * 100, "+.3f"),
+             format_interval(c.get("delta_points_interval"))]
             for c in worst["classes"]])
     lines += _latency_lines(rows)
     lines += ["", "## Files", ""]

@@ -90,12 +90,14 @@ def test_markdown_has_the_tables_the_engine_line_and_the_problems(report_parts):
     report["figures"] = {"pr_curves": "figures/pr_curves.png", "latency": None, "detections": None}
     text = render_markdown(report)
     assert text.startswith("# Deployment report\n\nFAILED: 1 problem(s)")
-    assert "| fp32 | fp32 | 0.5000 | +0.000 | <= 0.05 | pass | yes | no |" in text
-    assert "| int8 | int8 | 0.4975 | -0.250 | <= 0.5 | pass | - | no |" in text
-    assert "| fp16 | fp16 | n/a | n/a | <= 0.1 | **FAILED** | - | no |" in text
+    # these evaluations recorded no matches file: no interval, and the report says why
+    assert "| fp32 | fp32 | 0.5000 | +0.000 | n/a | <= 0.05 | pass | yes | no |" in text
+    assert "| int8 | int8 | 0.4975 | -0.250 | n/a | <= 0.5 | pass | - | no |" in text
+    assert "| fp16 | fp16 | n/a | n/a | n/a | <= 0.1 | **FAILED** | - | no |" in text
+    assert "- int8: no interval (MatchesFileError: no matches file recorded by the evaluation)" in text
     assert "- TensorRT engines: skipped: no TensorRT here" in text
     assert "## Per-class AP of the artifact furthest from PyTorch: int8" in text
-    assert "| circle | 0.5900 | 0.6000 | -1.000 |" in text
+    assert "| circle | 0.5900 | 0.6000 | -1.000 | n/a |" in text
     assert "| fp32 | OrtBackend (cpu) | 1 | 10.00 | 10.00 | 10.00 | 10.00 | 11.00 | 12.00 | 100.0 |" in text
     assert "![Precision-recall per class](figures/pr_curves.png)" in text and "Latency per stage" not in text
     assert text.rstrip().endswith("- fp16: failed (build: RuntimeError: boom)")
@@ -124,3 +126,55 @@ def test_thin_curve_keeps_the_ends():
     p, r = thin_curve(precision, recall, points=50)
     assert len(r) == 50 and r[0] == 0.0 and r[-1] == 1.0 and p[-1] == 0.5
     assert thin_curve(precision[:3], recall[:3]) == ([1.0, 0.99995, 0.9999], [0.0, 0.0001, 0.0002])
+
+
+def _evaluated(tmp: Path, name: str, detections: list, truths: list) -> dict:
+    """An evaluate step's result from a real ``voc_map`` (its matches file written as the deploy does)."""
+    from ssd_runtime.bootstrap import save_matches
+    from ssd_runtime.metric import voc_map
+
+    result = voc_map(detections, truths, ["background", *CLASSES])
+    entry = _evaluation(tmp, name, [c.ap for c in result.classes])
+    entry.update(map=result.map, matches=str(tmp / "eval" / f"{name}.matches.npz"))
+    save_matches(entry["matches"], result.matches, "12" * 32)
+    return entry
+
+
+def test_intervals_from_the_matches_files(report_parts, tmp_path):
+    import numpy as np
+
+    from ssd_runtime.bootstrap import BootstrapSettings, load_matches, paired_bootstrap
+    from tests.ssd_runtime.test_metric import dets, random_set
+
+    plan, results, meta = report_parts
+    detections, truths = random_set(np.random.default_rng(0), 40, 3)
+    # int8: the boxes of every third image moved off their objects
+    worse = [dets(d.boxes + 2.0 * (i % 3 == 0), d.labels, d.scores) for i, d in enumerate(detections)]
+    for name, found in (("pytorch", detections), ("fp32", detections), ("int8", worse)):
+        results[name]["steps"]["evaluate"] = _evaluated(tmp_path, name, found, truths)
+    settings = BootstrapSettings(resamples=200, seed=3)
+    report = build_report(plan, results, meta, settings)
+    rows = {r["name"]: r for r in report["artifacts"]}
+    assert report["bootstrap"] == settings.to_dict()
+    # identical detections: every paired difference is 0
+    assert rows["fp32"]["delta_points_interval"] == [0.0, 0.0] and rows["fp32"]["interval_wider_than_target"] is False
+    assert all(c["delta_points_interval"] == [0.0, 0.0] for c in rows["fp32"]["classes"])
+    lo, hi = rows["int8"]["delta_points_interval"]
+    assert lo < rows["int8"]["delta_points"] < hi < 0
+    expected = paired_bootstrap(*(load_matches(results[n]["steps"]["evaluate"]["matches"])[0] for n in ("int8", "pytorch")),
+                                settings)
+    assert (lo, hi) == expected.map
+    assert [c["delta_points_interval"] for c in rows["int8"]["classes"]] == [list(expected.classes[c]) for c in CLASSES]
+    assert rows["int8"]["interval_wider_than_target"] is (hi - lo > 2 * TARGET_POINTS["int8"])
+    # judged against a target narrower than half the interval: said in the table
+    meta["targets"]["int8"] = (hi - lo) / 4
+    report = build_report(plan, results, meta, settings)
+    text = render_markdown(report)
+    assert f"| [{lo:+.3f}, {hi:+.3f}] | <= {(hi - lo) / 4} | **FAIL** (interval wider than the target) |" in text
+    assert "95% interval: where the delta would lie" in text and "200 resamples" in text and "seed 3" in text
+    assert f"| {CLASSES[0]} |" in text and "[+0.000, +0.000]" in text
+    # a damaged matches file costs that row's interval, not the report
+    Path(results["int8"]["steps"]["evaluate"]["matches"]).write_bytes(b"damaged")
+    row = {r["name"]: r for r in build_report(plan, results, meta, settings)["artifacts"]}["int8"]
+    assert row["delta_points_interval"] is None and row["interval_error"].startswith("MatchesFileError")
+    assert row["delta_points"] is not None
