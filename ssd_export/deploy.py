@@ -49,6 +49,7 @@ from ssd_export.deploy_steps import (
     test_records,
 )
 from ssd_runtime.bench import benchmark
+from ssd_runtime.bootstrap import MATCHES_SCHEMA, BootstrapSettings
 from ssd_runtime.cli_common import default_of
 from ssd_runtime.evaluate import TARGET_POINTS
 from ssd_runtime.fileio import sha256_file
@@ -118,6 +119,7 @@ def deploy(
     int8_parity: bool = True,
     max_images: int = 0,
     targets: dict[str, float] | None = None,
+    bootstrap: BootstrapSettings = BootstrapSettings(),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Build, verify, evaluate, time and draw every artifact of ``checkpoint``; write the report into ``out``.
@@ -136,6 +138,8 @@ def deploy(
             informative comparison with the fp32 source).
         max_images: evaluate the first N test images only (0: all).
         targets: |delta mAP| targets in points by precision, over :data:`ssd_runtime.evaluate.TARGET_POINTS`.
+        bootstrap: resamples, level and seed of the paired bootstrap interval beside every delta
+            (:mod:`ssd_runtime.bootstrap`; recorded in the report).
 
     Returns the report (also in ``out/report.json``); ``report["passed"]`` is False when an artifact
     failed or missed its target. KeyboardInterrupt is re-raised after the report of what finished is written.
@@ -189,12 +193,12 @@ def deploy(
         for artifact in plan:
             results.setdefault(artifact.name, {"status": "not run", "steps": {}})
         run.meta.update(interrupted=True, seconds=round(time.perf_counter() - start, 3))
-        write_deploy_report(out, build_report(plan, results, run.meta))
+        write_deploy_report(out, build_report(plan, results, run.meta, bootstrap))
         raise
     finally:
         bar.close()
     run.meta["seconds"] = round(time.perf_counter() - start, 3)
-    return write_deploy_report(out, build_report(plan, results, run.meta))
+    return write_deploy_report(out, build_report(plan, results, run.meta, bootstrap))
 
 
 @dataclass
@@ -329,11 +333,17 @@ def _build(artifact: Artifact, run: _Run) -> dict[str, Any]:
 
 
 def _evaluate(artifact: Artifact, run: _Run) -> dict[str, Any]:
-    inputs = {"model_sha256": _model_sha(artifact, run), "data_sha256": run.data_sha256}
+    # the matches file's schema is an input: an evaluation recorded before it existed (or of another
+    # schema) is redone, so every reused evaluation has the file the report's intervals need
+    inputs = {"model_sha256": _model_sha(artifact, run), "data_sha256": run.data_sha256,
+              "matches_schema": MATCHES_SCHEMA}
     curves = run.out / "eval" / f"{artifact.name}.json"
+    matches = run.out / "eval" / f"{artifact.name}.matches.npz"
     result = _step(run.state, f"{artifact.name}/evaluate", inputs,
-                   lambda: evaluate_artifact(_detector(artifact, run), run.records, curves), lambda r: [curves])
-    result["curves"] = str(curves)  # where it is now (the folder may have moved since it was recorded)
+                   lambda: evaluate_artifact(_detector(artifact, run), run.records, curves, matches),
+                   lambda r: [curves, matches])
+    # where they are now (the folder may have moved since it was recorded)
+    result.update(curves=str(curves), matches=str(matches))
     return result
 
 

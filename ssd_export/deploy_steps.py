@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from ssd_runtime.bench import benchmark
+from ssd_runtime.bootstrap import save_matches
+from ssd_runtime.detections_file import image_list_sha256
 from ssd_runtime.detector import Detector
 from ssd_runtime.draw import draw_detections
 from ssd_runtime.evaluate import records_map
@@ -237,14 +239,18 @@ def thin_curve(precision: np.ndarray, recall: np.ndarray, points: int = CURVE_PO
     return [round(float(v), 5) for v in precision], [round(float(v), 5) for v in recall]
 
 
-def evaluate_artifact(detector: Detector, records: list[VOCRecord], curves_path: Path,
+def evaluate_artifact(detector: Detector, records: list[VOCRecord], curves_path: Path, matches_path: Path,
                       batch_size: int = EVALUATION_BATCH) -> dict[str, Any]:
-    """VOC mAP at the evaluation settings (``records_map``); per-class AP, curves saved to ``curves_path``."""
+    """VOC mAP at the evaluation settings (``records_map``); per-class AP, curves saved to ``curves_path``,
+    the matched detections to ``matches_path`` (``ssd_runtime.bootstrap.save_matches``: the report's
+    paired intervals pair them with the reference's)."""
     result, facts = records_map(detector, records, batch_size=batch_size)
     curves = {c.name: dict(zip(("precision", "recall"), thin_curve(c.precision, c.recall))) for c in result.classes}
     with atomic_path(curves_path) as tmp:
         tmp.write_text(json.dumps({"map": result.map, "ap": _ap(result), "curves": curves}) + "\n")
-    return {**result.to_dict(), **facts, "settings": detector.spec.evaluation.to_dict(), "curves": str(curves_path)}
+    save_matches(matches_path, result.matches, image_list_sha256(r.image_id for r in records))
+    return {**result.to_dict(), **facts, "settings": detector.spec.evaluation.to_dict(), "curves": str(curves_path),
+            "matches": str(matches_path)}
 
 
 def _ap(result: VOCResult) -> dict[str, float | None]:

@@ -14,6 +14,7 @@ import pytest
 
 from ssd_export import deploy as deploy_module
 from ssd_export.deploy import DeployError, deploy, plan_artifacts
+from ssd_runtime.bootstrap import BootstrapSettings, format_interval, paired_bootstrap
 from ssd_runtime.detector import Detector
 from ssd_runtime.evaluate import TARGET_POINTS, records_map
 from ssd_runtime.fileio import sha256_file
@@ -108,6 +109,12 @@ def test_report_values_equal_separate_runs_of_the_same_apis(deployed, runtime_ch
         assert row["map"] == result.map, name
         assert [c["ap"] for c in row["classes"]] == [c.to_dict()["ap"] for c in result.classes]
         assert row["delta_points"] == pytest.approx((result.map - expected_ref.map) * 100.0, abs=1e-12)
+        # the interval: the paired bootstrap of the same two evaluations (from the deploy's matches files)
+        intervals = paired_bootstrap(result.matches, expected_ref.matches, BootstrapSettings())
+        assert row["delta_points_interval"] == list(intervals.map), name
+        assert [c["delta_points_interval"] for c in row["classes"]] == [
+            None if intervals.classes[c.name] is None else list(intervals.classes[c.name]) for c in result.classes]
+        assert format_interval(row["delta_points_interval"]) in (out / "report.md").read_text()
         assert row["within_target"] == (abs(row["delta_points"]) <= TARGETS[row["precision"]])
         assert row["size_bytes"] == (out / f"ssd300_{name}.onnx").stat().st_size
         assert row["sha256"] == sha256_file(out / f"ssd300_{name}.onnx")
@@ -130,6 +137,7 @@ def test_report_values_equal_separate_runs_of_the_same_apis(deployed, runtime_ch
     assert "500" in warning and f"warning: {warning}" in (out / "report.md").read_text()
     worst = max((r for r in rows.values() if r["delta_points"] is not None), key=lambda r: abs(r["delta_points"]))
     assert report["worst"] == worst["name"]
+    assert report["bootstrap"] == BootstrapSettings().to_dict()
 
 
 def test_rerun_reuses_matching_steps_and_redoes_changed_ones(deployed, runtime_checkpoint, voc_root, tmp_path):
