@@ -1,7 +1,8 @@
 """docs/serving.md's client examples: valid Python, and they run against a generated repository through a
 local stand-in for the server (the ensemble's steps run with ONNX Runtime and the Python postprocess).
 
-Triton Inference Server cannot run here. The stand-in replaces ``tritonclient.http``/``.grpc`` with
+The same examples run against a real Triton server in test_triton_server.py (where its environment
+exists); this in-process run keeps them checked everywhere. The stand-in replaces ``tritonclient.http``/``.grpc`` with
 the few names the examples use (``InferenceServerClient(url).infer(model, inputs, parameters=)``,
 ``InferInput``, ``result.as_numpy``) and executes the ensemble the way its config.pbtxt wires it.
 """
@@ -129,3 +130,39 @@ def _class_names(root: Path) -> tuple[str, ...]:
     from ssd_runtime.spec import ModelSpec
 
     return ModelSpec.from_json((root / "model_repository/ssd300_postprocess/1/spec.json").read_text()).class_names
+
+
+def _pyproject_triton_client_floor() -> tuple[int, ...]:
+    import tomllib
+
+    pyproject = tomllib.loads((DOC.parents[1] / "pyproject.toml").read_text())
+    (requirement,) = pyproject["project"]["optional-dependencies"]["triton"]
+    floor = re.search(r"tritonclient\[[a-z,]*\]>=([\d.]+)", requirement)
+    assert floor, requirement
+    return tuple(int(x) for x in floor.group(1).split("."))
+
+
+def test_documented_versions_take_float_parameters():
+    """The client examples send min_score 0.3: doubles need server 24.02 (r23.10 http_server.cc takes int, bool,
+    string only) and tritonclient 2.43."""
+    assert _pyproject_triton_client_floor() >= (2, 43)
+    text = DOC.read_text()
+    assert re.search(r"Pick the release: 24\.02 or later", text)
+    releases = re.findall(r"tritonserver:(\d+)\.(\d+)-py3\b", text)
+    assert releases and all((int(y), int(m)) >= (24, 2) for y, m in releases), releases
+
+
+def test_docker_run_gives_the_python_backend_shared_memory():
+    runs = re.findall(r"docker run [^`]*?tritonserver --model-repository", DOC.read_text(), flags=re.DOTALL)
+    assert runs and all(re.search(r"--shm-size=\d+[mg]\b", run) for run in runs), runs
+
+
+def test_offline_recipe_takes_python_and_platform_from_the_image():
+    text = DOC.read_text()
+    assert "pip download" in text
+    assert not re.search(r"--python-version|--platform|manylinux\w*_x86_64", text)
+    assert re.search(r"docker run [^`]*tritonserver:[\d.]+-py3 pip download", text)
+
+
+def test_version_compatible_engines_name_the_backend_option():
+    assert "--backend-config=tensorrt,version-compatible=true" in DOC.read_text()
