@@ -47,23 +47,17 @@ def build(folder: Path, steps: list[int], tag: str) -> list[str]:
     from ssd_export.int8 import quantize_int8
     from ssd_export.onnx_export import export_onnx
     from ssd_runtime.onnx_model import read_onnx_info
-    from ssd_train.checkpoint import save_checkpoint
-    from ssd_train.data import VOCDetection, collate
     from ssd_train.synthetic import generate_voc_dataset
-    from tests.training_helpers import small_model, train_briefly
+    from tests.training_helpers import session_checkpoint
 
     data = folder / "data"
     if not data.exists():
         generate_voc_dataset(data, images=24, test=8)  # the tests' voc_root
-    dataset = VOCDetection.from_voc(data, "trainval", train=False)
-    images, boxes, labels, _ = collate([dataset[i] for i in range(8)])
     built = []
     for count in steps:
         out = folder / f"s{count}{tag}"
         out.mkdir(parents=True, exist_ok=True)
-        model, spec = small_model(dataset.class_names)
-        train_briefly(model, images, boxes, labels, steps=count, pairs=4)
-        checkpoint = save_checkpoint(out / "model.pt", model, spec)
+        checkpoint = session_checkpoint(data, out / "model.pt", steps=count)
         export_onnx(checkpoint, out / "fp32.onnx", verify=False)
         export_onnx(checkpoint, out / "fp16.onnx", variant="fp16", verify=False)
         with warnings.catch_warnings():

@@ -25,18 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmarks.image_check import cpu_name
 from ssd_runtime.images import open_image
 from ssd_runtime.resize import resize_rgb
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _median_ms(fn, repeats: int) -> float:

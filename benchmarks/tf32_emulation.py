@@ -98,18 +98,12 @@ def measure(checkpoint: Path, images: int) -> dict:
 
 def test_model(folder: Path) -> Path:
     """The test session's model (tests/conftest.py ``runtime_checkpoint``), rebuilt the same way."""
-    from ssd_train.checkpoint import save_checkpoint
-    from ssd_train.data import VOCDetection, collate
     from ssd_train.synthetic import generate_voc_dataset
-    from tests.training_helpers import small_model, train_briefly
+    from tests.training_helpers import session_checkpoint
 
     root = folder / "voc"
     generate_voc_dataset(root, images=24, test=8)
-    dataset = VOCDetection.from_voc(root, "trainval", train=False)
-    model, spec = small_model(dataset.class_names)
-    images, boxes, labels, _ = collate([dataset[i] for i in range(8)])
-    train_briefly(model, images, boxes, labels, steps=14, pairs=4)
-    return save_checkpoint(folder / "test-model.pt", model, spec)
+    return session_checkpoint(root, folder / "test-model.pt")
 
 
 def cpu_quick(folder: Path, iterations: int) -> Path:

@@ -48,22 +48,18 @@ def sources(folder: Path) -> tuple[Path, dict[str, Path]]:
     from ssd_export.calibration import build_manifest, write_manifest
     from ssd_export.int8 import quantize_int8
     from ssd_export.onnx_export import export_onnx
-    from ssd_train.checkpoint import save_checkpoint
-    from ssd_train.data import VOCDetection, collate
+    from ssd_runtime.onnx_model import read_onnx_info
     from ssd_train.synthetic import generate_voc_dataset
-    from tests.training_helpers import small_model, train_briefly
+    from tests.training_helpers import session_checkpoint
 
     root = folder / "voc"
     generate_voc_dataset(root, images=24, test=8)
-    dataset = VOCDetection.from_voc(root, "trainval", train=False)
-    model, spec = small_model(dataset.class_names)
-    images, boxes, labels, _ = collate([dataset[i] for i in range(8)])
-    train_briefly(model, images, boxes, labels, steps=14, pairs=4)
-    checkpoint = save_checkpoint(folder / "model.pt", model, spec)
+    checkpoint = session_checkpoint(root, folder / "model.pt")
     onnx = {v: export_onnx(checkpoint, folder / f"{v}.onnx", variant=v, verify=False).output
             for v in VARIANTS if v != "int8"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fewer calibration images than recommended
+        spec = read_onnx_info(onnx["fp32"]).spec
         manifest = write_manifest(build_manifest(root, split="trainval", images=8, seed=0, spec=spec),
                                   folder / "calibration.json")
     onnx["int8"] = Path(quantize_int8(onnx["fp32"], manifest, folder / "int8.onnx", parity=False)["output"])

@@ -45,15 +45,9 @@ def runtime_checkpoint(voc_root, tmp_path_factory: pytest.TempPathFactory):
     The session's one briefly trained model (tests/training_helpers.py): barely trained, but with
     peaked scores and real detections above the detection threshold.
     """
-    from ssd_train.checkpoint import save_checkpoint
-    from ssd_train.data import VOCDetection, collate
-    from tests.training_helpers import small_model, train_briefly
+    from tests.training_helpers import session_checkpoint
 
-    dataset = VOCDetection.from_voc(voc_root, "trainval", train=False)
-    model, spec = small_model(dataset.class_names)
-    images, boxes, labels, _ = collate([dataset[i] for i in range(8)])
-    train_briefly(model, images, boxes, labels, steps=14, pairs=4)
-    return save_checkpoint(tmp_path_factory.mktemp("runtime") / "small.pt", model, spec)
+    return session_checkpoint(voc_root, tmp_path_factory.mktemp("runtime") / "small.pt")
 
 
 @pytest.fixture(scope="session")

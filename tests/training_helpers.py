@@ -21,8 +21,11 @@ from ssd_train.synthetic import CLASS_NAMES, render_image
 TRAIN_SEED = 7
 #: Width multiplier of every test model (a few MB, fast on a 2-core CPU).
 TEST_WIDTH = 0.125
+#: Adam steps of the session's model (tests/conftest.py ``runtime_checkpoint``).
+SESSION_STEPS = 14
 
-__all__ = ["CLASS_NAMES", "TEST_WIDTH", "TRAIN_SEED", "scene_batch", "small_model", "train_briefly"]
+__all__ = ["CLASS_NAMES", "SESSION_STEPS", "TEST_WIDTH", "TRAIN_SEED", "scene_batch", "session_checkpoint",
+           "small_model", "train_briefly"]
 
 
 def small_model(class_names: tuple[str, ...] | list[str] = CLASS_NAMES, **spec_options) -> tuple[SSD300, ModelSpec]:
@@ -65,3 +68,20 @@ def train_briefly(model, images, boxes, labels, *, steps: int, pairs: int) -> fl
     model.eval()
     return loss.item()
 
+
+
+def session_checkpoint(voc_root, out, steps: int = SESSION_STEPS):
+    """The session's briefly trained model (tests/conftest.py ``runtime_checkpoint``), saved to ``out``.
+
+    voc_root: a generated VOC dataset (``generate_voc_dataset(root, images=24, test=8)``, the tests'
+    ``voc_root``); trained on its first 8 trainval images, evaluation transform, ``steps`` Adam steps.
+    Benchmarks and GPU checks rebuild the tests' model with this. Returns the checkpoint path.
+    """
+    from ssd_train.checkpoint import save_checkpoint
+    from ssd_train.data import VOCDetection, collate
+
+    dataset = VOCDetection.from_voc(voc_root, "trainval", train=False)
+    model, spec = small_model(dataset.class_names)
+    images, boxes, labels, _ = collate([dataset[i] for i in range(8)])
+    train_briefly(model, images, boxes, labels, steps=steps, pairs=4)
+    return save_checkpoint(out, model, spec)
