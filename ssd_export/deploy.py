@@ -9,7 +9,7 @@ For each artifact (the checkpoint itself as the ``pytorch`` reference, the ONNX 
 model, TensorRT engines where TensorRT and a GPU exist) the steps of :mod:`ssd_export.deploy_steps` run
 in order - build (with its verification), evaluate (VOC mAP on the test split through the runtime at
 the evaluation settings), bench (latency per stage), draw - and the report (:mod:`ssd_export.report`)
-puts each mAP beside PyTorch's with its target (:data:`ssd_runtime.evaluate.TARGET_POINTS`).
+puts each mAP beside PyTorch's with its target (:data:`ssd_runtime.variants.TARGET_POINTS`).
 
 Reruns: every finished step is recorded in ``DIR/deploy_state.json`` (written atomically after each
 step) with its inputs (source sha256s, data fingerprint, settings) and the sha256 of the files it
@@ -51,16 +51,14 @@ from ssd_export.deploy_steps import (
 from ssd_runtime.bench import benchmark
 from ssd_runtime.bootstrap import MATCHES_SCHEMA, BootstrapSettings
 from ssd_runtime.cli_common import default_of
-from ssd_runtime.evaluate import TARGET_POINTS
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.spec import ModelSpec
+from ssd_runtime.variants import TARGET_POINTS, VARIANT_PRECISION  # a variant's precision: key of TARGET_POINTS
 from ssd_runtime.voc import VOCRecord
 
 __all__ = ["DeployError", "deploy", "plan_artifacts"]
 
 STATE_NAME = "deploy_state.json"
-#: Precision (key of TARGET_POINTS) of each ONNX variant: uint8-nhwc and end2end are FP32 networks.
-VARIANT_PRECISION = {"fp32": "fp32", "fp16": "fp16", "uint8-nhwc": "fp32", "int8": "int8", "end2end": "fp32"}
 
 
 def plan_artifacts(out: Path, checkpoint: Path, artifacts: Sequence[str], engines: bool) -> list[Artifact]:
@@ -137,7 +135,7 @@ def deploy(
         int8_method, int8_parity: ``quantize_int8``'s ``method`` (default entropy) and ``parity`` (the
             informative comparison with the fp32 source).
         max_images: evaluate the first N test images only (0: all).
-        targets: |delta mAP| targets in points by precision, over :data:`ssd_runtime.evaluate.TARGET_POINTS`.
+        targets: |delta mAP| targets in points by precision, over :data:`ssd_runtime.variants.TARGET_POINTS`.
         bootstrap: resamples, level and seed of the paired bootstrap interval beside every delta
             (:mod:`ssd_runtime.bootstrap`; recorded in the report).
 

@@ -70,7 +70,7 @@ class Artifact:
 
     name: its name in the report (``pytorch``, ``fp32``, ``trt-int8``, ...); kind: ``checkpoint``,
     ``onnx`` or ``engine``; variant: the ONNX variant (an engine's: its source's); precision: the key of
-    :data:`ssd_runtime.evaluate.TARGET_POINTS`; path: the file; source: the artifact it is built from
+    :data:`ssd_runtime.variants.TARGET_POINTS`; path: the file; source: the artifact it is built from
     (int8 from fp32, ``trt-X`` from X), None for those built from the checkpoint.
     """
 

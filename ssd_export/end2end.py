@@ -31,6 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ssd_export.defaults import DEFAULT_MAX_CANDIDATES
 from ssd_runtime.postprocess import float32_threshold
 from ssd_runtime.spec import PostprocessSettings
+from ssd_runtime.variants import DETECTION_OUTPUTS
 
 __all__ = ["DEFAULT_MAX_CANDIDATES", "End2EndLimitError", "append_nms", "check_end2end_limits"]
 
@@ -165,10 +166,9 @@ def append_nms(
 
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
-    graph.output.extend([
-        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batch, top_k, 4]),
-        helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, top_k]),
-        helper.make_tensor_value_info("labels", TensorProto.INT64, [batch, top_k]),
-        helper.make_tensor_value_info("num_detections", TensorProto.INT64, [batch]),
-    ])
+    # the outputs in the order the end2end variant records (DETECTION_OUTPUTS): boxes, scores, labels, num_detections
+    types = ((TensorProto.FLOAT, [batch, top_k, 4]), (TensorProto.FLOAT, [batch, top_k]),
+             (TensorProto.INT64, [batch, top_k]), (TensorProto.INT64, [batch]))
+    graph.output.extend(helper.make_tensor_value_info(name, elem_type, dims)
+                        for name, (elem_type, dims) in zip(DETECTION_OUTPUTS, types, strict=True))
     return model

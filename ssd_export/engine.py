@@ -55,6 +55,8 @@ from ssd_runtime.engine_sidecar import (
 )
 from ssd_runtime.fileio import atomic_write_bytes, sha256_file
 from ssd_runtime.onnx_model import OnnxModelInfo, read_onnx_info
+# VARIANT_PRECISION (re-exported): the precision each source variant builds in (strongly typed: the ONNX decides)
+from ssd_runtime.variants import VARIANT_PRECISION, VARIANT_TABLE
 
 __all__ = [
     "VARIANT_PRECISION",
@@ -74,8 +76,6 @@ __all__ = [
     "tensorrt_unavailable_reason",
 ]
 
-#: The precision each source variant builds in (strongly typed: the ONNX decides).
-VARIANT_PRECISION = {"fp32": "fp32", "uint8-nhwc": "fp32", "end2end": "fp32", "fp16": "fp16", "int8": "int8"}
 
 
 class EngineParityError(EngineBuildError):
@@ -266,7 +266,7 @@ def build_engine(
         hardware_compatibility=hardware_compatibility,
         inputs=built.inputs,
         outputs=built.outputs,
-        output_kind="detections" if info.variant == "end2end" else "raw",
+        output_kind=VARIANT_TABLE[info.variant].output_kind,
         spec=info.spec.to_dict(),
         onnx_sha256=onnx_sha256,
         plan_sha256=hashlib.sha256(built.plan).hexdigest(),

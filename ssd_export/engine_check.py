@@ -30,20 +30,21 @@ from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.end2end import padded_to_detections
 from ssd_runtime.onnx_model import OnnxModelInfo
 from ssd_runtime.postprocess import compare_detections
+from ssd_runtime.variants import PRECISIONS
 
 __all__ = ["check_engine", "engine_tolerance"]
 
 
 def engine_tolerance(precision: str, tf32: bool = False) -> Tolerance:
-    """The parity tolerance of an engine's precision: fp32 and fp16 from ``parity.TOLERANCES`` (an FP32
-    engine built with TF32: ``TOLERANCES["tf32"]``), int8 the INT8 model's own (two INT8 steps of each
-    output's range, :data:`ssd_export.int8.INT8_PARITY`). TF32 in the FP32 layers of FP16 and INT8
-    engines is within their own, looser tolerances."""
-    if precision == "int8":
-        from ssd_export.int8 import INT8_PARITY
-
-        return INT8_PARITY
-    return tolerance_for("tf32" if precision == "fp32" and tf32 else precision)
+    """The parity tolerance of an engine's precision, from :data:`ssd_runtime.variants.PRECISIONS`: fp32
+    and fp16 as ``parity.TOLERANCES`` has them (an FP32 engine built with TF32: ``TOLERANCES["tf32"]``),
+    int8 the INT8 model's own (two INT8 steps of each output's range, held against its source Q/DQ ONNX,
+    not the checkpoint). TF32 in the FP32 layers of FP16 and INT8 engines is within their own, looser
+    tolerances."""
+    name = "tf32" if precision == "fp32" and tf32 else precision
+    if name in PRECISIONS and not PRECISIONS[name].checkpoint_parity:
+        return PRECISIONS[name].tolerance
+    return tolerance_for(name)
 
 
 def check_engine(

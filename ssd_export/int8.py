@@ -45,11 +45,12 @@ from ssd_export.defaults import DEFAULT_INT8_METHOD, DEFAULT_PERCENTILE, DEFAULT
 from ssd_export.int8_rules import (
     MIN_QDQ_OPSET, QDQ_OPS, TENSORRT_QDQ, FloatRegions, float_regions, strip_qdq,
 )
-from ssd_export.parity import Tolerance, check_parity, write_report
+from ssd_export.parity import check_parity, write_report
 from ssd_export.tensorrt_rules import check_tensorrt_rules
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.fileio import atomic_path, sha256_file
 from ssd_runtime.onnx_model import OnnxModelInfo, onnx_metadata, read_onnx_info, write_onnx_metadata
+from ssd_runtime.variants import PRECISIONS
 
 __all__ = ["INT8_PARITY", "QUANTIZER", "Int8Error", "quantize_int8", "quantizer_settings"]
 
@@ -57,8 +58,8 @@ QUANTIZER = "onnxruntime.quantization"
 _CALIBRATE_METHODS = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                       "percentile": CalibrationMethod.Percentile}
 #: The reported (never judged) parity of the INT8 model with its fp32 source: atol of two INT8 steps of
-#: each output's range; detections compared, not required identical.
-INT8_PARITY = Tolerance("int8", rtol=0.1, atol=0.05, range_ulps=2, ulp=2.0**-7, identical_detections=False)
+#: each output's range; detections compared, not required identical (:data:`ssd_runtime.variants.PRECISIONS`).
+INT8_PARITY = PRECISIONS["int8"].tolerance
 
 
 class Int8Error(ValueError):

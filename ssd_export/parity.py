@@ -43,6 +43,8 @@ from ssd_runtime.fileio import atomic_write_bytes
 from ssd_runtime.postprocess import compare_detections, postprocess
 from ssd_runtime.preprocess import normalize
 from ssd_runtime.spec import DEFAULT_PREPROCESSING, ModelSpec
+from ssd_runtime.variants import RAW_OUTPUTS, Tolerance
+from ssd_runtime.variants import TOLERANCES as _TOLERANCES
 from ssd_train.augment import test_transform
 from ssd_train.synthetic import render_image
 
@@ -74,53 +76,10 @@ class ParityError(ValueError):
         self.report = report
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """How close a backend's raw outputs must be to the checkpoint's FP32 outputs, for one precision.
-
-    An output passes when it is finite and ``allclose(actual, expected, rtol, atol_for(expected))``:
-    the atol floor grows with the output's range, ``range_ulps * ulp * max|expected|``, because
-    rounding error scales with the magnitude of the activations (a trained FP32 network differs from
-    PyTorch by ~10 FP32 ulps of its range through summation order alone; FP16 networks with BatchNorm
-    folded in reach 3e-3 of their range).
-
-    identical_detections: identical detections at the detection and evaluation settings are
-        required; when False they are reported, with a second comparison at this ``atol``.
-    """
-
-    precision: str
-    rtol: float
-    atol: float
-    range_ulps: float
-    ulp: float
-    identical_detections: bool
-
-    def atol_for(self, expected: np.ndarray) -> float:
-        """The atol for one output: ``atol`` or ``range_ulps`` ulps of max|expected|, the larger."""
-        return max(self.atol, self.range_ulps * self.ulp * float(np.abs(expected).max(initial=0.0)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"precision": self.precision, "rtol": self.rtol, "atol": self.atol,
-                "range_ulps": self.range_ulps, "identical_detections": self.identical_detections}
-
-
-#: Tolerance by precision. INT8 gets its entry (measured on a calibrated model) when that path lands;
-#: until then pass a :class:`Tolerance` to :func:`check_parity`.
-TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance("fp32", rtol=1e-3, atol=1e-5, range_ulps=32, ulp=2.0**-23, identical_detections=True),
-    # FP16 locs error, in FP16 ulps of the output's range, measured on cpu-quick models: 6.3 trained
-    # (3200 iterations), 10.4 at 100 iterations, 12.8 at 40 (BatchNorm folded in: undertrained models
-    # carry larger activations). 16 passes all three; a broken FP16 graph (the conv4_3 norm overflowing
-    # to inf) errs ~44x more. Accuracy itself is judged by the mAP delta (target 0.1 points).
-    "fp16": Tolerance("fp16", rtol=2e-2, atol=2e-2, range_ulps=16, ulp=2.0**-11, identical_detections=False),
-    # An FP32 engine built with TensorRT's TF32 (ssd-export engine --tf32): convolution inputs and weights
-    # rounded to 10-bit mantissas, ulp 2**-10. Error in TF32 ulps of the output's range, CPU emulation
-    # (benchmarks/tf32_emulation.py, 8 verification scenes; worst of locs and class_logits): truncating
-    # the 13 low bits 12.1 on the test model (14 Adam steps), 21.0 on cpu-quick at 100 iterations;
-    # rounding to nearest 0.53 and 2.9. 32 covers truncation, the worse rounding, with 1.5x headroom
-    # (FP32's range floor, 32 FP32 ulps, is ~1/3000 of it: TF32 engines fail FP32's check). Accuracy: by mAP.
-    "tf32": Tolerance("tf32", rtol=2e-2, atol=2e-2, range_ulps=32, ulp=2.0**-10, identical_detections=False),
-}
+#: Tolerance by precision, for the precisions checked against the checkpoint by name (fp32, fp16, tf32):
+#: a view of :data:`ssd_runtime.variants.PRECISIONS`, where each tolerance and its measurements live. INT8's
+#: (:data:`ssd_export.int8.INT8_PARITY`) is passed as a :class:`Tolerance`.
+TOLERANCES: dict[str, Tolerance] = _TOLERANCES
 
 
 def tolerance_for(precision: str | Tolerance) -> Tolerance:
@@ -293,7 +252,7 @@ def _run(backend: Backend, batch_size: int, seed: int, spec: ModelSpec | None = 
 def _check_outputs(outputs: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray, np.ndarray],
                    tol: Tolerance, report: dict, failures: list[str]) -> bool:
     """Shapes, finiteness and closeness of (locs, class_logits); False when a shape differs."""
-    for name, actual, wanted in zip(("locs", "class_logits"), outputs, expected):
+    for name, actual, wanted in zip(RAW_OUTPUTS, outputs, expected):
         if actual.shape != wanted.shape:
             failures.append(f"{name}: shape {list(actual.shape)}, expected {list(wanted.shape)}")
             return False

@@ -48,6 +48,8 @@ from ssd_runtime.backends import resolve_backend
 from ssd_runtime.engine_sidecar import EngineSidecar
 from ssd_runtime.fileio import atomic_path, atomic_write_bytes
 from ssd_runtime.spec import ModelSpec
+# the postprocess's inputs (the network's raw outputs) and padded outputs; each variant's output kind
+from ssd_runtime.variants import DETECTION_OUTPUTS, RAW_OUTPUTS, VARIANT_TABLE
 
 __all__ = ["ServedModel", "TritonRepository", "TritonRepositoryError", "read_served_model", "write_triton_repository"]
 
@@ -64,9 +66,6 @@ ENSEMBLE_PLACEHOLDER_TEXT = (
     "Version 1 of this Triton ensemble. An ensemble has no model file, but Triton loads only models with\n"
     "a version folder; this file keeps the folder when the repository is copied by git or to an object store.\n"
 )
-#: The postprocess's inputs (the network's raw outputs) and padded outputs.
-RAW_OUTPUTS = ("locs", "class_logits")
-DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
 
 
 class TritonRepositoryError(ValueError):
@@ -139,7 +138,7 @@ def _read_onnx(path: Path) -> ServedModel:
     batch = inputs[0].shape[0]
     return ServedModel(
         path=path, kind="onnx", spec=info.spec, variant=info.variant, inputs=inputs, outputs=outputs,
-        output_kind="detections" if info.variant == "end2end" else "raw",
+        output_kind=VARIANT_TABLE[info.variant].output_kind,
         static_batch=None if batch == -1 else batch,
     )
 

@@ -10,9 +10,10 @@ through the runtime's :class:`~ssd_runtime.backends.onnxruntime.OrtBackend` (CPU
   checkpoint file's, the spec equal to the checkpoint's apart from provenance;
 - the batch: a static batch is verified at that batch; a dynamic one at ``batch_size`` (default 3),
   moved off the batch size the graph was traced at (``OnnxModelInfo.trace_batch``);
-- the tolerance by variant: ``fp32`` / ``uint8-nhwc`` at ``TOLERANCES["fp32"]`` (identical detections
-  required), ``fp16`` at ``TOLERANCES["fp16"]`` (detections reported), ``int8`` (a Q/DQ model) at
-  :data:`ssd_export.int8.INT8_PARITY`, reported but not judged (its accuracy is judged by mAP);
+- the tolerance of the variant's precision (both from :mod:`ssd_runtime.variants`): ``fp32`` /
+  ``uint8-nhwc`` at ``TOLERANCES["fp32"]`` (identical detections required), ``fp16`` at
+  ``TOLERANCES["fp16"]`` (detections reported), ``int8`` (a Q/DQ model) at ``PRECISIONS["int8"]``'s
+  (:data:`ssd_export.int8.INT8_PARITY`), reported but not judged (its accuracy is judged by mAP);
 - ``end2end`` (NMS inside the graph; OrtBackend returns its padded detections): the graph's
   detections compared with the NumPy reference postprocess of the checkpoint's outputs at the
   baked-in settings: identical detections required (``docs/reference.md``, "Identical detections").
@@ -45,6 +46,7 @@ from ssd_runtime.end2end import padded_to_detections
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import OnnxModelInfo, read_onnx_info
 from ssd_runtime.postprocess import compare_detections, postprocess
+from ssd_runtime.variants import PRECISIONS, VARIANT_PRECISION  # VARIANT_PRECISION: re-exported
 
 __all__ = [
     "DEFAULT_VERIFY_BATCH",
@@ -58,10 +60,6 @@ __all__ = [
     "verify_onnx",
     "write_report",
 ]
-
-#: Precision (key of ``ssd_export.parity.TOLERANCES``) of each raw-output variant.
-VARIANT_PRECISION = {"fp32": "fp32", "uint8-nhwc": "fp32", "fp16": "fp16"}
-
 
 def verify_onnx(
     onnx_path: str | Path,
@@ -108,9 +106,7 @@ def verify_onnx(
         if info.variant == "int8":
             # reported, not judged, as `ssd-export int8` reports it: INT8's accuracy is judged by its mAP
             # (ssd-runtime eval --checkpoint), since its outputs stray from FP32's by design
-            from ssd_export.int8 import INT8_PARITY
-
-            parity = check_parity(backend, checkpoint, INT8_PARITY, batch_size=batch, seed=seed)
+            parity = check_parity(backend, checkpoint, PRECISIONS["int8"].tolerance, batch_size=batch, seed=seed)
             parity["judged"] = False
             parity["outside_tolerance"] = parity.pop("failures")
         else:

@@ -22,11 +22,12 @@ import numpy as np
 
 from ssd_runtime.detections import Detections, float32_threshold
 from ssd_runtime.spec import PostprocessSettings
+from ssd_runtime.variants import DETECTION_OUTPUTS
 
 __all__ = ["END2END_OUTPUTS", "End2EndSettingsError", "check_settings", "end2end_detections", "padded_to_detections"]
 
-#: The outputs of an end-to-end model, in this order.
-END2END_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
+#: The outputs of an end-to-end model, in this order (:data:`ssd_runtime.variants.DETECTION_OUTPUTS`).
+END2END_OUTPUTS = DETECTION_OUTPUTS
 
 
 class End2EndSettingsError(ValueError):

@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from ssd_runtime.errors import SpecError
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
+from ssd_runtime.variants import VARIANT_TABLE
 
 META_SPEC = "ssd300.spec"
 META_VARIANT = "ssd300.variant"
@@ -47,16 +48,15 @@ META_QUANTIZATION = "ssd300.quantization"
 #: Version of the metadata layout above (the spec carries its own schema version).
 ONNX_FORMAT_VERSION = 1
 
-#: Graph input and outputs of each variant: (input name, input dtype, layout), output names.
+#: The graph input's dtype and layout of each input kind; the input is named ``images``.
+_INPUT_TENSOR = {"float32-nchw": ("float32", "NCHW"), "uint8-nhwc": ("uint8", "NHWC")}
+#: Graph input and outputs of each variant: (input name, input dtype, layout), output names (a view of
+#: :data:`ssd_runtime.variants.VARIANT_TABLE`).
 VARIANT_IO: dict[str, tuple[tuple[str, str, str], tuple[str, ...]]] = {
-    "fp32": (("images", "float32", "NCHW"), ("locs", "class_logits")),
-    "fp16": (("images", "float32", "NCHW"), ("locs", "class_logits")),
-    "uint8-nhwc": (("images", "uint8", "NHWC"), ("locs", "class_logits")),
-    "end2end": (("images", "float32", "NCHW"), ("boxes", "scores", "labels", "num_detections")),
-    "int8": (("images", "float32", "NCHW"), ("locs", "class_logits")),
+    v.name: (("images", *_INPUT_TENSOR[v.input_kind]), v.output_names) for v in VARIANT_TABLE.values()
 }
 #: Variants made from another ONNX file (``ssd-export int8``), not exported from a checkpoint.
-QUANTIZED_VARIANTS = ("int8",)
+QUANTIZED_VARIANTS = tuple(v.name for v in VARIANT_TABLE.values() if v.quantized)
 #: Variants ``ssd-export onnx`` exports from a checkpoint.
 VARIANTS = tuple(v for v in VARIANT_IO if v not in QUANTIZED_VARIANTS)
 

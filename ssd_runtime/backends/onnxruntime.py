@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ssd_runtime.end2end import END2END_OUTPUTS
 from ssd_runtime.onnx_model import OnnxModelError, read_onnx_info
 from ssd_runtime.preprocess import InputError
+from ssd_runtime.variants import DETECTION_OUTPUTS, VARIANT_TABLE
 
 __all__ = ["OrtBackend"]
 
@@ -60,7 +60,8 @@ class OrtBackend:
         self.spec = info.spec
         self.variant = info.variant
         self.end2end = info.end2end
-        self.output_kind = "detections" if info.variant == "end2end" else "raw"
+        record = VARIANT_TABLE[info.variant]
+        self.output_kind = record.output_kind
         self.device = _normalize_device(device)
         if self.output_kind == "detections" and self.device != "cpu":
             raise OnnxModelError(f"{path}: the end2end variant runs in ONNX Runtime on the CPU only (device='cpu'); "
@@ -89,9 +90,9 @@ class OrtBackend:
         self.input_dtype = _ORT_DTYPES.get(graph_input.type)
         if self.input_dtype is None:
             raise OnnxModelError(f"{path}: unsupported graph input type {graph_input.type}")
-        self.input_kind = "uint8-nhwc" if info.input_layout == "NHWC" else "float32-nchw"
+        self.input_kind = record.input_kind
         self.output_names = [o.name for o in self.session.get_outputs()]
-        expected = list(END2END_OUTPUTS) if self.output_kind == "detections" else ["locs", "class_logits"]
+        expected = list(record.output_names)
         if self.output_names[: len(expected)] != expected:
             raise OnnxModelError(f"{path}: expected outputs {', '.join(expected)}; the graph has {self.output_names}")
         self.batch_dim = graph_input.shape[0]  # int (static) or a name (dynamic)
@@ -136,7 +137,7 @@ class OrtBackend:
         self.check_batch(batch.shape, batch.dtype)
         feed = batch if batch.dtype == self.input_dtype else batch.astype(self.input_dtype)
         if self.output_kind == "detections":
-            return tuple(self.session.run(list(END2END_OUTPUTS), {self.input_name: feed}))
+            return tuple(self.session.run(list(DETECTION_OUTPUTS), {self.input_name: feed}))
         locs, class_logits = self.session.run(self.output_names[:2], {self.input_name: feed})
         return locs.astype(np.float32, copy=False), class_logits.astype(np.float32, copy=False)
 

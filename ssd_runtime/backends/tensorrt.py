@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 
 from ssd_runtime.cuda_device import CudaError, DeviceMemory
-from ssd_runtime.end2end import END2END_OUTPUTS
 from ssd_runtime.engine_sidecar import (
     EngineSidecar,
     EngineSidecarError,
@@ -54,10 +53,10 @@ from ssd_runtime.engine_sidecar import (
 from ssd_runtime.errors import ToolkitError
 from ssd_runtime.preprocess import InputError
 from ssd_runtime.spec import ModelSpec
+from ssd_runtime.variants import DETECTION_OUTPUTS, RAW_OUTPUTS, VARIANT_TABLE
 
 __all__ = ["CudaGraphFallbackWarning", "EngineLoadError", "EngineRunError", "TensorRTBackend"]
 
-RAW_OUTPUTS = ("locs", "class_logits")
 INSTALL_HINT = ("pip install 'ssd300-toolkit[tensorrt-cu13]' on a CUDA 13 driver (580+), 'ssd300-toolkit[tensorrt-cu12]' "
                 "on a CUDA 12 one (TensorRT 10/11 with the cuda-bindings of the same CUDA major; nvidia-smi shows the "
                 "driver's CUDA version); on Jetson TensorRT comes with JetPack (apt install python3-libnvinfer)")
@@ -182,11 +181,11 @@ class TensorRTBackend:
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
-        kinds = {frozenset(RAW_OUTPUTS): ("raw", RAW_OUTPUTS), frozenset(END2END_OUTPUTS): ("detections", END2END_OUTPUTS)}
+        kinds = {frozenset(v.output_names): (v.output_kind, v.output_names) for v in VARIANT_TABLE.values()}
         if len(inputs) != 1 or frozenset(outputs) not in kinds:
             raise EngineLoadError(
                 f"{self.path}: not an SSD300 engine: inputs {inputs}, outputs {list(outputs)} (expected one input "
-                f"and outputs {list(RAW_OUTPUTS)} or {list(END2END_OUTPUTS)})"
+                f"and outputs {list(RAW_OUTPUTS)} or {list(DETECTION_OUTPUTS)})"
             )
         self.input_name = inputs[0]
         self.output_kind, self.output_names = kinds[frozenset(outputs)]
