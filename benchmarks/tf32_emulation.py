@@ -1,4 +1,4 @@
-"""How far TF32 convolutions move a model's raw outputs: the measurement behind ``parity.TOLERANCES["tf32"]``.
+"""How far TF32 convolutions move a model's raw outputs: the measurement behind ``PRECISIONS["tf32"]``.
 
 TensorRT enables ``BuilderFlag.TF32`` by default (NvInfer.h 10.3 and 11.1: "TF32 computes inner
 products by rounding the inputs to 10-bit mantissas before multiplying, but accumulates the sum using
