@@ -13,6 +13,10 @@ class SpecError(ValueError):
     """A model spec is missing, of an unknown schema, or does not match the artifact it came with."""
 
 
+class SettingsError(ValueError):
+    """Postprocess settings out of their range (min_score, max_overlap, top_k)."""
+
+
 class ImageError(ValueError):
     """An image file cannot be used: not an image, an unsupported format, truncated, or too large."""
 
@@ -23,3 +27,7 @@ class AnnotationError(ValueError):
 
 class DatasetError(FileNotFoundError):
     """A dataset folder is not in the expected layout, or files listed by a split are missing."""
+
+
+class FormatError(ValueError):
+    """A versioned file is not of the expected format, or of a version this toolkit does not read."""

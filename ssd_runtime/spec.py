@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ssd_runtime.boxes import VARIANCES
-from ssd_runtime.errors import SpecError
+from ssd_runtime.errors import SettingsError, SpecError
 from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
 from ssd_runtime.resize import PREPROCESSING
 
@@ -59,11 +59,29 @@ def normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.n
 
 @dataclass(frozen=True)
 class PostprocessSettings:
-    """Decode + NMS settings: keep scores > min_score, suppress IoU > max_overlap, keep top_k."""
+    """Decode + NMS settings: keep scores > min_score, suppress IoU > max_overlap, keep top_k.
+
+    Ranges, checked on creation (:class:`~ssd_runtime.errors.SettingsError`): min_score in [0, 1) (scores
+    are softmax probabilities, so ``> 1`` keeps nothing), max_overlap in (0, 1] (1 suppresses nothing),
+    top_k an integer >= 0 (0 keeps no detection).
+    """
 
     min_score: float
     max_overlap: float
     top_k: int
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0.0 <= float(self.min_score) < 1.0:  # also refuses nan
+            problems.append(f"min_score must be in [0, 1), got {self.min_score}")
+        if not 0.0 < float(self.max_overlap) <= 1.0:
+            problems.append(f"max_overlap must be in (0, 1], got {self.max_overlap}")
+        if isinstance(self.top_k, bool) or int(self.top_k) != self.top_k or self.top_k < 0:
+            problems.append(f"top_k must be an integer >= 0, got {self.top_k}")
+        if problems:
+            raise SettingsError("postprocess settings out of range: " + "; ".join(problems)
+                                + " (--min-score, --max-overlap, --top-k; the reference SSD300 uses: detection "
+                                "0.2 / 0.5 / 200, evaluation 0.01 / 0.45 / 200)")
 
     def to_dict(self) -> dict:
         return {"min_score": self.min_score, "max_overlap": self.max_overlap, "top_k": self.top_k}

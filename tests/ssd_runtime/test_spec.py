@@ -1,4 +1,5 @@
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -109,3 +110,29 @@ def test_schema_1_files_load_with_the_legacy_preprocessing_as_the_current_schema
     back = ModelSpec.from_dict(old, source="old.pt")
     assert back.preprocessing == LEGACY_PREPROCESSING and back.schema_version == SCHEMA_VERSION
     assert back == spec  # so an old ONNX and its new engine sidecar compare equal
+
+
+@pytest.mark.parametrize("values, message", [
+    ((1.5, 0.5, 200), "min_score must be in [0, 1), got 1.5"),
+    ((-0.1, 0.5, 200), "min_score must be in [0, 1)"),
+    ((float("nan"), 0.5, 200), "min_score must be in [0, 1), got nan"),
+    ((0.2, 0.0, 200), "max_overlap must be in (0, 1], got 0.0"),
+    ((0.2, 1.2, 200), "max_overlap must be in (0, 1]"),
+    ((0.2, 0.5, -1), "top_k must be an integer >= 0, got -1"),
+    ((0.2, 0.5, 2.5), "top_k must be an integer >= 0, got 2.5"),
+])
+def test_postprocess_settings_out_of_range_are_refused(values, message):
+    from ssd_runtime.errors import SettingsError
+    from ssd_runtime.spec import PostprocessSettings
+
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        PostprocessSettings(*values)
+    assert PostprocessSettings(0.0, 1.0, 0).top_k == 0  # the edges are valid: keep all, suppress none, keep none
+
+
+def test_detect_with_settings_out_of_range_exits_2(runtime_onnx, voc_root, capsys):
+    from ssd_runtime.cli import main
+
+    image = sorted((voc_root / "JPEGImages").glob("*.jpg"))[0]
+    assert main(["detect", "--model", str(runtime_onnx), str(image), "--min-score", "1.5"]) == 2
+    assert "min_score must be in [0, 1), got 1.5" in capsys.readouterr().err
