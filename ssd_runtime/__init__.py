@@ -4,7 +4,7 @@ Importing this package never imports torch; torch, TensorRT, CUDA and ONNX Runti
 lazily inside the backend or postprocess that needs them.
 """
 from ssd_runtime.detector import Detector, ImageDetections
-from ssd_runtime.errors import AnnotationError, DatasetError, ImageError, SpecError
+from ssd_runtime.errors import AnnotationError, DatasetError, ImageError, SettingsError, SpecError
 from ssd_runtime.priors import PRIOR_PRESETS, PriorConfig, make_priors, priors_sha256
 from ssd_runtime.spec import (
     DETECTION_SETTINGS,
@@ -27,6 +27,7 @@ __all__ = [
     "PostprocessSettings",
     "PRIOR_PRESETS",
     "PriorConfig",
+    "SettingsError",
     "SpecError",
     "make_priors",
     "priors_sha256",
