@@ -32,6 +32,7 @@ import numpy as np
 
 from ssd_runtime.classes import dataset_class_names
 from ssd_runtime.fileio import atomic_write_bytes, sha256_file
+from ssd_runtime.formats import CALIBRATION_MANIFEST
 from ssd_runtime.preprocess import INPUT_KINDS, preprocess
 from ssd_runtime.spec import ModelSpec
 from ssd_runtime.voc import preflight, read_voc_split, split_roots
@@ -57,8 +58,8 @@ CALIBRATION_IMAGES = 500
 #: Images per calibration batch (:meth:`CalibrationSet.batches`); a set needs at least one batch.
 DEFAULT_BATCH = 8
 MIN_IMAGES = DEFAULT_BATCH
-MANIFEST_FORMAT = "ssd300-calibration"
-SCHEMA_VERSION = 1
+MANIFEST_FORMAT = CALIBRATION_MANIFEST.name
+SCHEMA_VERSION = CALIBRATION_MANIFEST.version
 #: Name of the selection rule recorded in manifests (see the module docstring).
 SELECTION_RULE = "class-balanced-round-robin"
 _SELECTION_DESCRIPTION = (
@@ -243,8 +244,7 @@ def build_manifest(
 
     generated = _generated_info(root, voc_roots)
     return {
-        "format": MANIFEST_FORMAT,
-        "schema_version": SCHEMA_VERSION,
+        **CALIBRATION_MANIFEST.header(),
         "dataset": {
             "root": str(root),
             "voc_roots": [PurePosixPath(r.relative_to(root)).as_posix() for r in voc_roots],
@@ -318,16 +318,7 @@ class CalibrationSet:
             raise
         except (OSError, ValueError) as exc:
             raise CalibrationError(f"{path}: not a readable calibration manifest ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            raise CalibrationError(
-                f"{path} is not a calibration manifest (no format {MANIFEST_FORMAT!r}); build one with "
-                "`ssd-export calibration --data DIR`"
-            )
-        if manifest.get("schema_version") != SCHEMA_VERSION:
-            raise CalibrationError(
-                f"{path}: calibration manifest schema version {manifest.get('schema_version')!r} is not "
-                f"supported (this toolkit reads {SCHEMA_VERSION}); rebuild it with `ssd-export calibration`"
-            )
+        CALIBRATION_MANIFEST.check(manifest, str(path))  # FormatError: another format, or a newer version
         try:
             recorded = Path(manifest["dataset"]["root"])
             class_names = tuple(str(n) for n in manifest["class_names"])

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ssd_runtime.fileio import atomic_write_bytes, sha256_file
+from ssd_runtime.formats import DEPLOY_STATE, FormatError
 
 __all__ = ["STATE_SCHEMA", "DeployState"]
 
-STATE_SCHEMA = 1
+STATE_SCHEMA = DEPLOY_STATE.version
 
 
 class DeployState:
@@ -32,7 +33,11 @@ class DeployState:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except ValueError:
                 data = {}  # a damaged state only costs a rebuild
-            if data.get("schema_version") == STATE_SCHEMA:
+            try:
+                DEPLOY_STATE.check(data, str(path))  # files before the format stamp carry no "format"
+            except FormatError:
+                pass  # another version's state only costs a rebuild
+            else:
                 self.steps = data.get("steps", {})
 
     def sha256(self, path: str | Path) -> str:
@@ -68,7 +73,7 @@ class DeployState:
         return Path(os.path.relpath(Path(path).resolve(), self.path.parent.resolve())).as_posix()
 
     def save(self) -> None:
-        text = json.dumps({"schema_version": STATE_SCHEMA, "steps": self.steps}, indent=1, sort_keys=True) + "\n"
+        text = json.dumps(DEPLOY_STATE.stamp({"steps": self.steps}), indent=1, sort_keys=True) + "\n"
         atomic_write_bytes(self.path, text.encode())
 
 

@@ -41,13 +41,14 @@ from ssd_runtime.bootstrap import (
     paired_bootstrap,
 )  # fmt: skip
 from ssd_runtime.fileio import atomic_write_bytes
+from ssd_runtime.formats import DEPLOY_REPORT
 
 __all__ = ["REPORT_FORMAT", "REPORT_SCHEMA", "build_report", "machine_info", "render_markdown", "versions",
            "write_deploy_report"]
 
-REPORT_FORMAT = "ssd300-deploy-report"
+REPORT_FORMAT = DEPLOY_REPORT.name
 #: Bumped when a field changes meaning or is removed (adding fields keeps it: the intervals were added at 1).
-REPORT_SCHEMA = 1
+REPORT_SCHEMA = DEPLOY_REPORT.version
 STEPS = ("build", "evaluate", "bench", "draw")
 
 
@@ -169,8 +170,7 @@ def build_report(plan: list[Any], results: dict[str, dict[str, Any]], meta: dict
     judged = [r for r in rows if r["delta_points"] is not None]
     worst = max(judged, key=lambda r: abs(r["delta_points"]))["name"] if judged else None
     return {
-        "format": REPORT_FORMAT,
-        "schema_version": REPORT_SCHEMA,
+        **DEPLOY_REPORT.header(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_info(),
         "versions": versions(),

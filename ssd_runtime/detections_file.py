@@ -2,7 +2,7 @@
 
 ::
 
-    {"format": "ssd300-detections", "version": 1, "model_sha256": "...", "settings": {...}, ...}   <- header
+    {"format": "ssd300-detections", "schema_version": 1, "model_sha256": "...", "settings": {...}, ...}   <- header
     {"index": 0, "id": "000001", "width": 500, "height": 375, "boxes": [[x1, y1, x2, y2], ...],
      "labels": [3, ...], "scores": [0.93, ...]}                                                  <- one per image
 
@@ -13,6 +13,9 @@
   detections: boxes are fractional xyxy (multiply by width and height for pixels), labels index
   ``class_names``. Floats are the float32 values written as the shortest decimal that reads back as the
   same double, so reading a file gives the detections bit for bit (the merged mAP is the same number).
+- The header is stamped and checked by :data:`ssd_runtime.formats.DETECTIONS` (a wrong format or a newer
+  version raises :class:`~ssd_runtime.errors.FormatError`); files written before ``schema_version`` spell
+  it ``version`` and still load.
 - Lines are appended per batch (one write, flushed and fsync'd). A crash can leave the last line torn:
   readers drop it, and ``--resume`` truncates it away before appending.
 """
@@ -30,6 +33,7 @@ import numpy as np
 
 from ssd_runtime.detections import Detections
 from ssd_runtime.fileio import atomic_write_bytes
+from ssd_runtime.formats import DETECTIONS
 from ssd_runtime.sharding import Shard, shard_range
 
 __all__ = [
@@ -37,8 +41,8 @@ __all__ = [
     "image_list_sha256", "read_detections", "read_header", "read_parts",
 ]  # fmt: skip
 
-FORMAT = "ssd300-detections"
-VERSION = 1
+FORMAT = DETECTIONS.name
+VERSION = DETECTIONS.version
 #: Header fields that make two files one run: a resume must match them, and so must merged parts.
 RUN_KEYS = ("model_sha256", "class_names", "settings", "precision", "batch_size", "num_images", "image_list_sha256")
 
@@ -67,13 +71,11 @@ class DetectionsHeader:
     source: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, **asdict(self), "class_names": list(self.class_names),
-                "shard": list(self.shard)}
+        return DETECTIONS.stamp({**asdict(self), "class_names": list(self.class_names), "shard": list(self.shard)})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> DetectionsHeader:
-        if data.get("format") != FORMAT or data.get("version") != VERSION:
-            raise DetectionsFileError(f"{where}: not a {FORMAT} v{VERSION} file (header {str(data)[:120]})")
+        DETECTIONS.check(data, where)  # FormatError; files before schema_version spelled it "version"
         try:
             return cls(data["model_sha256"], tuple(data["class_names"]), dict(data["settings"]), data["precision"],
                        int(data["batch_size"]), int(data["num_images"]), data["image_list_sha256"],

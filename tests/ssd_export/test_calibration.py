@@ -25,6 +25,7 @@ from ssd_export.calibration import (
 )
 from ssd_export.cli import main
 from ssd_runtime.classes import write_class_file
+from ssd_runtime.errors import FormatError
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.preprocess import INPUT_KINDS, preprocess
 from ssd_runtime.spec import ModelSpec
@@ -243,14 +244,14 @@ def test_check_classes_names_the_manifest(written):
 def test_load_refuses_other_files_and_unsafe_paths(written, tmp_path):
     _, path = written
     (tmp_path / "other.json").write_text('{"format": "something"}')
-    with pytest.raises(CalibrationError, match="not a calibration manifest"):
+    with pytest.raises(FormatError, match="expected a 'ssd300-calibration' file of schema_version 1, found format 'something'"):
         CalibrationSet.load(tmp_path / "other.json")
     manifest = json.loads(path.read_text())
     manifest["images"][0]["path"] = "../../etc/passwd"
     with pytest.raises(CalibrationError, match="without '..'"):
         CalibrationSet.load(write_manifest(manifest, tmp_path / "bad.json"))
     manifest["schema_version"] = 99
-    with pytest.raises(CalibrationError, match="schema version 99"):
+    with pytest.raises(FormatError, match=r"schema_version 99 \(written by a newer toolkit\); rebuild it"):
         CalibrationSet.load(write_manifest(manifest, tmp_path / "future.json"))
 
 
