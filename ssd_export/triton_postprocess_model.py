@@ -35,6 +35,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 import ssd_runtime
+from ssd_runtime.errors import SettingsError
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
 
@@ -113,14 +114,13 @@ class TritonPythonModel:
         min_score = _number(params, "min_score", base.min_score)
         max_overlap = _number(params, "max_overlap", base.max_overlap)
         top_k = _number(params, "top_k", min(base.top_k, self.max_detections))
-        if not 0.0 <= min_score < 1.0:
-            raise RequestParameterError(f"request parameter min_score must be in [0, 1), got {min_score}")
-        if not 0.0 < max_overlap <= 1.0:
-            raise RequestParameterError(f"request parameter max_overlap must be in (0, 1], got {max_overlap}")
         if not (top_k == int(top_k) and 0 <= top_k <= self.max_detections):
             raise RequestParameterError(f"request parameter top_k must be an integer in [0, {self.max_detections}] (the "
                              f"padded detections per image), got {top_k}")
-        return PostprocessSettings(min_score, max_overlap, int(top_k))
+        try:  # the ranges of min_score and max_overlap are the settings' own
+            return PostprocessSettings(min_score, max_overlap, int(top_k))
+        except SettingsError as exc:
+            raise RequestParameterError(f"request parameter {exc}") from None
 
     def padded(self, detections: list) -> list:
         """Per-image :class:`~ssd_runtime.detections.Detections` -> the four padded output tensors."""

@@ -79,9 +79,8 @@ class PostprocessSettings:
         if isinstance(self.top_k, bool) or int(self.top_k) != self.top_k or self.top_k < 0:
             problems.append(f"top_k must be an integer >= 0, got {self.top_k}")
         if problems:
-            raise SettingsError("postprocess settings out of range: " + "; ".join(problems)
-                                + " (--min-score, --max-overlap, --top-k; the reference SSD300 uses: detection "
-                                "0.2 / 0.5 / 200, evaluation 0.01 / 0.45 / 200)")
+            raise SettingsError("postprocess settings out of range: " + "; ".join(problems) + " (the reference SSD300 "
+                                "detects at min_score 0.2, max_overlap 0.5, top_k 200 and evaluates at 0.01, 0.45, 200)")
 
     def to_dict(self) -> dict:
         return {"min_score": self.min_score, "max_overlap": self.max_overlap, "top_k": self.top_k}
