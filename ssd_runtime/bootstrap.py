@@ -34,7 +34,8 @@ from ssd_runtime.metric import ClassMatches, Matches, class_curve, mean_ap
 
 __all__ = [
     "INTERVAL_LEVEL", "MATCHES_FORMAT", "MATCHES_SCHEMA", "RESAMPLES", "SEED", "BootstrapError", "BootstrapSettings",
-    "MatchesFileError", "PairedIntervals", "format_interval", "interval_wider_than_target", "load_matches", "paired_bootstrap",
+    "MatchesFileError", "PairedIntervals", "check_paired", "format_interval", "interval_wider_than_target", "load_matches",
+    "paired_bootstrap", "paired_intervals",
     "resample_weights", "resampled_aps", "resampled_maps", "save_matches",
 ]  # fmt: skip
 
@@ -158,12 +159,8 @@ def _tied_order(runs: np.ndarray, w: np.ndarray) -> np.ndarray:
     return detection[np.argsort(key, kind="stable")]
 
 
-def paired_bootstrap(model: Matches, reference: Matches,
-                     settings: BootstrapSettings = BootstrapSettings()) -> PairedIntervals:
-    """Intervals of ``model - reference`` (mAP and per-class AP, in points) over the same resamples of images.
-
-    Both must be the same images (count and positives per image and class), classes and AP method.
-    """
+def check_paired(model: Matches, reference: Matches) -> None:
+    """Refuse two results that cannot be paired: other classes, AP rules or images (count, ground truth)."""
     if model.class_names != reference.class_names:
         raise BootstrapError(f"the two results have other classes ({model.class_names} vs {reference.class_names})")
     if model.ap_method != reference.ap_method or model.iou_threshold != reference.iou_threshold:
@@ -172,13 +169,31 @@ def paired_bootstrap(model: Matches, reference: Matches,
     if model.num_images != reference.num_images or not np.array_equal(model.positives, reference.positives):
         raise BootstrapError(f"the two results are of other images ({model.num_images} vs {reference.num_images} "
                              "images, or other ground truth): evaluate both on the same image list")
+
+
+def paired_bootstrap(model: Matches, reference: Matches,
+                     settings: BootstrapSettings = BootstrapSettings()) -> PairedIntervals:
+    """Intervals of ``model - reference`` (mAP and per-class AP, in points) over the same resamples of images.
+
+    Both must be the same images (count and positives per image and class), classes and AP method. To pair
+    several models with one reference, compute the reference's :func:`resampled_aps` once and call
+    :func:`paired_intervals` per model (the deploy report does).
+    """
+    check_paired(model, reference)
     weights = resample_weights(model.num_images, settings)
-    model_aps, reference_aps = resampled_aps(model, weights), resampled_aps(reference, weights)
+    return paired_intervals(resampled_aps(model, weights), resampled_aps(reference, weights), model.class_names,
+                            settings)
+
+
+def paired_intervals(model_aps: np.ndarray, reference_aps: np.ndarray, class_names: tuple[str, ...],
+                     settings: BootstrapSettings) -> PairedIntervals:
+    """The intervals of ``model - reference`` from both models' :func:`resampled_aps` (R, C - 1) over the same
+    resamples (``resample_weights(num_images, settings)``); ``class_names`` with the background first."""
     diffs = (resampled_maps(model_aps) - resampled_maps(reference_aps)) * 100.0
     class_diffs = (model_aps - reference_aps) * 100.0  # (R, C-1), nan where the class has no ground truth drawn
     return PairedIntervals(
         settings, _percentiles(diffs, settings.level),
-        {name: _percentiles(class_diffs[:, c], settings.level) for c, name in enumerate(model.class_names[1:])})
+        {name: _percentiles(class_diffs[:, c], settings.level) for c, name in enumerate(class_names[1:])})
 
 
 def _percentiles(values: np.ndarray, level: float) -> tuple[float, float] | None:
