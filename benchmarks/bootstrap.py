@@ -16,26 +16,16 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks.image_check import cpu_name  # noqa: E402
 from benchmarks.metric import synthetic_set  # noqa: E402
 from ssd_runtime.bootstrap import BootstrapSettings, paired_bootstrap, resample_weights, resampled_aps  # noqa: E402
 from ssd_runtime.detections import Detections  # noqa: E402
 from ssd_runtime.metric import voc_map  # noqa: E402
 from ssd_runtime.spec import VOC_CLASSES  # noqa: E402
-
-
-def cpu_model() -> str:
-    """lscpu's model name (the numbers are this CPU's)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")),
-                "unknown")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     intervals = paired_bootstrap(model.matches, reference.matches, settings)
     paired_s = time.perf_counter() - start
     out = {
-        "cpu": cpu_model(), "images": args.images, "detections_per_image": args.detections,
+        "cpu": cpu_name(), "images": args.images, "detections_per_image": args.detections,
         "resamples": args.resamples,
         "voc_map_once_s": round(voc_map_s, 4),
         "literal_resamples_estimate_s": round(voc_map_s * args.resamples, 1),  # the baseline, x resamples

@@ -183,3 +183,19 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def assert_padded_equal(tensors: dict, expected: list, k: int | None = None) -> None:
+    """Padded outputs (``boxes``, ``scores``, ``labels``, ``num_detections`` (N, 1)) == the runtime's Detections,
+    bit for bit, and the padding (zero boxes and scores, labels -1); ``k``: the padded size, if checked."""
+    import numpy as np
+
+    assert tensors["num_detections"].shape == (len(expected), 1)
+    for i, dets in enumerate(expected):
+        m = len(dets)
+        assert tensors["num_detections"][i, 0] == m
+        np.testing.assert_array_equal(tensors["boxes"][i, :m], dets.boxes)
+        np.testing.assert_array_equal(tensors["scores"][i, :m], dets.scores)
+        np.testing.assert_array_equal(tensors["labels"][i, :m], dets.labels)
+        assert (tensors["boxes"][i, m:] == 0).all() and (tensors["scores"][i, m:] == 0).all()
+        assert (tensors["labels"][i, m:] == -1).all() and (k is None or m <= k)

@@ -18,6 +18,7 @@ from ssd_runtime.postprocess import postprocess
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
 from ssd_runtime.voc import read_split_ids
 from tests import triton_pb_utils_standin as pb
+from tests.triton_server import assert_padded_equal
 
 NUMPY_OF = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64}
 
@@ -54,18 +55,6 @@ def outputs(response: pb.InferenceResponse, config: dict, batch: int) -> dict[st
     return tensors
 
 
-def check_equal(tensors: dict[str, np.ndarray], expected: list, k: int) -> None:
-    """Padded outputs == the runtime's Detections: same count, bit-identical boxes/scores/labels, padding."""
-    for i, dets in enumerate(expected):
-        m = len(dets)
-        assert tensors["num_detections"][i, 0] == m
-        np.testing.assert_array_equal(tensors["boxes"][i, :m], dets.boxes)
-        np.testing.assert_array_equal(tensors["scores"][i, :m], dets.scores)
-        np.testing.assert_array_equal(tensors["labels"][i, :m], dets.labels)
-        assert (tensors["boxes"][i, m:] == 0).all() and (tensors["scores"][i, m:] == 0).all()
-        assert (tensors["labels"][i, m:] == -1).all() and m <= k
-
-
 def test_detections_equal_the_runtime(repository: Path, raw_outputs):
     folder = repository / "ssd300_postprocess"
     model = pb.load_model(folder)
@@ -78,8 +67,8 @@ def test_detections_equal_the_runtime(repository: Path, raw_outputs):
     got = [outputs(responses[0], config, 3), outputs(responses[1], config, 1)]
     expected = postprocess(locs, class_logits, spec.make_priors(), spec.detection, spec.variances)
     assert sum(len(d) for d in expected) > 0, "the trained model must detect something for this test to mean anything"
-    check_equal(got[0], expected[:3], 200)
-    check_equal(got[1], expected[3:], 200)
+    assert_padded_equal(got[0], expected[:3], 200)
+    assert_padded_equal(got[1], expected[3:], 200)
     # pixels as a client computes them (docs/serving.md) == the Detector's on the same raw outputs
     sizes = detector.prepare(paths).sizes
     for j, (tensors, i) in enumerate([(got[0], 0), (got[0], 1), (got[0], 2), (got[1], 0)]):
@@ -104,7 +93,7 @@ def test_request_parameters_act_as_runtime_settings(repository: Path, raw_output
     counts = []
     for response, (_, settings) in zip(responses, cases):
         tensors = outputs(response, config, locs.shape[0])
-        check_equal(tensors, postprocess(locs, class_logits, priors, settings, spec.variances), 200)
+        assert_padded_equal(tensors, postprocess(locs, class_logits, priors, settings, spec.variances), 200)
         counts.append(int(tensors["num_detections"].sum()))
     default = outputs(model.execute([request(locs, class_logits)])[0], config, locs.shape[0])
     # a higher min_score keeps fewer, top_k 7 caps, top_k 0 keeps nothing
@@ -163,7 +152,7 @@ def test_other_parameters_are_ignored_and_logged_once(repository: Path, raw_outp
     settings = PostprocessSettings(spec.detection.min_score, spec.detection.max_overlap, 5)
     expected = postprocess(locs[:1], class_logits[:1], spec.make_priors(), settings, spec.variances)
     for response in responses:
-        check_equal(outputs(response, pb.model_config(folder), 1), expected, 200)
+        assert_padded_equal(outputs(response, pb.model_config(folder), 1), expected, 200)
     warned = [message for level, message in pb.LOGGED if level == "warn"]
     assert len(warned) == 3 and all("ignoring request parameter" in m for m in warned)
     assert sorted(m.split("'")[1] for m in warned) == ["min_scor", "user-agent", "x-request-id"]
@@ -189,7 +178,7 @@ def test_max_detections_caps_the_default_top_k(runtime_onnx: Path, raw_outputs, 
     spec = detector.spec
     tensors = outputs(model.execute([request(locs, class_logits)])[0], pb.model_config(folder), locs.shape[0])
     capped = PostprocessSettings(spec.detection.min_score, spec.detection.max_overlap, 50)
-    check_equal(tensors, postprocess(locs, class_logits, spec.make_priors(), capped, spec.variances), 50)
+    assert_padded_equal(tensors, postprocess(locs, class_logits, spec.make_priors(), capped, spec.variances), 50)
     assert model.execute([request(locs, class_logits, {"top_k": 51})])[0].has_error()
 
 
@@ -212,4 +201,4 @@ def test_fp16_network_outputs_are_postprocessed_in_float32(repository: Path, raw
     spec = detector.spec
     half_locs, half_logits = locs.astype(np.float16), class_logits.astype(np.float16)
     tensors = outputs(model.execute([request(half_locs, half_logits)])[0], pb.model_config(folder), locs.shape[0])
-    check_equal(tensors, postprocess(half_locs, half_logits, spec.make_priors(), spec.detection, spec.variances), 200)
+    assert_padded_equal(tensors, postprocess(half_locs, half_logits, spec.make_priors(), spec.detection, spec.variances), 200)

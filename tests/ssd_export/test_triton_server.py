@@ -36,7 +36,7 @@ from ssd_runtime.detector import Detector
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.spec import PostprocessSettings
 from ssd_runtime.voc import read_split_ids
-from tests.triton_server import ServerEnvironment, TritonServer, find_server_environment
+from tests.triton_server import ServerEnvironment, TritonServer, assert_padded_equal, find_server_environment
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -150,18 +150,6 @@ def infer(clients: dict, protocol: str, model: str, inputs: dict[str, np.ndarray
     return {name: result.as_numpy(name) for name in names}
 
 
-def check_detections(got: dict[str, np.ndarray], expected: list) -> None:
-    """The padded outputs == the runtime's Detections, bit for bit, and the padding."""
-    assert got["num_detections"].shape == (len(expected), 1)
-    for i, dets in enumerate(expected):
-        m = len(dets)
-        assert got["num_detections"][i, 0] == m
-        np.testing.assert_array_equal(got["boxes"][i, :m], dets.boxes)
-        np.testing.assert_array_equal(got["scores"][i, :m], dets.scores)
-        np.testing.assert_array_equal(got["labels"][i, :m], dets.labels)
-        assert (got["labels"][i, m:] == -1).all() and (got["scores"][i, m:] == 0).all()
-
-
 def test_server_loads_the_repository_copied_without_empty_folders(server: TritonServer, clients: dict, served: Path):
     # what was served: no empty folder anywhere (the ensembles' version folders survive by their placeholder)
     assert not [p for p in served.rglob("*") if p.is_dir() and not any(p.iterdir())]
@@ -188,7 +176,7 @@ def test_ensemble_detections_equal_the_runtime(clients: dict, exports: dict, ima
     spec = detector.spec
     expected = postprocess(raw["locs"], raw["class_logits"], spec.make_priors(), spec.detection, spec.variances)
     assert sum(len(d) for d in expected) > 0, "the model must detect something for this test to mean anything"
-    check_detections(got, expected)
+    assert_padded_equal(got, expected)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -214,7 +202,7 @@ def test_request_parameters_change_the_result(clients: dict, exports: dict, imag
     raw = infer(clients, protocol, "ssd300_network", {"images": pixels})
     spec, priors = detector.spec, detector.spec.make_priors()
     default = infer(clients, protocol, "ssd300", {"images": pixels})
-    check_detections(default, postprocess(raw["locs"], raw["class_logits"], priors, spec.detection, spec.variances))
+    assert_padded_equal(default, postprocess(raw["locs"], raw["class_logits"], priors, spec.detection, spec.variances))
     # a min_score between the scores the default keeps, so it must keep fewer (the model is barely trained)
     threshold = float(np.median(default["scores"][0, : int(default["num_detections"][0, 0])]))
     counts = []
@@ -225,7 +213,7 @@ def test_request_parameters_change_the_result(clients: dict, exports: dict, imag
         ({"min_score": "0.05", "top_k": "7"}, PostprocessSettings(0.05, spec.detection.max_overlap, 7)),
     ]:
         got = infer(clients, protocol, "ssd300", {"images": pixels}, parameters=parameters)
-        check_detections(got, postprocess(raw["locs"], raw["class_logits"], priors, settings, spec.variances))
+        assert_padded_equal(got, postprocess(raw["locs"], raw["class_logits"], priors, settings, spec.variances))
         counts.append(got["num_detections"][:, 0].tolist())
     assert counts[0][0] < default["num_detections"][0, 0], (counts, default["num_detections"])
     assert counts[2] == [3] * len(images) and max(counts[3]) <= 7, counts
