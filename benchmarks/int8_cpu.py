@@ -1,9 +1,9 @@
 """INT8 Q/DQ vs FP32 in ONNX Runtime on the CPU, full-width SSD300 (JSON on stdout).
 
 In a temporary folder: a full-width SSD300 (random weights unless ``--checkpoint``) is saved as a
-checkpoint and exported to ONNX fp32 (:func:`ssd_export.onnx_export.export_onnx`), a calibration set
+checkpoint and exported to ONNX fp32 (:func:`ssd_export.onnx.export.export_onnx`), a calibration set
 is built from a generated dataset (``ssd_train.synthetic``; or ``--calibration M [--data-root D]``)
-and the export is quantized by :func:`ssd_export.int8.quantize_int8` (``--method``, default max;
+and the export is quantized by :func:`ssd_export.int8.quantize.quantize_int8` (``--method``, default max;
 parity off). The class list of the model must be the calibration set's: by default the generated
 dataset's 7 shapes padded with unused names to ``--num-classes`` (21 with background, VOC's head
 shape). The INT8 model's speed does not depend on the calibration count or the weights; the
@@ -187,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
-    from ssd_export.calibration import build_manifest, write_manifest
-    from ssd_export.int8 import quantize_int8
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.int8.calibration import build_manifest, write_manifest
+    from ssd_export.int8.quantize import quantize_int8
+    from ssd_export.onnx.export import export_onnx
     from ssd_runtime import Detector
     from ssd_runtime.backends.onnxruntime import OrtBackend
     from ssd_runtime.classes import CLASSES_FILE, write_class_file
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             manifest = write_manifest(build_manifest(data, images=args.calib_images, spec=spec), tmp / "calib.json")
             steps["calibration_manifest_seconds"] = round(time.perf_counter() - start, 2)
             report["calibration"] = {"source": "ssd_train.synthetic.generate_voc_dataset (trainval) + "
-                                               "ssd_export.calibration.build_manifest",
+                                               "ssd_export.int8.calibration.build_manifest",
                                      "images": args.calib_images,
                                      "class_list": "generated shapes padded with unused names"
                                                    if tuple(spec.class_names) != CLASS_NAMES else "generated"}
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                               data_root=args.data_root)
         quantize_seconds = time.perf_counter() - start
         report["quantization"] = {
-            "function": f"ssd_export.int8.quantize_int8(method={args.method!r}, parity=False)",
+            "function": f"ssd_export.int8.quantize.quantize_int8(method={args.method!r}, parity=False)",
             "seconds": round(quantize_seconds, 2),
             "quantize_static_seconds": quant["quantize_seconds"],
             "calibration_images": quant["calibration"]["images"],

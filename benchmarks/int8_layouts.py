@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
     from ssd_export.parity import verification_inputs
     from ssd_runtime.spec import ModelSpec
     from ssd_train.checkpoint import save_checkpoint

@@ -43,9 +43,9 @@ KERNEL_FEATURES = ("AVX2", "FMA3", "AVX512F", "AVX512BW", "AVX512VNNI", "AVX512F
 
 def build(folder: Path, steps: list[int], tag: str) -> list[str]:
     """Train, export and quantize one test model per step count into ``folder/s{steps}{tag}``."""
-    from ssd_export.calibration import build_manifest, write_manifest
-    from ssd_export.int8 import quantize_int8
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.int8.calibration import build_manifest, write_manifest
+    from ssd_export.int8.quantize import quantize_int8
+    from ssd_export.onnx.export import export_onnx
     from ssd_runtime.onnx_model import read_onnx_info
     from ssd_train.synthetic import generate_voc_dataset
     from tests.training_helpers import session_checkpoint

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
     from ssd_runtime import Detector
     from ssd_runtime.bench import benchmark
     from ssd_runtime.detector import POSTPROCESSES

@@ -75,7 +75,7 @@ def _evaluate(data: Path, model: Path, detections: Path) -> dict:
 
 def prepare(folder: Path) -> dict:
     """Main environment: generate the data, train and export the test model, record pixels and evaluation."""
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
     from ssd_train.checkpoint import save_checkpoint
     from ssd_train.synthetic import generate_voc_dataset
     from tests.training_helpers import scene_batch, small_model, train_briefly

@@ -37,7 +37,7 @@ def skipped_reason() -> str | None:
         import tensorrt  # noqa: F401
     except ImportError as exc:
         return f"skipped: no tensorrt module ({exc})"
-    from ssd_export.engine import tensorrt_unavailable_reason
+    from ssd_export.tensorrt.engine import tensorrt_unavailable_reason
 
     reason = tensorrt_unavailable_reason()
     return None if reason is None else f"skipped: {reason}"
@@ -45,9 +45,9 @@ def skipped_reason() -> str | None:
 
 def sources(folder: Path) -> tuple[Path, dict[str, Path]]:
     """A briefly trained checkpoint and the ONNX of every variant (the int8 one calibrated on 8 images)."""
-    from ssd_export.calibration import build_manifest, write_manifest
-    from ssd_export.int8 import quantize_int8
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.int8.calibration import build_manifest, write_manifest
+    from ssd_export.int8.quantize import quantize_int8
+    from ssd_export.onnx.export import export_onnx
     from ssd_runtime.onnx_model import read_onnx_info
     from ssd_train.synthetic import generate_voc_dataset
     from tests.training_helpers import session_checkpoint
@@ -68,7 +68,7 @@ def sources(folder: Path) -> tuple[Path, dict[str, Path]]:
 
 def build(source: Path, out: Path, checkpoint: Path | None, tf32: bool, cache: Path) -> dict:
     """One ``build_engine`` with its check; the outcome as data (never raises for a TensorRT failure)."""
-    from ssd_export.engine import EngineBuildError, EngineParityError, build_engine
+    from ssd_export.tensorrt.engine import EngineBuildError, EngineParityError, build_engine
 
     start = time.perf_counter()
     try:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in VARIANTS:
             for tf32 in (False, True):
                 engine = folder / f"{variant}{'-tf32' if tf32 else ''}.engine"
-                # an INT8 engine is checked against its Q/DQ ONNX whatever the reference (engine_check)
+                # an INT8 engine is checked against its Q/DQ ONNX whatever the reference (ssd_export.tensorrt.check)
                 entry = build(onnx[variant], engine, None if variant == "int8" else checkpoint, tf32, cache)
                 if entry["built"] and not tf32:
                     try:

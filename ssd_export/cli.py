@@ -35,7 +35,7 @@ def _print_report(report: dict, as_json: bool) -> None:
 
 def _cmd_onnx(args: argparse.Namespace) -> int:
     """Export a checkpoint to ONNX, verify parity, print the report."""
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
     from ssd_export.parity import ParityError
 
     batch = {} if args.static_batch is None else {"dynamic_batch": False, "static_batch": args.static_batch}
@@ -85,7 +85,7 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Verify an ONNX file against a checkpoint; print (and optionally save) the report."""
     from ssd_export.parity import write_report
-    from ssd_export.verify import verify_onnx
+    from ssd_export.onnx.verify import verify_onnx
 
     report = verify_onnx(args.model, args.checkpoint, batch_size=args.batch)
     if args.report:
@@ -111,7 +111,7 @@ def _cmd_calibration(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
 
-    from ssd_export.calibration import build_manifest, write_manifest
+    from ssd_export.int8.calibration import build_manifest, write_manifest
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -134,7 +134,7 @@ def _cmd_calibration(args: argparse.Namespace) -> int:
 
 
 def _add_calibration(sub: argparse._SubParsersAction) -> None:
-    from ssd_export.calibration import build_manifest
+    from ssd_export.int8.calibration import build_manifest
 
     p = sub.add_parser("calibration", help="choose and hash a class-balanced INT8 calibration set (JSON manifest)")
     p.add_argument("--data", required=True, help="VOC root, VOCdevkit or a folder holding one")
@@ -153,7 +153,7 @@ def _add_calibration(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_int8(args: argparse.Namespace) -> int:
     """Quantize an fp32 ONNX to a Q/DQ INT8 ONNX (with --max-drop: the sensitive-layer search); print the report."""
-    from ssd_export.int8 import Int8Error, quantize_int8
+    from ssd_export.int8.quantize import Int8Error, quantize_int8
 
     options = dict(method=args.method, percentile=args.percentile, batch_size=args.batch_size,
                    data_root=args.data_root, exclude=args.exclude or (), parity=not args.no_parity,
@@ -176,7 +176,7 @@ def _cmd_int8(args: argparse.Namespace) -> int:
 
 def _int8_search(args: argparse.Namespace, options: dict) -> int:
     """``ssd-export int8 --max-drop``: the search's trials, then the written model's report; 1 when no trial met the target."""
-    from ssd_export.int8_search import search_int8
+    from ssd_export.int8.search import search_int8
 
     search = search_int8(args.onnx, args.calibration, args.output, data=args.data, max_drop=args.max_drop,
                          max_trials=args.max_trials, holdout_images=args.holdout_images, **options)
@@ -226,7 +226,7 @@ def _print_int8(report: dict) -> None:
 
 
 def _add_int8(sub: argparse._SubParsersAction) -> None:
-    from ssd_export.calibration import DEFAULT_BATCH
+    from ssd_export.int8.calibration import DEFAULT_BATCH
 
     p = sub.add_parser("int8", help="quantize an fp32 ONNX export to a Q/DQ INT8 ONNX (TensorRT's rules)")
     p.add_argument("--onnx", required=True, help="fp32 ONNX export (ssd-export onnx --variant fp32)")
@@ -259,7 +259,7 @@ def _add_int8(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_triton(args: argparse.Namespace) -> int:
     """Write a Triton model repository for an ONNX model or a TensorRT engine; print its layout."""
-    from ssd_export.triton import write_triton_repository
+    from ssd_export.triton.repository import write_triton_repository
 
     repo = write_triton_repository(
         args.model, args.out, name=args.name, max_batch=args.max_batch,
@@ -309,8 +309,8 @@ def _add_triton(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
     """Build, verify, evaluate, time and draw every artifact; print the report's tables; 1 when one misses its target."""
-    from ssd_export.deploy import deploy
-    from ssd_export.report import render_markdown
+    from ssd_export.deploy.run import deploy
+    from ssd_export.deploy.report import render_markdown
 
     targets = {}
     for item in args.target or ():
@@ -343,7 +343,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _add_deploy(sub: argparse._SubParsersAction) -> None:
-    from ssd_export.calibration import CALIBRATION_IMAGES
+    from ssd_export.int8.calibration import CALIBRATION_IMAGES
     from ssd_runtime.bench import benchmark
     from ssd_runtime.evaluate import TARGET_POINTS
 
@@ -388,7 +388,7 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_engine(args: argparse.Namespace) -> int:
     """Build a TensorRT engine from a toolkit ONNX, check it, write plan + sidecar; print what was made."""
-    from ssd_export.engine import EngineParityError, build_engine, parse_batch
+    from ssd_export.tensorrt.engine import EngineParityError, build_engine, parse_batch
 
     try:
         build = build_engine(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ssd_runtime.onnx_model import VARIANTS
 
-#: ONNX opset of every export (see :mod:`ssd_export.onnx_export` for why 19).
+#: ONNX opset of every export (see :mod:`ssd_export.onnx.export` for why 19).
 DEFAULT_OPSET = 19
 #: torch.onnx exporters: the TorchScript one (default) and the dynamo one.
 EXPORTERS = ("torchscript", "dynamo")

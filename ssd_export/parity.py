@@ -25,7 +25,7 @@ reference's shape (N, P, 4) / (N, P, C) with P = spec.num_priors, is finite and 
 the NumPy postprocess of both at the spec's detection and evaluation settings gives *identical
 detections* (``docs/reference.md``, "Identical detections") where the precision requires it, and the
 comparison is reported otherwise. The ONNX-specific checks (metadata, provenance, trace batch, the
-end-to-end graph) are a thin layer in :mod:`ssd_export.verify`.
+end-to-end graph) are a thin layer in :mod:`ssd_export.onnx.verify`.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ class ParityError(ValueError):
 
 #: Tolerance by precision, for the precisions checked against the checkpoint by name (fp32, fp16, tf32):
 #: a view of :data:`ssd_runtime.variants.PRECISIONS`, where each tolerance and its measurements live. INT8's
-#: (:data:`ssd_export.int8.INT8_PARITY`) is passed as a :class:`Tolerance`.
+#: (:data:`ssd_export.int8.quantize.INT8_PARITY`) is passed as a :class:`Tolerance`.
 TOLERANCES: dict[str, Tolerance] = _TOLERANCES
 
 

@@ -2,7 +2,7 @@
 
 :func:`check_tensorrt_rules` returns the violations (an empty list for a good graph), each naming the node
 or tensor; :func:`require_tensorrt_rules` raises :class:`TensorRTRuleError` instead. Every export path
-runs it before anything is written (:mod:`ssd_export.onnx_export`, :mod:`ssd_export.int8`) and
+runs it before anything is written (:mod:`ssd_export.onnx.export`, :mod:`ssd_export.int8.quantize`) and
 ``ssd-export verify`` runs it on any ONNX file.
 
 TensorRT cannot be installed here, so every rule comes from NVIDIA's sources, each cited where it is
@@ -26,7 +26,7 @@ Rules:
 6. INT64: taken wherever the op's table lists INT64 (TensorRT 10 has ``kINT64``), an error where it does
    not (part of rule 2's type check) and for DOUBLE anywhere;
 7. a graph with Q/DQ nodes: TensorRT's explicit-quantization rules,
-   :func:`ssd_export.int8_rules.check_qdq_rules`.
+   :func:`ssd_export.qdq_rules.check_qdq_rules`.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ssd_export.int8_rules import QDQ_OPS, _Graph, check_qdq_rules
+from ssd_export.qdq_rules import QDQ_OPS, _Graph, check_qdq_rules
 
 __all__ = [
     "MAX_OPSET",
@@ -85,7 +85,7 @@ class OpRule:
 
 
 #: Every op the toolkit's exporters emit (torch.onnx TorchScript and dynamo at opset 19, the end2end tail
-#: of :mod:`ssd_export.end2end`, ONNX Runtime's and ModelOpt's Q/DQ), with its row of onnx-tensorrt
+#: of :mod:`ssd_export.onnx.end2end`, ONNX Runtime's and ModelOpt's Q/DQ), with its row of onnx-tensorrt
 #: 10.1-GA docs/operators.md. A new op in an export fails rule 2 until its row is read and added here.
 SUPPORTED_OPS: dict[str, OpRule] = {
     "Add": OpRule(_F + _I, 22, (0, 1)),
@@ -141,7 +141,7 @@ def declared_float_nodes(quantization: dict | None) -> list[str]:
     """The Convs an INT8 model's metadata (``ssd300.quantization``) declares kept in float on purpose.
 
     The ``excluded_nodes`` lists other than the parts every toolkit INT8 model keeps in float (the L2 norm,
-    the output tail and the head convs' outputs, which :func:`~ssd_export.int8_rules.check_qdq_rules` finds
+    the output tail and the head convs' outputs, which :func:`~ssd_export.qdq_rules.check_qdq_rules` finds
     by structure): ``user`` (--exclude), ``sensitive`` (the search), ``modelopt`` (ModelOpt's own).
     """
     excluded = ((quantization or {}).get("settings") or {}).get("excluded_nodes") or {}
@@ -164,7 +164,7 @@ def check_tensorrt_rules(model: onnx.ModelProto, *, float_nodes: Sequence[str] =
     """The violations of TensorRT's ONNX-parser rules (module doc) in ``model``; empty when it parses.
 
     ``float_nodes``: Q/DQ graphs only, the nodes deliberately kept in float (passed to
-    :func:`~ssd_export.int8_rules.check_qdq_rules`).
+    :func:`~ssd_export.qdq_rules.check_qdq_rules`).
     """
     g = _Graph(model)
     types = _element_types(model)

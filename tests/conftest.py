@@ -56,7 +56,7 @@ def runtime_checkpoint(voc_root, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def runtime_onnx(runtime_checkpoint):
     """The fp32 ONNX export of ``runtime_checkpoint`` (dynamic batch)."""
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
 
     out = runtime_checkpoint.with_suffix(".onnx")
     export_onnx(runtime_checkpoint, out, verify=False)
@@ -67,7 +67,7 @@ def runtime_onnx(runtime_checkpoint):
 @pytest.fixture(scope="session")
 def calibration_manifest(voc_root, runtime_onnx, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An 8-image calibration manifest (one batch) of the session's tiny dataset, for the session's model."""
-    from ssd_export.calibration import build_manifest, write_manifest
+    from ssd_export.int8.calibration import build_manifest, write_manifest
     from ssd_runtime.onnx_model import read_onnx_info
 
     with warnings.catch_warnings():
@@ -80,8 +80,8 @@ def calibration_manifest(voc_root, runtime_onnx, tmp_path_factory: pytest.TempPa
 def engine_sources(runtime_checkpoint, runtime_onnx, calibration_manifest, tmp_path_factory) -> dict[str, Path]:
     """ONNX sources of the engine builder's tests, from the session's model: every variant (dynamic batch),
     ``static`` (fp32 at a static batch of 2) and ``int8`` (Q/DQ, 8 calibration images)."""
-    from ssd_export.int8 import quantize_int8
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.int8.quantize import quantize_int8
+    from ssd_export.onnx.export import export_onnx
 
     folder = tmp_path_factory.mktemp("engine_sources")
     sources = {"fp32": runtime_onnx}

@@ -5,7 +5,7 @@ sources define each name (file:line at release/10.3 and release/11.1; derived fr
 docs/tensorrt-api.md). The names the toolkit uses are found two ways:
 
 - statically: every attribute chain rooted at the ``tensorrt`` module (``trt.X.Y``, ``self._trt.X``) in
-  the engine builder (``ssd_export/engine*.py``) and the runtime backend
+  the engine builder (``ssd_export/tensorrt/*.py``) and the runtime backend
   (``ssd_runtime/backends/tensorrt.py``), and the names probed with ``hasattr``/``getattr``;
 - dynamically: every name the FAKE tensorrt (tests/fake_tensorrt.py) saw touched on its module, enums,
   classes and objects - ``builder.create_network``, ``engine.num_io_tensors``, ... - while the builder
@@ -33,7 +33,7 @@ from tests.fake_tensorrt import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = sorted((ROOT / "ssd_export").glob("engine*.py")) + [ROOT / "ssd_runtime" / "backends" / "tensorrt.py"]
+SOURCES = sorted((ROOT / "ssd_export").glob("tensorrt/*.py")) + [ROOT / "ssd_runtime" / "backends" / "tensorrt.py"]
 
 
 def _chain(node: ast.AST) -> list[str] | None:
@@ -72,7 +72,7 @@ def _drive(major: str, sources: dict[str, Path], folder: Path, monkeypatch) -> N
     """Run the builder and the backend once through the fake ``major`` with every option it supports."""
     import sys
 
-    from ssd_export.engine import EngineBuildError, build_engine
+    from ssd_export.tensorrt.engine import EngineBuildError, build_engine
     from ssd_runtime.backends.tensorrt import TensorRTBackend
     from tests import fake_device_memory
     from tests.fake_device_memory import HostMemory
@@ -144,7 +144,7 @@ def test_the_fake_exposes_only_the_list(fake_trt):
 
 @pytest.fixture(scope="module")
 def sources(runtime_checkpoint, runtime_onnx, tmp_path_factory) -> dict[str, Path]:
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
 
     end2end = tmp_path_factory.mktemp("surface") / "end2end.onnx"
     return {"fp32": runtime_onnx, "end2end": export_onnx(runtime_checkpoint, end2end, variant="end2end",

@@ -12,7 +12,7 @@ import pytest
 @pytest.fixture(scope="session")
 def fp32_dynamic(runtime_checkpoint, tmp_path_factory: pytest.TempPathFactory):
     """ExportReport of the verified fp32 export of ``runtime_checkpoint`` with a dynamic batch."""
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
 
     return export_onnx(runtime_checkpoint, tmp_path_factory.mktemp("fp32") / "ssd300.onnx")
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssd_export.calibration import (
+from ssd_export.int8.calibration import (
     CALIBRATION_IMAGES,
     MIN_IMAGES,
     CalibrationError,
@@ -284,7 +284,7 @@ def test_cli_writes_nothing_on_failure(tmp_path, capsys):
 
 
 def test_calibration_imports_without_torch():
-    code = "import sys, ssd_export.calibration, ssd_export.cli; print('torch' in sys.modules)"
+    code = "import sys, ssd_export.int8.calibration, ssd_export.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -12,8 +12,8 @@ import warnings
 
 import pytest
 
-from ssd_export import deploy as deploy_module
-from ssd_export.deploy import DeployError, deploy, plan_artifacts
+from ssd_export.deploy import run as deploy_module
+from ssd_export.deploy.run import DeployError, deploy, plan_artifacts
 from ssd_runtime.bootstrap import BootstrapSettings, format_interval, paired_bootstrap
 from ssd_runtime.detector import Detector
 from ssd_runtime.evaluate import TARGET_POINTS, records_map

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ssd_export.deploy_state import DeployState
+from ssd_export.deploy.state import DeployState
 from ssd_runtime.errors import FormatError
 from ssd_runtime.formats import DEPLOY_STATE
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from ssd_export.onnx_export import export_onnx
+from ssd_export.onnx.export import export_onnx
 from ssd_export.parity import verification_images
 from ssd_runtime.preprocess import normalize
 from ssd_runtime.spec import EVALUATION_SETTINGS

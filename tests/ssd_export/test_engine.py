@@ -1,4 +1,4 @@
-"""``ssd_export.engine.build_engine`` through the FAKE tensorrt (tests/fake_tensorrt.py), both majors.
+"""``ssd_export.tensorrt.engine.build_engine`` through the FAKE tensorrt (tests/fake_tensorrt.py), both majors.
 
 The fake builds "plans" that embed the ONNX and runs them in ONNX Runtime on host memory (the stand-in
 GPU of tests/fake_device_memory.py), so the parity check after each build really runs the engine
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ssd_export.engine import (
+from ssd_export.tensorrt.engine import (
     EngineBuildFailedError,
     EngineOptionError,
     EngineOutOfMemoryError,
@@ -364,7 +364,7 @@ memory = HostMemory("8.7")
 cuda_device.device_info = lambda index=0: memory.info
 from tests import fake_device_memory
 cuda_device.set_device = fake_device_memory.set_device
-from ssd_export.engine import build_engine
+from ssd_export.tensorrt.engine import build_engine
 result = build_engine({str(engine_sources["fp32"])!r}, {str(tmp_path / "m.engine")!r}, backend_options={{"memory": memory}})
 assert result.parity["passed"], result.parity["failures"]
 print("passed")

@@ -1,4 +1,4 @@
-"""``ssd_export.engine_network`` and ``ssd-export engine`` (CLI) through the FAKE tensorrt, both majors:
+"""``ssd_export.tensorrt.network`` and ``ssd-export engine`` (CLI) through the FAKE tensorrt, both majors:
 feature detection, network flags, the timing cache round trip, and the command line."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ssd_export.cli import main
-from ssd_export.engine_network import (
+from ssd_export.tensorrt.network import (
     NetworkSettings,
     TimingCacheError,
     build_plan,

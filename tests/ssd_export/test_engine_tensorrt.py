@@ -10,7 +10,7 @@ import hashlib
 
 import pytest
 
-from ssd_export.engine import EngineOptionError, OnnxParseError, build_engine
+from ssd_export.tensorrt.engine import EngineOptionError, OnnxParseError, build_engine
 from ssd_runtime.engine_sidecar import read_sidecar
 
 pytestmark = pytest.mark.tensorrt

@@ -12,10 +12,10 @@ import onnxruntime
 import pytest
 from onnx import helper, numpy_helper
 
-from ssd_export.calibration import CalibrationError, build_manifest, write_manifest
+from ssd_export.int8.calibration import CalibrationError, build_manifest, write_manifest
 from ssd_export.defaults import INT8_METHODS
-from ssd_export.int8 import QUANTIZER, Int8Error, quantize_int8
-from ssd_export.int8_rules import check_qdq_rules, l2_norm_nodes, output_tail
+from ssd_export.int8.quantize import QUANTIZER, Int8Error, quantize_int8
+from ssd_export.qdq_rules import check_qdq_rules, l2_norm_nodes, output_tail
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import META_END2END, META_VARIANT, OnnxModelError, read_onnx_info
 
@@ -345,7 +345,7 @@ def test_changed_calibration_image_writes_nothing(voc_root, runtime_onnx, tmp_pa
 
 
 def test_rule_violation_fails_and_leaves_the_old_file(runtime_onnx, manifest, tmp_path, monkeypatch):
-    import ssd_export.int8 as int8
+    import ssd_export.int8.quantize as int8
 
     out = tmp_path / "int8.onnx"
     out.write_bytes(b"previous")
@@ -399,7 +399,7 @@ def test_cli_choices_and_defaults_come_from_the_library():
 def test_cli_int8_text_report(int8_models, runtime_onnx, manifest, tmp_path, capsys, monkeypatch):
     import copy
 
-    import ssd_export.int8 as int8
+    import ssd_export.int8.quantize as int8
     from ssd_export.cli import main
 
     # the parity itself is tested above (int8_models["max"]); its ~6 s detection comparison is not rerun here

@@ -20,8 +20,8 @@ import onnx
 import pytest
 
 from ssd_export.cli import main as export_main
-from ssd_export.int8 import Int8Error, quantize_int8
-from ssd_export.int8_rules import check_qdq_rules, l2_norm_nodes, output_tail
+from ssd_export.int8.quantize import Int8Error, quantize_int8
+from ssd_export.qdq_rules import check_qdq_rules, l2_norm_nodes, output_tail
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import META_VARIANT, read_onnx_info
 

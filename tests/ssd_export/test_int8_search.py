@@ -11,11 +11,11 @@ import numpy as np
 import onnx
 import pytest
 
-import ssd_export.int8_search as int8_search
-from ssd_export.calibration import CalibrationSet, build_manifest, write_manifest
-from ssd_export.int8 import Int8Error, quantize_int8
-from ssd_export.int8_rules import check_qdq_rules
-from ssd_export.int8_search import (
+import ssd_export.int8.search as int8_search
+from ssd_export.int8.calibration import CalibrationSet, build_manifest, write_manifest
+from ssd_export.int8.quantize import Int8Error, quantize_int8
+from ssd_export.qdq_rules import check_qdq_rules
+from ssd_export.int8.search import (
     HeldOutWarning,
     heldout_images,
     keep_float,

@@ -31,7 +31,7 @@ def test_cli_onnx_and_verify(fp32_dynamic, runtime_checkpoint: Path, tmp_path: P
 def test_cli_choices_and_defaults_come_from_the_library():
     from ssd_export import defaults
     from ssd_export.cli import build_parser
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
     from ssd_runtime.onnx_model import VARIANTS
 
     parser = build_parser()

@@ -15,7 +15,7 @@ import torch
 
 from ssd_export import parity
 from ssd_export.defaults import TRACE_BATCH
-from ssd_export.onnx_export import DEFAULT_OPSET, ParityError, export_onnx
+from ssd_export.onnx.export import DEFAULT_OPSET, ParityError, export_onnx
 from ssd_export.parity import Tolerance, verification_images
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import check_external_data, read_onnx_info, read_onnx_spec

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssd_export.onnx_export import export_onnx
+from ssd_export.onnx.export import export_onnx
 from ssd_export.parity import (
     TOLERANCES,
     ReferenceOutputs,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ssd_export.deploy_steps import Artifact, thin_curve
-from ssd_export.report import (
+from ssd_export.deploy.steps import Artifact, thin_curve
+from ssd_export.deploy.report import (
     REPORT_SCHEMA,
     build_report,
     machine_info,

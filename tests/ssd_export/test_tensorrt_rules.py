@@ -46,7 +46,7 @@ VARIANTS = ("fp32", "fp16", "uint8-nhwc", "end2end", "int8", "static")
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_exported_variant_passes(engine_sources, variant):
-    from ssd_export.verify import tensorrt_rules_report
+    from ssd_export.onnx.verify import tensorrt_rules_report
 
     report = tensorrt_rules_report(engine_sources[variant])
     assert report["violations"] == [], report
@@ -193,7 +193,7 @@ def test_each_rule_catches_its_broken_graph(engine_sources, mutation):
 def test_export_refuses_a_broken_graph(runtime_checkpoint, tmp_path, monkeypatch):
     """A graph breaking a rule (here a UINT8 intermediate) is refused by name; nothing is written and an
     existing file stays as it was."""
-    from ssd_export import onnx_export
+    from ssd_export.onnx import export as onnx_export
 
     original = onnx_export._set_output_shapes
 
@@ -212,7 +212,7 @@ def test_export_refuses_a_broken_graph(runtime_checkpoint, tmp_path, monkeypatch
 
 def test_int8_refuses_a_broken_graph(runtime_onnx, calibration_manifest, tmp_path, monkeypatch):
     """The INT8 path checks the parser rules too (beside the Q/DQ rules): a UINT8 intermediate is refused."""
-    from ssd_export import int8
+    from ssd_export.int8 import quantize as int8
 
     original = int8.strip_qdq
 
@@ -230,8 +230,8 @@ def test_int8_refuses_a_broken_graph(runtime_onnx, calibration_manifest, tmp_pat
 
 @pytest.mark.parametrize("setting", ["top_k", "max_candidates"])
 def test_end2end_export_refuses_topk_above_3840(runtime_checkpoint, tmp_path, setting):
-    from ssd_export.end2end import End2EndLimitError
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.end2end import End2EndLimitError
+    from ssd_export.onnx.export import export_onnx
     from ssd_runtime.spec import PostprocessSettings
     from ssd_train.checkpoint import load_model
 
@@ -257,7 +257,7 @@ def test_cli_refuses_max_candidates_above_3840(runtime_checkpoint, tmp_path, cap
 
 
 def test_end2end_limits_at_the_edges():
-    from ssd_export.end2end import End2EndLimitError, check_end2end_limits
+    from ssd_export.onnx.end2end import End2EndLimitError, check_end2end_limits
 
     sizes = {"num_priors": 8732, "num_classes": 21}  # (C-1)*P = 174,640
     check_end2end_limits(200, MAX_TOPK_K, **sizes)  # the defaults

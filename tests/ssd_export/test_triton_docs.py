@@ -19,8 +19,8 @@ import onnxruntime as ort
 import pytest
 import tritonclient
 
-from ssd_export.onnx_export import export_onnx
-from ssd_export.triton import write_triton_repository
+from ssd_export.onnx.export import export_onnx
+from ssd_export.triton.repository import write_triton_repository
 from ssd_runtime.voc import read_split_ids
 from tests import triton_pb_utils_standin as pb
 

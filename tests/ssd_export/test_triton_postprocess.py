@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssd_export.triton import write_triton_repository
+from ssd_export.triton.repository import write_triton_repository
 from ssd_runtime.detector import Detector
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.spec import ModelSpec, PostprocessSettings

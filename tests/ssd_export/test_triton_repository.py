@@ -15,14 +15,14 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 import ssd_runtime
 from ssd_export.cli import main
-from ssd_export.onnx_export import export_onnx
-from ssd_export.triton import (
+from ssd_export.onnx.export import export_onnx
+from ssd_export.triton.repository import (
     POSTPROCESS_SOURCE,
     TritonRepositoryError,
     read_served_model,
     write_triton_repository,
 )
-from ssd_export.triton_config import render_pbtxt
+from ssd_export.triton.config import render_pbtxt
 from ssd_runtime.engine_sidecar import (
     SIDECAR_SCHEMA,
     EngineMismatchError,
@@ -288,7 +288,7 @@ def test_existing_output_is_refused_or_replaced_whole(runtime_onnx: Path, tmp_pa
     assert [p.name for p in root.iterdir()] == ["old_model"]
 
     # a failure half-way (the postprocess source missing) leaves the user's folder and no temporary behind
-    monkeypatch.setattr("ssd_export.triton.POSTPROCESS_SOURCE", tmp_path / "missing.py")
+    monkeypatch.setattr("ssd_export.triton.repository.POSTPROCESS_SOURCE", tmp_path / "missing.py")
     with pytest.raises(FileNotFoundError):
         write_triton_repository(runtime_onnx, root, force=True)
     assert [p.name for p in root.iterdir()] == ["old_model"]

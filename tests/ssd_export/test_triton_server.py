@@ -30,8 +30,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from ssd_export.onnx_export import export_onnx
-from ssd_export.triton import write_triton_repository
+from ssd_export.onnx.export import export_onnx
+from ssd_export.triton.repository import write_triton_repository
 from ssd_runtime.detector import Detector
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.spec import PostprocessSettings

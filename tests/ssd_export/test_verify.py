@@ -1,4 +1,4 @@
-"""ONNX verification (ssd_export.verify): parity at another batch size, another checkpoint, the tolerance floor."""
+"""ONNX verification (ssd_export.onnx.verify): parity at another batch size, another checkpoint, the tolerance floor."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ssd_export.parity import TOLERANCES, verification_images
-from ssd_export.verify import verify_onnx
+from ssd_export.onnx.verify import verify_onnx
 from ssd_runtime.preprocess import normalize
 from ssd_train.checkpoint import load_model
 

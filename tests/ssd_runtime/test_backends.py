@@ -122,7 +122,7 @@ def test_ort_refuses_escaping_external_data(runtime_onnx, tmp_path):
 
 
 def test_uint8_nhwc_variant_gives_identical_detections(runtime_checkpoint, runtime_onnx, voc_root, tmp_path):
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
     from ssd_runtime import Detector
     from ssd_runtime.postprocess import compare_detections
 

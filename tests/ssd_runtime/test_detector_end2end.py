@@ -27,7 +27,7 @@ BAKED = EVALUATION_SETTINGS  # min_score 0.01, max_overlap 0.45, top_k 200
 @pytest.fixture(scope="module")
 def end2end_onnx(runtime_checkpoint, tmp_path_factory):
     """The end2end export of the session's model at the evaluation settings, no candidate cap."""
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
 
     out = tmp_path_factory.mktemp("e2e") / "small_e2e.onnx"
     export_onnx(runtime_checkpoint, out, variant="end2end", end2end_settings=BAKED, max_candidates=10**6, verify=False)

@@ -154,7 +154,7 @@ def test_end2end_engine_gives_detections(fake_trt, end2end_onnx, batch, tmp_path
 
 @pytest.fixture(scope="module")
 def end2end_onnx(runtime_checkpoint, tmp_path_factory):
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
     from ssd_runtime.spec import EVALUATION_SETTINGS
 
     out = tmp_path_factory.mktemp("trt_e2e") / "e2e.onnx"
@@ -352,7 +352,7 @@ def test_failed_graph_capture_falls_back_once_per_batch_size(engine, runtime_onn
 
 
 def test_uint8_nhwc_engine_takes_uint8_images(fake_trt, runtime_checkpoint, voc_root, tmp_path):
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
 
     onnx_path = tmp_path / "u8.onnx"
     export_onnx(runtime_checkpoint, onnx_path, variant="uint8-nhwc", verify=False)

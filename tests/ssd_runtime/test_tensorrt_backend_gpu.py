@@ -1,5 +1,5 @@
 """The TensorRT backend on real TensorRT and a real GPU (marked tensorrt; run by scripts/gpu_check.sh
-wherever TensorRT is installed): engines built by ``ssd_export.engine.build_engine`` from the session's
+wherever TensorRT is installed): engines built by ``ssd_export.tensorrt.engine.build_engine`` from the session's
 small model, run through real cuda-python device memory, compared with ONNX Runtime on the CPU."""
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ ATOL = 1e-3
 
 @pytest.fixture(scope="module")
 def engines(runtime_onnx, runtime_checkpoint, tmp_path_factory):
-    from ssd_export.engine import build_engine
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.tensorrt.engine import build_engine
+    from ssd_export.onnx.export import export_onnx
 
     folder = tmp_path_factory.mktemp("trt")
     e2e_onnx = folder / "e2e.onnx"

@@ -80,9 +80,12 @@ def test_precision_views_are_the_previous_dicts():
 
 
 def test_old_homes_read_the_table():
-    from ssd_export import deploy, engine, parity, verify
-    from ssd_export.engine_check import engine_tolerance
-    from ssd_export.int8 import INT8_PARITY
+    from ssd_export import parity
+    from ssd_export.deploy import run as deploy
+    from ssd_export.onnx import verify
+    from ssd_export.tensorrt import engine
+    from ssd_export.tensorrt.check import engine_tolerance
+    from ssd_export.int8.quantize import INT8_PARITY
     from ssd_runtime import evaluate
 
     assert parity.TOLERANCES is TOLERANCES and evaluate.TARGET_POINTS is TARGET_POINTS

@@ -2,7 +2,7 @@
 
 :func:`build_report` turns the deploy's per-artifact step results into the report dict (data first);
 :func:`render_markdown` renders it; :func:`write_deploy_report` writes both atomically with the figures
-of :mod:`ssd_export.report_figures`. Deltas are in mAP points (1 point = 0.01 on the 0-1 scale), runtime
+of :mod:`ssd_export.deploy.figures`. Deltas are in mAP points (1 point = 0.01 on the 0-1 scale), runtime
 minus PyTorch, judged against the target of the artifact's precision.
 
 ``report.json`` (``format`` "ssd300-deploy-report", ``schema_version`` :data:`REPORT_SCHEMA`):
@@ -327,7 +327,7 @@ def _latency_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 def write_deploy_report(out: Path, report: dict[str, Any]) -> dict[str, Any]:
     """Draw the figures, then write ``report.json`` and ``report.md`` into ``out`` (each atomically); return the report."""
-    from ssd_export.report_figures import write_figures
+    from ssd_export.deploy.figures import write_figures
 
     try:
         report["figures"] = write_figures(out, report)

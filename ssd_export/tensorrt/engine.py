@@ -19,7 +19,7 @@ ONNX's detections. Nothing is written at the output paths until the build and th
 the plan and sidecar are built under temporary names beside them, checked there, then moved into
 place (each move atomic). A failed check removes them unless ``keep_failed``.
 
-The TensorRT calls themselves are in :mod:`ssd_export.engine_network`.
+The TensorRT calls themselves are in :mod:`ssd_export.tensorrt.network`.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ssd_export.defaults import DEFAULT_VERIFY_BATCH, OPTIMIZATION_LEVELS
-from ssd_export.engine_network import (
+from ssd_export.tensorrt.network import (
     EngineBuildError,
     EngineBuildFailedError,
     EngineOptionError,
@@ -281,7 +281,7 @@ def build_engine(
         write_sidecar(staged, sidecar)
         report = None
         if parity:
-            from ssd_export.engine_check import check_engine
+            from ssd_export.tensorrt.check import check_engine
 
             report = check_engine(staged, info, checkpoint, device=device, precision=sidecar.precision, tf32=tf32_on,
                                   batch_size=_parity_batch(built.profile, info), backend_options=backend_options)

@@ -2,13 +2,13 @@
 
 ::
 
-    from ssd_export.deploy import deploy
+    from ssd_export.deploy.run import deploy
     report = deploy("runs/shapes/last.pt", "data/shapes", "runs/deploy")   # report["passed"], DIR/report.md
 
 For each artifact (the checkpoint itself as the ``pytorch`` reference, the ONNX variants, the Q/DQ INT8
-model, TensorRT engines where TensorRT and a GPU exist) the steps of :mod:`ssd_export.deploy_steps` run
+model, TensorRT engines where TensorRT and a GPU exist) the steps of :mod:`ssd_export.deploy.steps` run
 in order - build (with its verification), evaluate (VOC mAP on the test split through the runtime at
-the evaluation settings), bench (latency per stage), draw - and the report (:mod:`ssd_export.report`)
+the evaluation settings), bench (latency per stage), draw - and the report (:mod:`ssd_export.deploy.report`)
 puts each mAP beside PyTorch's with its target (:data:`ssd_runtime.variants.TARGET_POINTS`).
 
 Reruns: every finished step is recorded in ``DIR/deploy_state.json`` (written atomically after each
@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ssd_export import defaults
-from ssd_export.calibration import CALIBRATION_IMAGES
-from ssd_export.deploy_state import DeployState
-from ssd_export.deploy_steps import (
+from ssd_export.int8.calibration import CALIBRATION_IMAGES
+from ssd_export.deploy.state import DeployState
+from ssd_export.deploy.steps import (
     EVALUATION_BATCH,
     Artifact,
     DeployError,
@@ -79,17 +79,17 @@ def plan_artifacts(out: Path, checkpoint: Path, artifacts: Sequence[str], engine
 
 
 def _engine_support(mode: str, wanted: bool) -> tuple[Any, dict[str, Any]]:
-    """(the ``ssd_export.engine`` module or None, the report's engine line)."""
+    """(the ``ssd_export.tensorrt.engine`` module or None, the report's engine line)."""
     if mode not in defaults.ENGINE_MODES:
         raise DeployError(f"engines must be one of {', '.join(defaults.ENGINE_MODES)}, got {mode!r}")
     if mode == "skip" or not wanted:
         return None, {"mode": mode, "built": False, "reason": "not asked for (--engines skip or no 'engines' artifact)"}
     try:
-        engine_module = importlib.import_module("ssd_export.engine")  # lazily: it imports TensorRT only inside
+        engine_module = importlib.import_module("ssd_export.tensorrt.engine")  # lazily: it imports TensorRT only inside
     except ModuleNotFoundError as exc:
-        if exc.name != "ssd_export.engine":
+        if exc.name != "ssd_export.tensorrt.engine":
             raise
-        engine_module, reason = None, "this installation has no TensorRT engine builder (ssd_export.engine)"
+        engine_module, reason = None, "this installation has no TensorRT engine builder (ssd_export.tensorrt.engine)"
     else:
         reason = engine_module.tensorrt_unavailable_reason()
     if reason is None:
@@ -142,7 +142,7 @@ def deploy(
     Returns the report (also in ``out/report.json``); ``report["passed"]`` is False when an artifact
     failed or missed its target. KeyboardInterrupt is re-raised after the report of what finished is written.
     """
-    from ssd_export.report import build_report, machine_info, write_deploy_report
+    from ssd_export.deploy.report import build_report, machine_info, write_deploy_report
 
     start = time.perf_counter()
     checkpoint, out = Path(checkpoint), Path(out)
@@ -210,7 +210,7 @@ class _Run:
     records: list[VOCRecord]  # the evaluated test images
     data_sha256: str  # records_fingerprint(records)
     spec: ModelSpec  # the checkpoint's
-    engine_module: Any  # ssd_export.engine, or None when no engine is built
+    engine_module: Any  # ssd_export.tensorrt.engine, or None when no engine is built
     calibration: Path | None  # the given manifest, or None: built from the data
     calibration_images: int
     max_drop: float | None

@@ -6,7 +6,7 @@ the training split** (never the test split):
 
 1. held-out images (:func:`heldout_images`): images of D's ``trainval`` split that are neither in the
    calibration manifest (same file, or same sha256) nor in D's ``test`` split (same file, id or sha256),
-   chosen class-balanced and deterministically by :func:`ssd_export.calibration.select_images`;
+   chosen class-balanced and deterministically by :func:`ssd_export.int8.calibration.select_images`;
 2. the INT8 model as ``ssd-export int8`` builds it (the baseline), and the held-out mAP of the fp32
    source and of the baseline (``runtime_map`` through the runtime's ``Detector`` at the evaluation
    settings); drop = (fp32 - int8) mAP in points; within the target when drop <= ``max_drop``
@@ -19,7 +19,7 @@ the training split** (never the test split):
    measures the held-out mAP; the search stops at the first trial within the target;
 5. the model written is that trial's (or, when none is within the target, the trial with the smallest
    drop: ``met`` is False and ``ssd-export int8`` exits 1 after writing it, saying so), made by
-   :func:`ssd_export.int8.quantize_int8` with the search's summary (``search=``): the same quantization,
+   :func:`ssd_export.int8.quantize.quantize_int8` with the search's summary (``search=``): the same quantization,
    then :func:`keep_float` on the chosen Convs, recorded as ``excluded_nodes.sensitive`` and with the
    summary under ``settings.search`` in the metadata and ``<output>.int8.json``.
 
@@ -54,7 +54,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from ssd_export.calibration import CalibrationSet, select_images
+from ssd_export.int8.calibration import CalibrationSet, select_images
 from ssd_export.defaults import (
     DEFAULT_HOLDOUT_IMAGES,
     DEFAULT_MAX_TRIALS,
@@ -62,8 +62,8 @@ from ssd_export.defaults import (
     HOLDOUT_SEED,
     HOLDOUT_SPLIT,
 )
-from ssd_export.int8 import Int8Error, quantize_int8
-from ssd_export.int8_rules import QDQ_OPS
+from ssd_export.int8.quantize import Int8Error, quantize_int8
+from ssd_export.qdq_rules import QDQ_OPS
 from ssd_export.parity import write_report
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.detector import Detector
@@ -124,7 +124,7 @@ def heldout_images(
 
     An image is left out when its file, or its content (sha256), is one of the calibration manifest's,
     or when its file, id or content is in ``data``'s ``test`` split (none when there is no test split).
-    The choice among the rest is :func:`ssd_export.calibration.select_images` (class-balanced, by
+    The choice among the rest is :func:`ssd_export.int8.calibration.select_images` (class-balanced, by
     ``seed``): the same dataset, manifest, count and seed give the same images. Warns
     (:class:`HeldOutWarning`) when fewer are left; raises :class:`Int8Error` when none is.
     """
@@ -314,14 +314,14 @@ def search_int8(
         holdout_images: held-out images for the mAP; the first ``proxy_images`` of them score the Convs.
         seed: of the held-out choice.
         data_root, exclude, parity, quantize_options (``method``, ``percentile``, ``batch_size``): as
-            :func:`ssd_export.int8.quantize_int8`; ``exclude`` nodes stay in float in every trial.
+            :func:`ssd_export.int8.quantize.quantize_int8`; ``exclude`` nodes stay in float in every trial.
 
     The report: ``met``, ``max_drop_points``, ``heldout`` (:meth:`HeldOut.to_dict`), ``fp32_map``,
     ``baseline`` and ``trials`` (each: ``kept_float``, ``int8_map``, ``drop_points``, ``met``,
     ``seconds``), ``ranking`` (each Conv's ``score`` and ``error_in_float``; empty when the baseline
     is within the target) with ``proxy`` (images, the baseline's error), ``chosen`` (the trial written),
     ``kept_float``, ``final`` (the written model's outputs vs the chosen trial's), ``int8_report``
-    (:func:`~ssd_export.int8.quantize_int8`'s), ``seconds``, ``report_path``
+    (:func:`~ssd_export.int8.quantize.quantize_int8`'s), ``seconds``, ``report_path``
     (``<output>.int8_search.json``, where it is saved). When no trial is within the target the
     smallest drop is written and ``met`` is False (the caller decides the exit code).
     """

@@ -9,7 +9,7 @@ Layout written by :func:`write_triton_repository` (``NAME`` defaults to ``ssd300
       NAME_network/config.pbtxt         onnxruntime_onnx or tensorrt_plan: images -> locs, class_logits
       NAME_network/1/model.onnx         (or model.plan and model.plan.json, the engine's sidecar)
       NAME_postprocess/config.pbtxt     Python backend: decode + NMS by ssd_runtime's NumPy postprocess
-      NAME_postprocess/1/model.py       (ssd_export/triton_postprocess_model.py)
+      NAME_postprocess/1/model.py       (ssd_export/triton/postprocess_model.py)
       NAME_postprocess/1/spec.json      the model spec read from the ONNX metadata or the sidecar
       NAME_postprocess/1/toolkit.json   the toolkit version that wrote it (model.py checks it on loading)
 
@@ -36,7 +36,7 @@ from ssd_export.defaults import (
     DEFAULT_TRITON_NAME,
     DEFAULT_TRITON_QUEUE_DELAY_US,
 )
-from ssd_export.triton_config import (
+from ssd_export.triton.config import (
     TensorSpec,
     ensemble_config,
     network_config,
@@ -54,7 +54,7 @@ from ssd_runtime.variants import DETECTION_OUTPUTS, RAW_OUTPUTS, VARIANT_TABLE
 __all__ = ["ServedModel", "TritonRepository", "TritonRepositoryError", "read_served_model", "write_triton_repository"]
 
 #: The Python-backend model copied as ``NAME_postprocess/1/model.py``.
-POSTPROCESS_SOURCE = Path(__file__).with_name("triton_postprocess_model.py")
+POSTPROCESS_SOURCE = Path(__file__).with_name("postprocess_model.py")
 #: Beside model.py: the spec the postprocess reads (ModelSpec JSON).
 SPEC_FILE = "spec.json"
 #: Beside model.py: the toolkit version that wrote the repository; model.py refuses another ssd_runtime.

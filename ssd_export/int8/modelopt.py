@@ -8,12 +8,12 @@ imported only when that quantizer is asked for, and says so when ModelOpt is mis
 ``quantize_mode="int8"`` (symmetric INT8, per-channel weights, per-tensor activations, biases in float - ModelOpt's
 own defaults), ``high_precision_dtype="fp32"`` (FP32 scales and the float parts left FP32: FP16 scales have failed
 to build on Orin), ``dq_only=True`` (weights stored as INT8 initializers read through a per-channel
-DequantizeLinear: the form :func:`~ssd_export.int8_rules.check_qdq_rules` checks and ONNX Runtime's path writes;
+DequantizeLinear: the form :func:`~ssd_export.qdq_rules.check_qdq_rules` checks and ONNX Runtime's path writes;
 ModelOpt's default keeps FP32 weights behind a QuantizeLinear/DequantizeLinear pair, which TensorRT folds
 but the rules read as a per-channel activation Q), calibration ``max`` or ``entropy`` (ModelOpt has no percentile for INT8) on the CPU
 (``calibration_eps=["cpu"]``), and the conv4_3 L2 norm and the output tail kept in float (``nodes_to_exclude``,
 each name anchored and escaped: ModelOpt reads them as regular expressions). ModelOpt writes intermediate files
-beside its input, so it runs on a copy in a temporary folder. The caller (:func:`ssd_export.int8.quantize_int8`)
+beside its input, so it runs on a copy in a temporary folder. The caller (:func:`ssd_export.int8.quantize.quantize_int8`)
 checks the graph with the same TensorRT rules as ONNX Runtime's, and records the quantizer and its version.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ssd_export.int8_rules import TENSORRT_QDQ, FloatRegions
+from ssd_export.qdq_rules import TENSORRT_QDQ, FloatRegions
 
 __all__ = ["MODELOPT_METHODS", "QUANTIZER", "ModelOptMissing", "load_modelopt", "modelopt_float_convs",
            "modelopt_settings", "quantize_modelopt"]
@@ -104,7 +104,7 @@ def quantize_modelopt(
 ) -> tuple[int, int]:
     """Quantize ``onnx_path`` to ``output`` with ModelOpt; return (calibration images, batches) used.
 
-    ``batches`` (float32 (B, 3, S, S), :meth:`ssd_export.calibration.CalibrationSet.batches`) are read
+    ``batches`` (float32 (B, 3, S, S), :meth:`ssd_export.int8.calibration.CalibrationSet.batches`) are read
     ``num_batches`` at most and concatenated into the one (N, 3, S, S) array ModelOpt takes, calibrated
     ``batch_size`` images per step.
     """

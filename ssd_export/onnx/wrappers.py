@@ -4,7 +4,7 @@
 - ``ssd_train.model.FP16Network`` (used for the FP16 export): FP16 weights and activations, FP32 where FP16 overflows (the conv4_3 L2 norm),
   FP32 graph inputs and outputs.
 - :class:`ScoresAndBoxes`: the network plus softmax and box decoding - the first half of the
-  end-to-end graph; the NMS half is appended in ONNX by :mod:`ssd_export.end2end`.
+  end-to-end graph; the NMS half is appended in ONNX by :mod:`ssd_export.onnx.end2end`.
 """
 from __future__ import annotations
 

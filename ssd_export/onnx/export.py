@@ -21,7 +21,7 @@ temporary file beside the output -> verified with ONNX Runtime against PyTorch o
 another batch size -> moved into place atomically. A failed check or parity leaves no file behind
 (and an existing file at ``output`` untouched) and raises :class:`ExportError` / :class:`ParityError` /
 :class:`~ssd_export.tensorrt_rules.TensorRTRuleError` (a graph TensorRT's parser would refuse) /
-:class:`~ssd_export.end2end.End2EndLimitError` (end2end settings needing a TopK k > 3840, before the trace).
+:class:`~ssd_export.onnx.end2end.End2EndLimitError` (end2end settings needing a TopK k > 3840, before the trace).
 """
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ from ssd_export.defaults import (
     EXPORTERS,
     TRACE_BATCH,
 )
-from ssd_export.end2end import append_nms, check_end2end_limits
+from ssd_export.onnx.end2end import append_nms, check_end2end_limits
 from ssd_export.parity import ParityError, write_report
 from ssd_export.tensorrt_rules import TensorRTRuleError, require_tensorrt_rules
-from ssd_export.verify import verify_onnx
-from ssd_export.wrappers import ScoresAndBoxes, Uint8NHWCInput
+from ssd_export.onnx.verify import verify_onnx
+from ssd_export.onnx.wrappers import ScoresAndBoxes, Uint8NHWCInput
 from ssd_train.model import FP16Network
 from ssd_runtime.fileio import atomic_path, sha256_file
 from ssd_runtime.onnx_model import VARIANT_IO, VARIANTS, End2EndConfig, onnx_metadata, write_onnx_metadata
@@ -126,7 +126,7 @@ def export_onnx(
             scores, labels, num_detections after softmax, decode and ONNX NonMaxSuppression).
         opset: ONNX opset (default 19; >= 13 for the end-to-end variant).
         exporter: ``torchscript`` (default) or ``dynamo``.
-        verify: run :func:`ssd_export.verify.verify_onnx` before the file is moved into place, and save
+        verify: run :func:`ssd_export.onnx.verify.verify_onnx` before the file is moved into place, and save
             its report beside the output as ``<output>.verify.json``.
         verify_batch: batch size of the verification (default: 3 for a dynamic batch, else the static one).
         end2end_settings: postprocess settings baked into the end-to-end graph: settings, or the name of

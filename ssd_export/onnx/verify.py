@@ -13,7 +13,7 @@ through the runtime's :class:`~ssd_runtime.backends.onnxruntime.OrtBackend` (CPU
 - the tolerance of the variant's precision (both from :mod:`ssd_runtime.variants`): ``fp32`` /
   ``uint8-nhwc`` at ``TOLERANCES["fp32"]`` (identical detections required), ``fp16`` at
   ``TOLERANCES["fp16"]`` (detections reported), ``int8`` (a Q/DQ model) at ``PRECISIONS["int8"]``'s
-  (:data:`ssd_export.int8.INT8_PARITY`), reported but not judged (its accuracy is judged by mAP);
+  (:data:`ssd_export.int8.quantize.INT8_PARITY`), reported but not judged (its accuracy is judged by mAP);
 - ``end2end`` (NMS inside the graph; OrtBackend returns its padded detections): the graph's
   detections compared with the NumPy reference postprocess of the checkpoint's outputs at the
   baked-in settings: identical detections required (``docs/reference.md``, "Identical detections").

@@ -2,7 +2,7 @@
 
 No second comparison: a raw engine goes through :func:`ssd_export.parity.check_parity` (the same check
 as every ONNX artifact) with the tolerance of the engine's precision; an end-to-end engine's padded
-detections go through :func:`ssd_export.verify.check_end2end` (the NumPy reference postprocess of the
+detections go through :func:`ssd_export.onnx.verify.check_end2end` (the NumPy reference postprocess of the
 checkpoint's outputs, identical detections required). The reference is the checkpoint when one is
 given, else the source ONNX in ONNX Runtime on the CPU (for an end-to-end ONNX: its detections,
 compared with :func:`~ssd_runtime.postprocess.compare_detections`). An INT8 engine is always checked
@@ -24,7 +24,7 @@ from ssd_export.parity import (
     tolerance_for,
     verification_inputs,
 )
-from ssd_export.verify import check_end2end
+from ssd_export.onnx.verify import check_end2end
 from ssd_runtime.backends import backend_class
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.end2end import padded_to_detections

@@ -1,6 +1,6 @@
 """The NMS half of the end-to-end ONNX graph, written with ``onnx.helper`` (standard ops only).
 
-Input: an exported :class:`~ssd_export.wrappers.ScoresAndBoxes` graph with outputs ``boxes``
+Input: an exported :class:`~ssd_export.onnx.wrappers.ScoresAndBoxes` graph with outputs ``boxes``
 (N, P, 4) fractional xyxy and ``scores`` (N, C-1, P) softmax scores without the background.
 Output: the same graph ending in fixed-size, padded detections, K = ``settings.top_k``:
 

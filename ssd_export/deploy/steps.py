@@ -1,15 +1,15 @@
 """The steps of ``ssd-export deploy``, one function each; every one is a call of the toolkit's own API.
 
-- build: :func:`ssd_export.onnx_export.export_onnx` (fp32, fp16, uint8-nhwc, end2end; each verified
-  against the checkpoint before its file appears), :func:`ssd_export.int8.quantize_int8` or, with a
-  target, :func:`ssd_export.int8_search.search_int8` (int8), ``ssd_export.engine.build_engine``
+- build: :func:`ssd_export.onnx.export.export_onnx` (fp32, fp16, uint8-nhwc, end2end; each verified
+  against the checkpoint before its file appears), :func:`ssd_export.int8.quantize.quantize_int8` or, with a
+  target, :func:`ssd_export.int8.search.search_int8` (int8), ``ssd_export.tensorrt.engine.build_engine``
   (TensorRT engines; the module is imported only when engines are asked for);
 - evaluate: :func:`ssd_runtime.evaluate.records_map` through a :class:`~ssd_runtime.detector.Detector`
   at the model's evaluation settings (the one metric, :func:`ssd_runtime.metric.voc_map`);
 - bench: :func:`ssd_runtime.bench.benchmark`;
 - draw: :func:`ssd_runtime.draw.draw_detections`.
 
-Nothing here decides what to reuse or how to report: :mod:`ssd_export.deploy` does.
+Nothing here decides what to reuse or how to report: :mod:`ssd_export.deploy.run` does.
 """
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def build_onnx(checkpoint: Path, artifact: Artifact, spec: ModelSpec) -> dict[st
     5,427, and that cap gave detections identical to the NumPy postprocess on 120 test images; the
     export's own check refuses a cap that changes them.
     """
-    from ssd_export.onnx_export import export_onnx
+    from ssd_export.onnx.export import export_onnx
 
     result = export_onnx(checkpoint, artifact.path, variant=artifact.variant, end2end_settings="evaluation").to_dict()
     verification = result.pop("verification") or {}
@@ -154,7 +154,7 @@ def build_calibration(data: str | os.PathLike, spec: ModelSpec, output: Path, im
     (and the INT8 model built from it stays reusable; the spec, unlike a model path, does not change
     when the deploy folder moves). Returns the manifest's summary and its warnings.
     """
-    from ssd_export.calibration import build_manifest, write_manifest
+    from ssd_export.int8.calibration import build_manifest, write_manifest
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -174,17 +174,17 @@ def build_int8(fp32_model: Path, calibration: Path, calibration_root: Path | Non
     comparison took 13 s of a 16 s quantization of the barely trained test model, whose many near-tied
     scores the comparison examines one by one).
     """
-    from ssd_export.calibration import CalibrationSet
+    from ssd_export.int8.calibration import CalibrationSet
 
     calib = CalibrationSet.load(calibration, data_root=calibration_root)
     options = {"method": method, "parity": parity} if method else {"parity": parity}
     if max_drop is None:
-        from ssd_export.int8 import quantize_int8
+        from ssd_export.int8.quantize import quantize_int8
 
         report = quantize_int8(fp32_model, calib, artifact.path, **options)
         search = None
     else:
-        from ssd_export.int8_search import search_int8
+        from ssd_export.int8.search import search_int8
 
         result = search_int8(fp32_model, calib, artifact.path, data=data, max_drop=max_drop, **options)
         report = result["int8_report"]
@@ -205,7 +205,7 @@ def build_int8(fp32_model: Path, calibration: Path, calibration_root: Path | Non
 
 
 def build_engine(engine_module: Any, source: Path, checkpoint: Path, artifact: Artifact, max_batch: int) -> dict[str, Any]:
-    """A TensorRT engine of an ONNX artifact (``ssd_export.engine.build_engine``), checked against the checkpoint.
+    """A TensorRT engine of an ONNX artifact (``ssd_export.tensorrt.engine.build_engine``), checked against the checkpoint.
 
     Its profile spans batch 1 to ``max_batch`` (the evaluation's and the benchmark's largest batch).
     """

@@ -8,15 +8,15 @@
   float32: TensorRT's DequantizeLinear takes no INT32);
 - calibration ``MinMax`` (``max``), ``Entropy`` or ``Percentile`` (``--percentile``), fed one batch at a
   time (``CalibStridedMinMax=1``, which bounds the memory of every method) from
-  :meth:`ssd_export.calibration.CalibrationSet.batches` - hash-checked images, preprocessed by the
+  :meth:`ssd_export.int8.calibration.CalibrationSet.batches` - hash-checked images, preprocessed by the
   runtime exactly as at inference;
-- kept in float (``nodes_to_exclude``, found by structure in :mod:`ssd_export.int8_rules`): the conv4_3 L2
+- kept in float (``nodes_to_exclude``, found by structure in :mod:`ssd_export.qdq_rules`): the conv4_3 L2
   norm and its rescale, and the ``Transpose/Reshape/Concat`` tail after the heads; ORT also puts a Q/DQ
   pair on every Conv output, so the pairs on the head convs' outputs are taken off afterwards
-  (:func:`~ssd_export.int8_rules.strip_qdq`): the heads read INT8 and write float ``locs`` / ``class_logits``.
+  (:func:`~ssd_export.qdq_rules.strip_qdq`): the heads read INT8 and write float ``locs`` / ``class_logits``.
 
 The result is checked by :func:`~ssd_export.tensorrt_rules.check_tensorrt_rules` (TensorRT's parser rules
-and :func:`~ssd_export.int8_rules.check_qdq_rules`; a violation fails the command)
+and :func:`~ssd_export.qdq_rules.check_qdq_rules`; a violation fails the command)
 and the ONNX checker, carries the spec with its provenance (source ONNX and calibration manifest sha256,
 quantizer, version, settings) and variant ``int8`` in its metadata, is written to a temporary file beside
 the output and moved into place only when every check passed. The parity against the fp32 source is
@@ -40,9 +40,9 @@ import onnx
 import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from ssd_export.calibration import DEFAULT_BATCH, CalibrationError, CalibrationSet
+from ssd_export.int8.calibration import DEFAULT_BATCH, CalibrationError, CalibrationSet
 from ssd_export.defaults import DEFAULT_INT8_METHOD, DEFAULT_PERCENTILE, DEFAULT_QUANTIZER, INT8_METHODS, QUANTIZERS
-from ssd_export.int8_rules import (
+from ssd_export.qdq_rules import (
     MIN_QDQ_OPSET, QDQ_OPS, TENSORRT_QDQ, FloatRegions, float_regions, strip_qdq,
 )
 from ssd_export.parity import check_parity, write_report
@@ -107,12 +107,12 @@ def quantize_int8(
         data_root: where the manifest's dataset is now (when it moved).
         exclude: more node names to keep in float (beside the L2 norm and the output tail).
         parity: run the fp32-vs-INT8 parity on the verification scenes and report it.
-        search: the summary of a sensitive-layer search (:func:`ssd_export.int8_search.search_int8`):
+        search: the summary of a sensitive-layer search (:func:`ssd_export.int8.search.search_int8`):
             its ``kept_float`` Convs are put back in float after quantization (float input and fp32
-            weight: :func:`ssd_export.int8_search.keep_float`, the graph the search measured), recorded
+            weight: :func:`ssd_export.int8.search.keep_float`, the graph the search measured), recorded
             as ``excluded_nodes.sensitive``; the summary is recorded as ``settings.search``.
         quantizer: ``onnxruntime`` (``quantize_static``, above) or ``modelopt`` (NVIDIA ModelOpt's ONNX
-            quantizer, an optional extra in its own environment: :mod:`ssd_export.int8_modelopt`; methods
+            quantizer, an optional extra in its own environment: :mod:`ssd_export.int8.modelopt`; methods
             ``max`` and ``entropy``); the graph rules, checks, metadata and report are the same.
         calibrated: an INT8 model an earlier call wrote from the same source, calibration set and
             settings without ``search`` (the search's baseline): its quantization is reused instead of
@@ -126,7 +126,7 @@ def quantize_int8(
     ``seconds``, ``size_bytes``, ``report_path`` (``<output>.int8.json``, where it is also saved).
 
     Raises :class:`Int8Error` (see its doc), :class:`~ssd_runtime.onnx_model.OnnxModelError` (not a
-    toolkit ONNX), :class:`~ssd_export.calibration.CalibrationError` (missing/changed calibration images,
+    toolkit ONNX), :class:`~ssd_export.int8.calibration.CalibrationError` (missing/changed calibration images,
     another class list) or FileNotFoundError; on any error nothing is written and no temporary file stays.
     """
     start = time.perf_counter()
@@ -171,7 +171,7 @@ def quantize_int8(
     reader = _BatchReader(batches, info.input_name, num_batches)
 
     if quantizer == "modelopt":
-        from ssd_export.int8_modelopt import modelopt_float_convs, modelopt_settings
+        from ssd_export.int8.modelopt import modelopt_float_convs, modelopt_settings
 
         quantizer_float = modelopt_float_convs(source)  # ModelOpt's own small-channel Convs, declared float
         settings = modelopt_settings(method, static_batch or batch_size, exclude, regions, quantizer_float)
@@ -212,7 +212,7 @@ def quantize_int8(
             report["calibration_reused_from"] = str(calibrated)
             reader.images, reader.batches = len(calib), num_batches
         elif quantizer == "modelopt":
-            from ssd_export.int8_modelopt import quantize_modelopt
+            from ssd_export.int8.modelopt import quantize_modelopt
 
             reader.images, reader.batches = quantize_modelopt(
                 onnx_path, Path(tmp), batches, input_name=info.input_name, batch_size=static_batch or batch_size,
@@ -230,7 +230,7 @@ def quantize_int8(
         head_outputs = [n.output[0] for n in model.graph.node if n.name in set(regions.heads)]
         report["qdq_stripped"] = strip_qdq(model, head_outputs)
         if sensitive:
-            from ssd_export.int8_search import (
+            from ssd_export.int8.search import (
                 keep_float,  # the search's own surgery (it imports this module)
             )
 
@@ -284,8 +284,8 @@ def _check_calibrated(path: Path, quantization: dict[str, Any]) -> None:
 
 def _modelopt_quantizer(method: str) -> tuple[str, str]:
     """(name, version) of ModelOpt's quantizer; Int8Error when it is missing or lacks ``method``."""
-    from ssd_export.int8_modelopt import MODELOPT_METHODS, ModelOptMissing, load_modelopt
-    from ssd_export.int8_modelopt import QUANTIZER as MODELOPT
+    from ssd_export.int8.modelopt import MODELOPT_METHODS, ModelOptMissing, load_modelopt
+    from ssd_export.int8.modelopt import QUANTIZER as MODELOPT
 
     if method not in MODELOPT_METHODS:
         raise Int8Error(f"--quantizer modelopt has no {method!r} calibration for INT8 (ModelOpt offers "

@@ -1,0 +1,1 @@
+"""Deploy: the one-command pipeline, its steps and state, and its report."""

@@ -1,0 +1,1 @@
+"""Triton: the model repository (configs, ensembles, the Python-backend postprocess model)."""
