@@ -7,7 +7,7 @@ was built with (TensorRT version, GPU, compute capability, CUDA version, precisi
 compatibility flags), its inputs and outputs, the sha256 of the source ONNX and of the plan, how it
 was built (the argv that rebuilds it) and the result of the parity check run after the build.
 
-The writer is the engine builder (``ssd_export.engine``); the reader is the TensorRT backend, which
+The writer is the engine builder (``ssd_export.tensorrt.engine``); the reader is the TensorRT backend, which
 calls :func:`read_sidecar` and :func:`check_sidecar` before it deserializes a plan - the same
 writer/reader pair as :mod:`ssd_runtime.onnx_model` for ONNX metadata.
 """

@@ -1,6 +1,6 @@
 """Read what an exported ``ssd300.onnx`` says about itself: the model spec and export provenance.
 
-The exporter (``ssd_export.onnx_export``) writes into the ONNX ``metadata_props``:
+The exporter (``ssd_export.onnx.export``) writes into the ONNX ``metadata_props``:
 
 - ``ssd300.spec``: the :class:`~ssd_runtime.spec.ModelSpec` as JSON (classes, input size, mean/std,
   prior configuration and the sha256 of its priors, variances, postprocess defaults, provenance);

@@ -10,7 +10,7 @@ check, the backends and the evaluation (never retyped there):
 - :data:`PRECISIONS`: one :class:`Precision` per precision, its parity :class:`Tolerance` and its
   |delta mAP| target side by side.
 
-The dicts other modules used before (``ssd_export.parity.TOLERANCES``, ``ssd_export.int8.INT8_PARITY``,
+The dicts other modules used before (``ssd_export.parity.TOLERANCES``, ``ssd_export.int8.quantize.INT8_PARITY``,
 ``ssd_runtime.evaluate.TARGET_POINTS``, ``VARIANT_PRECISION``) are views of these tables, built here.
 
 NumPy only: no torch, onnx or onnxruntime, and nothing from ``ssd_train`` or ``ssd_export``.
