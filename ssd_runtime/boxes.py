@@ -2,7 +2,8 @@
 
 All functions take arrays shaped [..., 4]. Boxes are fractional (0-1 of the image side) unless a
 caller says otherwise; ``xyxy`` is (x_min, y_min, x_max, y_max), ``cxcywh`` is (cx, cy, w, h).
-The torch twins in ``ssd_train.boxes`` have the same names and signatures; a test holds them equal.
+The torch twins live in ``ssd_runtime.boxes_torch`` (same names and signatures; ``ssd_train.boxes``
+re-exports them for training code); ``tests/ssd_train/test_boxes_torch.py`` holds the two equal.
 """
 from __future__ import annotations
 
