@@ -97,7 +97,7 @@ def transform_cpu_ms(dataset: VOCDetection, count: int, seed: int) -> dict:
 
     from ssd_runtime.images import open_image
     from ssd_train.augment import train_transform
-    from tests.ssd_train.augment_reference import reference_train_transform  # the slow oracle of the tests
+    from tests.helpers.augment_reference import reference_train_transform  # the slow oracle of the tests
 
     out = {}
     for name, fn in (("fast", train_transform), ("reference_literal", reference_train_transform)):

@@ -4,7 +4,7 @@ The tests' tolerances for reduced-precision models must hold on every CPU a user
 Runtime picks its INT8 kernels by instruction set (AVX2, AVX-512 VNNI, AMX). This measures the spread
 those tolerances are derived from, in two stages:
 
-1. ``--build DIR``: the tests' briefly trained model (tests/training_helpers.py, tests/conftest.py's
+1. ``--build DIR``: the tests' briefly trained model (tests/helpers/training.py, tests/conftest.py's
    recipe) at several step counts, each exported to FP32 and FP16 ONNX and quantized to INT8 (MinMax, 8
    calibration images), beside the tests' generated 8-image test split. Needs torch. Run it once more with
    ``--tag avx2`` under ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2``
@@ -48,7 +48,7 @@ def build(folder: Path, steps: list[int], tag: str) -> list[str]:
     from ssd_export.onnx.export import export_onnx
     from ssd_runtime.onnx_model import read_onnx_info
     from ssd_train.synthetic import generate_voc_dataset
-    from tests.training_helpers import session_checkpoint
+    from tests.helpers.training import session_checkpoint
 
     data = folder / "data"
     if not data.exists():

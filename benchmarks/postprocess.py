@@ -17,7 +17,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from tests.synthetic_outputs import synthetic_outputs  # noqa: E402
+from tests.helpers.synthetic_outputs import synthetic_outputs  # noqa: E402
 from ssd_runtime.compare import compare_detections  # noqa: E402
 from ssd_runtime.postprocess import postprocess  # noqa: E402
 from ssd_runtime.priors import make_priors  # noqa: E402

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from tests.synthetic_outputs import synthetic_outputs
+from tests.helpers.synthetic_outputs import synthetic_outputs
 from ssd_runtime.compare import compare_detections
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.priors import make_priors

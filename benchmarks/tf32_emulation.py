@@ -99,7 +99,7 @@ def measure(checkpoint: Path, images: int) -> dict:
 def test_model(folder: Path) -> Path:
     """The test session's model (tests/conftest.py ``runtime_checkpoint``), rebuilt the same way."""
     from ssd_train.synthetic import generate_voc_dataset
-    from tests.training_helpers import session_checkpoint
+    from tests.helpers.training import session_checkpoint
 
     root = folder / "voc"
     generate_voc_dataset(root, images=24, test=8)

@@ -78,7 +78,7 @@ def prepare(folder: Path) -> dict:
     from ssd_export.onnx.export import export_onnx
     from ssd_train.checkpoint import save_checkpoint
     from ssd_train.synthetic import generate_voc_dataset
-    from tests.training_helpers import scene_batch, small_model, train_briefly
+    from tests.helpers.training import scene_batch, small_model, train_briefly
 
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "data"

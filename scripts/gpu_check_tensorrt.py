@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.training_helpers, as the test suite trains its model
+sys.path.insert(0, str(ROOT))  # tests.helpers.training, as the test suite trains its model
 
 VARIANTS = ("fp32", "fp16", "uint8-nhwc", "end2end", "int8")
 BATCHES = (1, 3)
@@ -50,7 +50,7 @@ def sources(folder: Path) -> tuple[Path, dict[str, Path]]:
     from ssd_export.onnx.export import export_onnx
     from ssd_runtime.onnx_model import read_onnx_info
     from ssd_train.synthetic import generate_voc_dataset
-    from tests.training_helpers import session_checkpoint
+    from tests.helpers.training import session_checkpoint
 
     root = folder / "voc"
     generate_voc_dataset(root, images=24, test=8)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The environment of the real-Triton tests (tests/triton_server.py): .venv-triton at the repository root,
+# The environment of the real-Triton tests (tests/helpers/triton/server.py): .venv-triton at the repository root,
 # holding PyPI's nvidia-pytriton (a real tritonserver with the Python backend), onnxruntime (which runs
 # the ONNX network inside the server in those tests: the bundled server has no ONNX Runtime backend) and
 # the toolkit's torch-free runtime, all under numpy<2 as nvidia-pytriton pins it (and Triton's images ship).

@@ -315,7 +315,7 @@ def train_transform(
     edges; the contrast op's mean is that of the whole distorted image (measured on a 4x-reduced
     copy), and the zoom-out filler is restored so that it stays undistorted as in the reference.
     The literal version (materialised canvas, full-size distortion) lives beside the tests
-    (``tests/ssd_train/augment_reference.py``); a test holds the two close.
+    (``tests/helpers/augment_reference.py``); a test holds the two close.
 
     Args:
         image: RGB PIL image. boxes: float32 (K, 4) pixel xyxy (reference frame). labels (K,),

@@ -1,7 +1,7 @@
 """Shared test setup: hardware markers skip where the hardware is absent; the session's data and model,
 its calibration set and its ONNX exports in every variant.
 
-Helpers for building models live in tests/training_helpers.py (import them from there, never from
+Helpers for building models live in tests/helpers/training.py (import them from there, never from
 a conftest).
 """
 from __future__ import annotations
@@ -45,10 +45,10 @@ def voc_root(tmp_path_factory: pytest.TempPathFactory):
 def runtime_checkpoint(voc_root, tmp_path_factory: pytest.TempPathFactory):
     """A width-0.125 SSD300 trained for a few Adam steps on the tiny dataset (evaluation transform).
 
-    The session's one briefly trained model (tests/training_helpers.py): barely trained, but with
+    The session's one briefly trained model (tests/helpers/training.py): barely trained, but with
     peaked scores and real detections above the detection threshold.
     """
-    from tests.training_helpers import session_checkpoint
+    from tests.helpers.training import session_checkpoint
 
     return session_checkpoint(voc_root, tmp_path_factory.mktemp("runtime") / "small.pt")
 
@@ -95,11 +95,11 @@ def engine_sources(runtime_checkpoint, runtime_onnx, calibration_manifest, tmp_p
 
 @pytest.fixture(params=["10.3", "11.1"])
 def fake_trt(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
-    """The FAKE ``tensorrt`` module of tests/fake_tensorrt.py (only the names of tests/data/tensorrt_api.json
+    """The FAKE ``tensorrt`` module of tests/helpers/fakes/tensorrt.py (only the names of tests/data/tensorrt_api.json
     for that major) installed as ``sys.modules["tensorrt"]``, once per major (10.3, 11.1)."""
     import sys
 
-    from tests.fake_tensorrt import fake_tensorrt
+    from tests.helpers.fakes.tensorrt import fake_tensorrt
 
     module = fake_tensorrt(request.param)
     monkeypatch.setitem(sys.modules, "tensorrt", module)

@@ -7,7 +7,7 @@ docs/tensorrt-api.md). The names the toolkit uses are found two ways:
 - statically: every attribute chain rooted at the ``tensorrt`` module (``trt.X.Y``, ``self._trt.X``) in
   the engine builder (``ssd_export/tensorrt/*.py``) and the runtime backend
   (``ssd_runtime/backends/tensorrt.py``), and the names probed with ``hasattr``/``getattr``;
-- dynamically: every name the FAKE tensorrt (tests/fake_tensorrt.py) saw touched on its module, enums,
+- dynamically: every name the FAKE tensorrt (tests/helpers/fakes/tensorrt.py) saw touched on its module, enums,
   classes and objects - ``builder.create_network``, ``engine.num_io_tensors``, ... - while the builder
   and backend ran, in this test (a build and a check per major) and in any test before it.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_tensorrt import (
+from tests.helpers.fakes.tensorrt import (
     API_PATH,
     MAJORS,
     USAGE,
@@ -74,9 +74,9 @@ def _drive(major: str, sources: dict[str, Path], folder: Path, monkeypatch) -> N
 
     from ssd_export.tensorrt.engine import EngineBuildError, build_engine
     from ssd_runtime.backends.tensorrt import TensorRTBackend
-    from tests import fake_device_memory
-    from tests.fake_device_memory import HostMemory
-    from tests.fake_tensorrt import fake_state
+    from tests.helpers.fakes import device_memory as fake_device_memory
+    from tests.helpers.fakes.device_memory import HostMemory
+    from tests.helpers.fakes.tensorrt import fake_state
 
     trt = fake_tensorrt(major)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)

@@ -19,11 +19,11 @@ def fp32_dynamic(runtime_checkpoint, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def stand_in_gpu(monkeypatch: pytest.MonkeyPatch):
-    """The host-memory stand-in of tests/fake_device_memory.py as the build "GPU": ``device_info`` reports it
+    """The host-memory stand-in of tests/helpers/fakes/device_memory.py as the build "GPU": ``device_info`` reports it
     (compute capability 9.0), ``set_device`` makes a device current in the stand-in (the fake TensorRT
     builder records which), and the TensorRT backend that checks each engine runs on it."""
-    from tests import fake_device_memory
-    from tests.fake_device_memory import HostMemory
+    from tests.helpers.fakes import device_memory as fake_device_memory
+    from tests.helpers.fakes.device_memory import HostMemory
 
     memory = HostMemory("9.0")
     monkeypatch.setattr("ssd_runtime.cuda_device.device_info", lambda index=0: memory.info)

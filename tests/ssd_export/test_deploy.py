@@ -261,7 +261,7 @@ def test_bad_targets_and_bench_settings_are_refused(runtime_checkpoint, voc_root
 @pytest.mark.parametrize("fake_trt", ["11.1"], indirect=True)
 def test_engines_through_the_fake_tensorrt(fake_trt, stand_in_gpu, deployed, runtime_checkpoint, voc_root, tmp_path,
                                            monkeypatch):
-    """The engine steps' own control flow: the FAKE tensorrt (tests/fake_tensorrt.py) builds "plans" that run
+    """The engine steps' own control flow: the FAKE tensorrt (tests/helpers/fakes/tensorrt.py) builds "plans" that run
     their ONNX in ONNX Runtime on the host-memory stand-in GPU, so each engine must score exactly its source."""
     monkeypatch.setattr("ssd_runtime.cuda_device.CudaMemory", lambda index=0: stand_in_gpu)
     copy = _copy(deployed, tmp_path)

@@ -1,7 +1,7 @@
-"""``ssd_export.tensorrt.engine.build_engine`` through the FAKE tensorrt (tests/fake_tensorrt.py), both majors.
+"""``ssd_export.tensorrt.engine.build_engine`` through the FAKE tensorrt (tests/helpers/fakes/tensorrt.py), both majors.
 
 The fake builds "plans" that embed the ONNX and runs them in ONNX Runtime on host memory (the stand-in
-GPU of tests/fake_device_memory.py), so the parity check after each build really runs the engine
+GPU of tests/helpers/fakes/device_memory.py), so the parity check after each build really runs the engine
 through the runtime's TensorRT backend: it passes for a good engine and fails for a wrong reference.
 What a real TensorRT does with these settings is tested by tests/ssd_export/test_engine_tensorrt.py.
 """
@@ -27,7 +27,7 @@ from ssd_export.tensorrt.engine import (
 from ssd_runtime.engine_sidecar import read_sidecar, sidecar_path
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import read_onnx_info
-from tests.fake_tensorrt import fake_state, read_fake_plan
+from tests.helpers.fakes.tensorrt import fake_state, read_fake_plan
 
 
 def build(source: Path, out: Path, gpu, **options):
@@ -85,7 +85,7 @@ def test_wrong_engine_fails_and_is_removed_unless_kept(monkeypatch, stand_in_gpu
     """A parity failure is handled above the TensorRT calls (one major suffices; each check takes ~5 s here)."""
     import sys
 
-    from tests.fake_tensorrt import fake_tensorrt
+    from tests.helpers.fakes.tensorrt import fake_tensorrt
 
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.1"))
     out = tmp_path / "m.engine"
@@ -213,7 +213,7 @@ def test_tf32_is_an_explicit_choice_with_its_own_tolerance(fake_trt, stand_in_gp
 
 def test_the_build_device_is_made_current_before_the_builder(fake_trt, stand_in_gpu, engine_sources, tmp_path):
     """TensorRT builds on the device current when trt.Builder is created (trtexec: cudaSetDevice first)."""
-    from tests import fake_device_memory
+    from tests.helpers.fakes import device_memory as fake_device_memory
 
     fake_device_memory.set_device(0)  # what a process that never chose a device has
     result = build(engine_sources["fp32"], tmp_path / "m.engine", stand_in_gpu, device=1, parity=False)
@@ -357,12 +357,12 @@ def test_build_and_check_without_torch(engine_sources, tmp_path):
 import sys
 sys.modules["torch"] = None  # `import torch` raises ImportError
 import ssd_runtime.cuda_device as cuda_device
-from tests.fake_device_memory import HostMemory
-from tests.fake_tensorrt import fake_tensorrt
+from tests.helpers.fakes.device_memory import HostMemory
+from tests.helpers.fakes.tensorrt import fake_tensorrt
 sys.modules["tensorrt"] = fake_tensorrt("10.3")
 memory = HostMemory("8.7")
 cuda_device.device_info = lambda index=0: memory.info
-from tests import fake_device_memory
+from tests.helpers.fakes import device_memory as fake_device_memory
 cuda_device.set_device = fake_device_memory.set_device
 from ssd_export.tensorrt.engine import build_engine
 result = build_engine({str(engine_sources["fp32"])!r}, {str(tmp_path / "m.engine")!r}, backend_options={{"memory": memory}})

@@ -15,7 +15,7 @@ from ssd_export.tensorrt.network import (
     detect_features,
 )
 from ssd_runtime.engine_sidecar import read_sidecar
-from tests.fake_tensorrt import CACHE_MAGIC, USAGE, fake_state, read_fake_plan
+from tests.helpers.fakes.tensorrt import CACHE_MAGIC, USAGE, fake_state, read_fake_plan
 
 
 def test_features_are_found_by_attribute(fake_trt):

@@ -21,7 +21,7 @@ from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import check_external_data, read_onnx_info, read_onnx_spec
 from ssd_runtime.preprocess import normalize
 from ssd_train.checkpoint import load_model, save_checkpoint
-from tests.training_helpers import scene_batch, small_model, train_briefly
+from tests.helpers.training import scene_batch, small_model, train_briefly
 
 
 def _session(path: Path) -> ort.InferenceSession:

@@ -22,7 +22,7 @@ import tritonclient
 from ssd_export.onnx.export import export_onnx
 from ssd_export.triton.repository import write_triton_repository
 from ssd_runtime.voc import read_split_ids
-from tests import triton_pb_utils_standin as pb
+from tests.helpers.triton import pb_utils_standin as pb
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 TRITON_TO_NUMPY = {"UINT8": np.uint8, "FP32": np.float32, "TYPE_UINT8": np.uint8, "TYPE_FP32": np.float32}

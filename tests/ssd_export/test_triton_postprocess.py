@@ -17,8 +17,8 @@ from ssd_runtime.detector import Detector
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
 from ssd_runtime.voc import read_split_ids
-from tests import triton_pb_utils_standin as pb
-from tests.triton_server import assert_padded_equal
+from tests.helpers.triton import pb_utils_standin as pb
+from tests.helpers.triton.server import assert_padded_equal
 
 NUMPY_OF = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64}
 

@@ -1,7 +1,7 @@
 """The generated model repository served by a real Triton Inference Server, called with tritonclient.
 
 The server is the ``tritonserver`` 2.51.0 (Triton 24.10) bundled with PyPI's ``nvidia-pytriton``, in its
-own environment (``.venv-triton``, numpy<2; tests/triton_server.py). Marked ``triton``; skipped, with
+own environment (``.venv-triton``, numpy<2; tests/helpers/triton/server.py). Marked ``triton``; skipped, with
 the reason, where that environment is absent (make it with ``bash scripts/make_triton_env.sh``).
 
 What is served, and how: three repositories written by ``write_triton_repository`` (the uint8-nhwc
@@ -10,7 +10,7 @@ and copied **file by file** (empty folders dropped, as git and object stores do)
 Python-backend postprocess (model.py, spec.json, toolkit.json) and every config are served exactly as
 generated, except one thing: this server build has no ONNX Runtime backend, so each network model
 (``platform: "onnxruntime_onnx"``) is served with ``backend: "python"`` by
-tests/triton_onnx_network_model.py, which runs the same ``model.onnx`` with ONNX Runtime inside the
+tests/helpers/triton/onnx_network_model.py, which runs the same ``model.onnx`` with ONNX Runtime inside the
 server. The ONNX Runtime and TensorRT backends themselves are not exercised here.
 
 One server serves every test of the module (it takes 10-20 s to start on a 2-core CPU), with header
@@ -36,11 +36,11 @@ from ssd_runtime.detector import Detector
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.spec import PostprocessSettings
 from ssd_runtime.voc import read_split_ids
-from tests.triton_server import ServerEnvironment, TritonServer, assert_padded_equal, find_server_environment
+from tests.helpers.triton.server import ServerEnvironment, TritonServer, assert_padded_equal, find_server_environment
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
-NETWORK_MODEL = Path(__file__).resolve().parents[1] / "triton_onnx_network_model.py"
+NETWORK_MODEL = Path(__file__).resolve().parents[1] / "helpers" / "triton" / "onnx_network_model.py"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 #: Triton 24.10's server version, as its /v2 metadata reports it.
 SERVER_VERSION = "2.51.0"
@@ -58,7 +58,7 @@ def serve_network_with_python(model_folder: Path) -> None:
     """The one change to a generated repository: an onnxruntime_onnx model is served by the Python backend.
 
     Same name, inputs, outputs, batching and instance group; ``backend: "python"`` replaces the platform and
-    ``1/model.py`` (tests/triton_onnx_network_model.py) runs ``1/model.onnx`` with ONNX Runtime.
+    ``1/model.py`` (tests/helpers/triton/onnx_network_model.py) runs ``1/model.onnx`` with ONNX Runtime.
     """
     path = model_folder / "config.pbtxt"
     config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())

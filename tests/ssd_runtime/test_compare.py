@@ -8,7 +8,7 @@ from ssd_runtime.detections import Detections
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.spec import PostprocessSettings
 
-from .postprocess_cases import hand_problem
+from tests.helpers.postprocess_cases import hand_problem
 
 
 def test_compare_detections_reports_edges():

@@ -64,12 +64,12 @@ def test_missing_cuda_bindings_says_what_to_install(monkeypatch):
     assert "cuda-bindings" in str(info.value) and "JetPack 6" in str(info.value)
 
 
-# ---- CudaMemory's own logic through a stand-in for cuda.bindings.runtime (tests/fake_cudart.py) -----
+# ---- CudaMemory's own logic through a stand-in for cuda.bindings.runtime (tests/helpers/fakes/cudart.py) -----
 
 
 @pytest.fixture
 def cudart(monkeypatch):
-    from tests.fake_cudart import FakeCudart
+    from tests.helpers.fakes.cudart import FakeCudart
 
     fake = FakeCudart()
     monkeypatch.setattr("ssd_runtime.cuda_device._cudart", lambda: fake)
@@ -83,7 +83,7 @@ def cudart(monkeypatch):
     (0, 13050, "no NVIDIA driver is installed"),
 ])
 def test_a_driver_too_old_for_the_bindings_says_both_versions_and_what_to_install(cudart, driver, runtime, wanted):
-    from tests.fake_cudart import cudaError_t
+    from tests.helpers.fakes.cudart import cudaError_t
 
     cudart.device_count_error = cudaError_t.cudaErrorInsufficientDriver
     cudart.driver_version, cudart.runtime_version = driver, runtime
@@ -105,7 +105,7 @@ def test_set_device_makes_the_device_current(cudart):
 def test_a_failed_capture_leaves_no_graph_and_clears_the_error(cudart, failure):
     """trtexec's endCaptureOnError (sampleDevice.h, release/10.3): end the capture, destroy any graph it
     returned, clear the CUDA error; the caller falls back to plain enqueues."""
-    from tests.fake_cudart import cudaError_t
+    from tests.helpers.fakes.cudart import cudaError_t
 
     memory = CudaMemory(0)
 

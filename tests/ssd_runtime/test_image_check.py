@@ -12,7 +12,7 @@ from PIL import Image
 
 from ssd_runtime.image_check import BadImagesError, check_images, check_records
 from ssd_runtime.voc import read_voc_split
-from tests.image_faults import corrupt_huffman_table, truncate
+from tests.helpers.image_faults import corrupt_huffman_table, truncate
 
 
 def _images(folder, n: int = 5) -> list:

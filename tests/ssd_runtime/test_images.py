@@ -10,7 +10,7 @@ from PIL import Image
 
 from ssd_runtime.errors import ImageError
 from ssd_runtime.images import ALPHA_BACKGROUND, image_size, load_image, open_image, verify_image
-from tests.image_faults import corrupt_huffman_table, truncate
+from tests.helpers.image_faults import corrupt_huffman_table, truncate
 
 
 def _rgb(h: int = 30, w: int = 40) -> np.ndarray:

@@ -12,7 +12,7 @@ from ssd_runtime.compare import compare_detections
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.spec import PostprocessSettings
 
-from .postprocess_cases import SETTINGS, hand_problem, random_problem, slow_postprocess
+from tests.helpers.postprocess_cases import SETTINGS, hand_problem, random_problem, slow_postprocess
 
 
 @pytest.mark.parametrize("settings", SETTINGS)

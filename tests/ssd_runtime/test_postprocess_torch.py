@@ -7,14 +7,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-from tests.synthetic_outputs import synthetic_outputs  # noqa: E402
+from tests.helpers.synthetic_outputs import synthetic_outputs  # noqa: E402
 from ssd_runtime.compare import compare_detections  # noqa: E402
 from ssd_runtime.postprocess import postprocess  # noqa: E402
 from ssd_runtime.priors import make_priors  # noqa: E402
 from ssd_runtime.postprocess_torch import postprocess_torch, postprocess_torch_padded  # noqa: E402
 from ssd_runtime.spec import PostprocessSettings  # noqa: E402
 
-from .postprocess_cases import SETTINGS, hand_problem, random_problem  # noqa: E402
+from tests.helpers.postprocess_cases import SETTINGS, hand_problem, random_problem  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -18,7 +18,7 @@ from ssd_runtime.sharding import (
     resolve_shard,
     shard_range,
 )
-from tests.processes import run_process_group, test_env
+from tests.helpers.processes import run_process_group, test_env
 
 #: Identical mAPs by construction: every shard runs the single process's batches (whole batches of 2) with
 #: its kernels and thread count (1), so each image's outputs are the same bits. The thread count is pinned

@@ -1,6 +1,6 @@
-"""The TensorRT backend's control flow on a CPU: the FAKE tensorrt (10.3 and 11.1, tests/fake_tensorrt.py)
+"""The TensorRT backend's control flow on a CPU: the FAKE tensorrt (10.3 and 11.1, tests/helpers/fakes/tensorrt.py)
 runs fake plans with ONNX Runtime on the host-memory STAND-IN for device memory
-(tests/fake_device_memory.py). Outputs are compared with OrtBackend on the same ONNX; the sidecar
+(tests/helpers/fakes/device_memory.py). Outputs are compared with OrtBackend on the same ONNX; the sidecar
 checks, tensor discovery, buffers per batch size, contexts per thread, graphs and errors are checked
 through what the backend asked the stand-in for."""
 from __future__ import annotations
@@ -24,8 +24,8 @@ from ssd_runtime.compare import compare_detections
 from ssd_runtime.cuda_device import CudaUnavailableError
 from ssd_runtime.engine_sidecar import EngineMismatchError, EngineSidecarError
 from ssd_runtime.preprocess import InputError
-from tests.fake_device_memory import HostMemory
-from tests.ssd_runtime.tensorrt_engines import fake_plan, write_engine
+from tests.helpers.fakes.device_memory import HostMemory
+from tests.helpers.tensorrt_engines import fake_plan, write_engine
 
 MAJOR = {"10.3.0": "10.3", "11.1.0": "11.1"}
 
@@ -281,11 +281,11 @@ def test_no_gpu_is_the_real_cuda_error_here(engine):
 
 NO_TORCH = """
 import sys
-from tests.fake_tensorrt import fake_tensorrt
+from tests.helpers.fakes.tensorrt import fake_tensorrt
 sys.modules["tensorrt"] = fake_tensorrt("10.3")
 import numpy as np
 from ssd_runtime import Detector
-from tests.fake_device_memory import HostMemory
+from tests.helpers.fakes.device_memory import HostMemory
 detector = Detector.load(sys.argv[1], device="cuda", memory=HostMemory())
 detector.detect(np.zeros((60, 80, 3), np.uint8))
 print(sorted(m for m in ("torch", "ssd_train", "ssd_export") if m in sys.modules))

@@ -1,5 +1,5 @@
 """``ssd-runtime eval``, ``bench`` and ``detect`` on engines exactly as on ONNX models: the FAKE tensorrt
-(tests/fake_tensorrt.py) and the host-memory STAND-IN (tests/fake_device_memory.py) in place of
+(tests/helpers/fakes/tensorrt.py) and the host-memory STAND-IN (tests/helpers/fakes/device_memory.py) in place of
 ``CudaMemory``; the numbers must equal those of the ONNX model the fake plan runs."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import pytest
 
 from ssd_runtime.cli import main as runtime_main
-from tests.fake_device_memory import HostMemory
-from tests.ssd_runtime.tensorrt_engines import write_engine
+from tests.helpers.fakes.device_memory import HostMemory
+from tests.helpers.tensorrt_engines import write_engine
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from ssd_train.augment import (
 )
 from ssd_train import augment
 
-from .augment_reference import hue_reference, reference_train_transform
+from tests.helpers.augment_reference import hue_reference, reference_train_transform
 
 
 def _textured(width=200, height=150, seed=0) -> Image.Image:

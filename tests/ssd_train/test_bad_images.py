@@ -17,7 +17,7 @@ from ssd_runtime.spec import VOC_CLASSES
 from ssd_runtime.voc import read_split_ids
 from ssd_train.synthetic import generate_voc_dataset
 from ssd_train.training_set import load_training_set
-from tests.image_faults import corrupt_huffman_table, truncate
+from tests.helpers.image_faults import corrupt_huffman_table, truncate
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from ssd_runtime.cli import main as runtime_main
 from ssd_runtime.detections_file import read_detections
 from ssd_train.cli import main
-from tests.processes import run_process_group, test_env
+from tests.helpers.processes import run_process_group, test_env
 
 
 def _single(checkpoint, voc_root, capsys) -> dict:

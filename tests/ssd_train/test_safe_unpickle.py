@@ -15,7 +15,7 @@ from ssd_train.safe_unpickle import (
     UnsafeCheckpointError,
     unpickle_checkpoint,
 )
-from tests.ssd_train.pickle_helpers import NO_STORAGE_KEYS, legacy_layout, write_payload_files, zip_with
+from tests.helpers.pickles import NO_STORAGE_KEYS, legacy_layout, write_payload_files, zip_with
 
 VENDOR_MODULE = "vendor_records"  # never importable: it exists only while a test saves a file
 

@@ -17,8 +17,8 @@ from ssd_train.tutorial import (
     load_tutorial_checkpoint,
     read_tutorial_checkpoint,
 )
-from tests.ssd_train.pickle_helpers import SystemPayload, write_payload_files
-from tests.ssd_train.tutorial_helpers import save_tutorial_like
+from tests.helpers.pickles import SystemPayload, write_payload_files
+from tests.helpers.tutorial_checkpoints import save_tutorial_like
 
 
 def small_ssd(seed: int = 0) -> SSD300:

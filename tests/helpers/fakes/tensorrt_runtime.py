@@ -1,4 +1,4 @@
-"""The runtime classes of the FAKE ``tensorrt`` module (see tests/fake_tensorrt.py): Runtime, ICudaEngine,
+"""The runtime classes of the FAKE ``tensorrt`` module (see tests/helpers/fakes/tensorrt.py): Runtime, ICudaEngine,
 IExecutionContext. Only for unit tests: a "plan" is the fake builder's JSON header plus the ONNX, and the
 execution context runs that ONNX in ONNX Runtime, reading inputs from and writing outputs to HOST pointers.
 """
@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from tests.fake_tensorrt import (
+from tests.helpers.fakes.tensorrt import (
     VERSIONS,
     Dims,
     _Strict,
@@ -16,7 +16,7 @@ from tests.fake_tensorrt import (
     numpy_dtype,
     read_fake_plan,
 )
-from tests.fake_tensorrt_objects import _log
+from tests.helpers.fakes.tensorrt_objects import _log
 
 
 class Runtime(_Strict):

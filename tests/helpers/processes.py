@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 __all__ = ["REPO", "run_process_group", "test_env"]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/helpers/ -> the checkout
 
 
 def test_env() -> dict[str, str]:

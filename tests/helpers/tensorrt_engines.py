@@ -1,4 +1,4 @@
-"""Engines for the TensorRT backend's unit tests: FAKE plans (tests/fake_tensorrt.py) with real sidecars.
+"""Engines for the TensorRT backend's unit tests: FAKE plans (tests/helpers/fakes/tensorrt.py) with real sidecars.
 
 A fake plan is what the fake builder emits - its header (TensorRT version, flags, profile, I/O) and
 the ONNX it runs in ONNX Runtime - written here directly from an ONNX export so that these tests
@@ -16,7 +16,7 @@ import onnx
 
 from ssd_runtime.engine_sidecar import SIDECAR_SCHEMA, EngineSidecar, write_sidecar
 from ssd_runtime.onnx_model import read_onnx_info
-from tests.fake_tensorrt import PLAN_MAGIC, VERSIONS, onnx_dtype_name
+from tests.helpers.fakes.tensorrt import PLAN_MAGIC, VERSIONS, onnx_dtype_name
 
 STAND_IN_COMPUTE_CAPABILITY = "8.7"  # what tests/fake_device_memory.HostMemory reports by default
 _NUMPY_NAMES = {"FLOAT": "float32", "HALF": "float16", "UINT8": "uint8", "INT64": "int64", "INT32": "int32"}

@@ -75,7 +75,7 @@ class FakeCudart:
         return cudaError_t.cudaSuccess, self.devices
 
     def cudaGetDeviceProperties(self, index):  # noqa: N802
-        props = SimpleNamespace(name=b"stand-in GPU (tests/fake_cudart.py)", major=9, minor=0, totalGlobalMem=80 << 30)
+        props = SimpleNamespace(name=b"stand-in GPU (tests/helpers/fakes/cudart.py)", major=9, minor=0, totalGlobalMem=80 << 30)
         return cudaError_t.cudaSuccess, props
 
     def cudaDriverGetVersion(self):  # noqa: N802 - succeeds without a driver, reporting 0

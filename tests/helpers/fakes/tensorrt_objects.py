@@ -1,6 +1,6 @@
-"""The classes of the FAKE ``tensorrt`` module (see tests/fake_tensorrt.py): logger, builder, parser.
+"""The classes of the FAKE ``tensorrt`` module (see tests/helpers/fakes/tensorrt.py): logger, builder, parser.
 
-The runtime side (Runtime, ICudaEngine, IExecutionContext) is in tests/fake_tensorrt_runtime.py.
+The runtime side (Runtime, ICudaEngine, IExecutionContext) is in tests/helpers/fakes/tensorrt_runtime.py.
 
 Only for unit tests of the toolkit's control flow. Each class is re-made per fake module (bound to
 its major's name list); public attributes outside the list raise AttributeError. The fake reads its
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from tests.fake_tensorrt import (
+from tests.helpers.fakes.tensorrt import (
     CACHE_MAGIC,
     PLAN_MAGIC,
     SUPPORTED_OPS,
@@ -29,7 +29,7 @@ FAKE_DEVICE = "FAKE GPU (host memory)"
 
 def make_classes(state: FakeState, enums: dict) -> dict[str, type]:
     """The fake's classes for one module, each bound to ``state`` (its major's name list)."""
-    from tests.fake_tensorrt_runtime import ICudaEngine, IExecutionContext, Runtime
+    from tests.helpers.fakes.tensorrt_runtime import ICudaEngine, IExecutionContext, Runtime
 
     severity = enums["ILogger.Severity"]
     bases = {
@@ -279,7 +279,7 @@ class OnnxParser(_Strict):
 class Builder(_Strict):
     def __init__(self, logger) -> None:
         self._logger = logger
-        from tests.fake_device_memory import current_device
+        from tests.helpers.fakes.device_memory import current_device
 
         self._state.builder_devices.append(current_device())  # the device TensorRT would build on
 

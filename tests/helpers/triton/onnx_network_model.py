@@ -1,6 +1,6 @@
 """Triton Python-backend model that runs ``model.onnx`` with ONNX Runtime: the network step in the real-server tests.
 
-The ``tritonserver`` bundled with ``nvidia-pytriton`` (tests/triton_server.py) has the Python backend
+The ``tritonserver`` bundled with ``nvidia-pytriton`` (tests/helpers/triton/server.py) has the Python backend
 only, no ONNX Runtime backend, so the tests serve the generated repository's network model
 (``platform: "onnxruntime_onnx"``, ``1/model.onnx``) by this file instead: the same ``model.onnx``,
 the same inputs, outputs, batching and instance group, with ``backend: "python"`` in place of the

@@ -31,7 +31,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]  # tests/helpers/triton/ -> the checkout
 #: The server's environment, made by scripts/make_triton_env.sh.
 SERVER_ENV = REPO / ".venv-triton"
 MAKE_ENV = "bash scripts/make_triton_env.sh"

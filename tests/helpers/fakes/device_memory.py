@@ -3,7 +3,7 @@
 Not CUDA: "device" buffers are NumPy byte arrays in host memory, copies are ``ctypes.memmove``,
 streams are numbers, and a "CUDA graph" keeps the captured launch function and calls it on replay
 (like a real capture, nothing runs while capturing). Together with the fake ``tensorrt`` module
-(tests/fake_tensorrt.py), whose execution context reads and writes host pointers, it lets the
+(tests/helpers/fakes/tensorrt.py), whose execution context reads and writes host pointers, it lets the
 TensorRT backend's own control flow run on a CPU: sidecar checks, tensor discovery, shapes per batch,
 buffer reuse, a context and a stream per thread, graph capture and replay, outputs, errors.
 
@@ -59,7 +59,7 @@ class HostMemory:
     """
 
     def __init__(self, compute_capability: str = "8.7", index: int = 0) -> None:
-        self.info = DeviceInfo(index, "host-memory stand-in (tests/fake_device_memory.py)", compute_capability,
+        self.info = DeviceInfo(index, "host-memory stand-in (tests/helpers/fakes/device_memory.py)", compute_capability,
                                "12.6", "12.6", 0)
         self.torch_device = "cpu"  # torch tensors handed in and out are CPU tensors here
         self.counts: Counter[str] = Counter()

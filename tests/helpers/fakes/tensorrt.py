@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-API_PATH = Path(__file__).parent / "data" / "tensorrt_api.json"
+API_PATH = Path(__file__).resolve().parents[2] / "data" / "tensorrt_api.json"  # tests/data
 MAJORS = ("10.3", "11.1")
 VERSIONS = {"10.3": "10.3.0", "11.1": "11.1.0"}
 PLAN_MAGIC = b"FAKE-TENSORRT-PLAN\n"
@@ -93,7 +93,7 @@ class FakeState:
     fail_build: None, "out_of_memory" (the allocator's CUDA error is logged) or "internal" (another
         logged error); build_serialized_network then returns None, as TensorRT does.
     builds: the header of every plan built (the settings the builder was given).
-    builder_devices: the calling thread's current device (``tests.fake_device_memory.current_device``)
+    builder_devices: the calling thread's current device (``tests.helpers.fakes.device_memory.current_device``)
         at each ``trt.Builder(...)``: TensorRT builds on the device current when the builder is created.
     """
 
@@ -225,10 +225,10 @@ def fake_tensorrt(major: str) -> types.ModuleType:
     """A fresh fake ``tensorrt`` module for TensorRT ``major`` ("10.3" or "11.1"); see the module docstring."""
     if major not in MAJORS:
         raise ValueError(f"fake tensorrt majors: {MAJORS}")
-    from tests import fake_tensorrt_objects as objects
+    from tests.helpers.fakes import tensorrt_objects as objects
 
     state = FakeState(major)
-    module = _FakeModule("tensorrt", f"FAKE tensorrt {VERSIONS[major]} for unit tests (tests/fake_tensorrt.py)")
+    module = _FakeModule("tensorrt", f"FAKE tensorrt {VERSIONS[major]} for unit tests (tests/helpers/fakes/tensorrt.py)")
     module._fake_state = state
     enums = {}
     for name, by_major in _ENUMS.items():
