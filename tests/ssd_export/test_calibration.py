@@ -29,7 +29,7 @@ from ssd_runtime.errors import FormatError
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.preprocess import INPUT_KINDS, preprocess
 from ssd_runtime.spec import ModelSpec
-from tests.ssd_runtime.test_voc import make_root, obj, xml
+from tests.helpers.voc_files import make_root, obj, xml
 
 CLASSES = ("background", "cat", "dog", "bird")
 EMBEDDED = Path(__file__).resolve().parents[2] / "calibration" / "shapes_trainval_500.json"

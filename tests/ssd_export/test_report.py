@@ -144,7 +144,7 @@ def test_intervals_from_the_matches_files(report_parts, tmp_path):
     import numpy as np
 
     from ssd_runtime.bootstrap import BootstrapSettings, load_matches, paired_bootstrap
-    from tests.ssd_runtime.test_metric import dets, random_set
+    from tests.helpers.metric_cases import dets, random_set
 
     plan, results, meta = report_parts
     detections, truths = random_set(np.random.default_rng(0), 40, 3)

@@ -18,7 +18,7 @@ from ssd_runtime.bootstrap import (
 )
 from ssd_runtime.metric import GroundTruth, voc_map
 from ssd_runtime.postprocess import Detections
-from tests.ssd_runtime.test_metric import NAMES, dets, random_set
+from tests.helpers.metric_cases import NAMES, dets, random_set
 
 
 def literal_resample(detections, ground_truths, drawn):

@@ -15,7 +15,7 @@ from ssd_runtime.classes import (
 )
 from ssd_runtime.errors import AnnotationError
 from ssd_runtime.spec import VOC_CLASSES
-from tests.ssd_runtime.test_voc import make_root, obj, xml
+from tests.helpers.voc_files import make_root, obj, xml
 
 
 def test_voc_names_give_the_voc_list_silently(tmp_path):

@@ -15,22 +15,11 @@ from ssd_runtime.cuda_device import (
     device_count,
     device_info,
 )
-
-
-def _cuda_status() -> str | None:
-    """The CUDA error name cudaGetDeviceCount returns here; None when a GPU is usable (or no cuda-bindings)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:  # the missing-package error is tested below on its own
-        return None
-    err, count = cudart.cudaGetDeviceCount()
-    if err != cudart.cudaError_t.cudaSuccess:
-        return cudart.cudaGetErrorName(err)[1].decode()
-    return None if count else "no devices"
+from tests.helpers.cuda_status import cuda_status
 
 
 no_gpu_here = pytest.mark.skipif(
-    _cuda_status() is None, reason="a CUDA GPU (the gpu-marked tests below cover it) or no cuda-bindings here"
+    cuda_status() is None, reason="a CUDA GPU (the gpu-marked tests below cover it) or no cuda-bindings here"
 )
 
 
@@ -42,7 +31,7 @@ def test_version_numbers_read_as_major_minor():
 
 @no_gpu_here
 def test_device_info_without_a_gpu_names_the_cuda_error():
-    status = _cuda_status()
+    status = cuda_status()
     with pytest.raises(CudaUnavailableError, match="no usable CUDA GPU") as info:
         device_info()
     assert status in str(info.value)  # e.g. cudaErrorInsufficientDriver on a machine without a driver
@@ -51,7 +40,7 @@ def test_device_info_without_a_gpu_names_the_cuda_error():
 
 @no_gpu_here
 def test_cuda_memory_without_a_gpu_fails_before_allocating():
-    with pytest.raises(CudaUnavailableError, match=_cuda_status()):
+    with pytest.raises(CudaUnavailableError, match=cuda_status()):
         CudaMemory(0)
 
 

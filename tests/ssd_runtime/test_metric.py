@@ -6,16 +6,7 @@ import pytest
 
 from ssd_runtime.metric import GroundTruth, average_precision, voc_map
 from ssd_runtime.postprocess import Detections
-
-NAMES = ("background", "a", "b", "c")
-
-
-def dets(boxes, labels, scores) -> Detections:
-    return Detections(
-        np.asarray(boxes, np.float32).reshape(-1, 4),
-        np.asarray(labels, np.int64),
-        np.asarray(scores, np.float32),
-    )
+from tests.helpers.metric_cases import NAMES, dets, random_set
 
 
 def slow_voc_map(detections, ground_truths, num_classes, method):
@@ -75,25 +66,6 @@ def slow_voc_map(detections, ground_truths, num_classes, method):
             ap = np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
         aps.append(ap)
     return aps
-
-
-def random_set(rng, num_images, num_classes):
-    dets_list, gts = [], []
-    for _ in range(num_images):
-        g = int(rng.integers(0, 5))
-        xy = rng.uniform(0, 0.7, (g, 2))
-        gboxes = np.concatenate([xy, xy + rng.uniform(0.05, 0.3, (g, 2))], 1)
-        glabels = rng.integers(1, num_classes, g)
-        gts.append(GroundTruth.create(gboxes, glabels, rng.random(g) < 0.2))
-        # detections: jittered copies of ground truth (some duplicates) plus random boxes
-        k = int(rng.integers(0, 12))
-        src = rng.integers(0, max(g, 1), k)
-        boxes = gboxes[src] + rng.normal(0, 0.04, (k, 4)) if g else rng.uniform(0, 1, (k, 4))
-        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 0.01)
-        labels = np.where(rng.random(k) < 0.8, glabels[src] if g else 1, rng.integers(1, num_classes, k))
-        scores = np.round(rng.random(k), 2)  # coarse scores: plenty of ties
-        dets_list.append(dets(boxes, labels, scores))
-    return dets_list, gts
 
 
 @pytest.mark.parametrize("method", ["11point", "allpoint"])

@@ -271,11 +271,11 @@ def test_no_tensorrt_says_what_to_install(engine, monkeypatch):
 
 
 def test_no_gpu_is_the_real_cuda_error_here(engine):
-    from tests.ssd_runtime.test_cuda_device import _cuda_status
+    from tests.helpers.cuda_status import cuda_status
 
-    if _cuda_status() is None:
+    if cuda_status() is None:
         pytest.skip("this machine has a CUDA GPU, or no cuda-bindings")
-    with pytest.raises(CudaUnavailableError, match=_cuda_status()):
+    with pytest.raises(CudaUnavailableError, match=cuda_status()):
         TensorRTBackend.load(engine)  # the real CudaMemory
 
 
