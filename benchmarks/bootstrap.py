@@ -9,10 +9,9 @@ resample a repetition by image weights and a cumsum per class), and ``paired_boo
 """
 from __future__ import annotations
 
-import os
+from benchmarks.common import single_threaded
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
+single_threaded()  # before NumPy is imported
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -20,7 +19,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.image_check import cpu_name  # noqa: E402
+from benchmarks.common import cpu_name  # noqa: E402
 from benchmarks.metric import synthetic_set  # noqa: E402
 from ssd_runtime.bootstrap import BootstrapSettings, paired_bootstrap, resample_weights, resampled_aps  # noqa: E402
 from ssd_runtime.detections import Detections  # noqa: E402

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.image_check import cpu_name
+from benchmarks.common import cpu_name
 from ssd_runtime.sharding import Shard, part_path
 
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 
+from benchmarks.common import cpu_name
 from ssd_runtime.image_check import CHECK_MODES, check_images
 from ssd_runtime.voc import preflight, split_roots
 
@@ -33,16 +33,6 @@ def evict(paths: list[Path]) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(paths: list[Path], mode: str, workers: int, evict_first: bool) -> dict:

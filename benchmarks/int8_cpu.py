@@ -33,36 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: lscpu flags that decide which INT8 / FP32 kernels ONNX Runtime (MLAS) can use.
-SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
-              "amx_tile", "amx_int8", "amx_bf16")
-
-
-def cpu_facts() -> dict:
-    """CPU model name, core count and SIMD flags (from lscpu / /proc/cpuinfo), hypervisor."""
-    facts: dict = {"cores": os.cpu_count(), "affinity_cores": len(os.sched_getaffinity(0))}
-    fields: dict[str, str] = {}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    facts["model_name"] = fields.get("Model name") or platform.processor() or platform.machine()
-    facts["vendor"] = fields.get("Vendor ID")
-    facts["family_model_stepping"] = "/".join(fields.get(k, "?") for k in ("CPU family", "Model", "Stepping"))
-    facts["hypervisor"] = fields.get("Hypervisor vendor")
-    flags = set(fields.get("Flags", "").split())
-    facts["simd_flags"] = [f for f in SIMD_FLAGS if f in flags]
-    facts["simd_flags_absent"] = [f for f in SIMD_FLAGS if f not in flags]
-    return facts
-
-
-def loadavg() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
-
+from benchmarks.common import cpu_facts, loadavg
 
 def smooth_images(count: int, size: tuple[int, int], seed: int) -> list[np.ndarray]:
     """Deterministic VOC-sized RGB scenes (upsampled noise; the resize cost of real photos)."""

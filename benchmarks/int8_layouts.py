@@ -13,7 +13,6 @@ the TorchScript export routes it through an Identity.)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.int8_cpu import cpu_facts, loadavg
+from benchmarks.common import cpu_facts, loadavg, print_report
 
 
 def _calibration_reader(images: np.ndarray, batch: int):
@@ -101,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "p50_ms": {k: round(v, 1) for k, v in p50.items()},
         "speedup_vs_fp32": {k: round(p50["fp32"] / v, 2) for k, v in p50.items()},
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_report(report, args.out)
     return 0
 
 

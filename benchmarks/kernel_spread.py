@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import cpu_facts, print_report
+
 #: The SIMD features that select ONNX Runtime's (MLAS) INT8 and FP32 kernels on x86, as NumPy's CPUID table
 #: names them (it has no AVX-VNNI or AMX entry: the JSON's cpu facts from lscpu name those).
 KERNEL_FEATURES = ("AVX2", "FMA3", "AVX512F", "AVX512BW", "AVX512VNNI", "AVX512FP16", "AVX512_SPR")
@@ -114,8 +116,6 @@ def measure(folder: Path) -> dict:
             entry["map_delta_points"] = (records_map(detector, records)[0].map - fp32_map) * 100
             row[variant] = entry
         models[model_dir.name] = row
-    from benchmarks.int8_cpu import cpu_facts
-
     return {"benchmark": "kernel_spread", "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
             "python": sys.version.split()[0], "cpu": cpu_facts(), "simd_seen": _features(), "images": len(images),
             "models": models}
@@ -133,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.build:
         print(json.dumps({"built": build(args.build, [int(s) for s in args.steps.split(",")], args.tag)}))
         return 0
-    text = json.dumps(measure(args.measure), indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_report(measure(args.measure), args.out)
     return 0
 
 

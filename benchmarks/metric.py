@@ -4,10 +4,9 @@
 """
 from __future__ import annotations
 
-import os
+from benchmarks.common import single_threaded
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
+single_threaded()  # before NumPy is imported
 
 import argparse  # noqa: E402
 import json  # noqa: E402

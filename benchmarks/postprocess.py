@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
+from benchmarks.common import single_threaded
+
+single_threaded()  # before NumPy is imported
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -17,11 +18,11 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from tests.helpers.synthetic_outputs import synthetic_outputs  # noqa: E402
 from ssd_runtime.compare import compare_detections  # noqa: E402
 from ssd_runtime.postprocess import postprocess  # noqa: E402
 from ssd_runtime.priors import make_priors  # noqa: E402
 from ssd_runtime.spec import DETECTION_SETTINGS, EVALUATION_SETTINGS, PostprocessSettings  # noqa: E402
+from tests.helpers.synthetic_outputs import synthetic_outputs  # noqa: E402
 
 
 def baseline_torchvision(locs_t, logits_t, priors_t, settings: PostprocessSettings) -> list:

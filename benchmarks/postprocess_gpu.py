@@ -16,11 +16,12 @@ import time
 
 import numpy as np
 
-from tests.helpers.synthetic_outputs import synthetic_outputs
 from ssd_runtime.compare import compare_detections
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.priors import make_priors
+from benchmarks.common import torch_skip_reason
 from ssd_runtime.spec import DETECTION_SETTINGS, EVALUATION_SETTINGS, PostprocessSettings
+from tests.helpers.synthetic_outputs import synthetic_outputs
 
 
 def _straightforward(locs, logits, priors, settings: PostprocessSettings):
@@ -111,14 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        print(json.dumps({"skipped": "torch is not installed"}))
+    if (reason := torch_skip_reason(args.device)) is not None:
+        print(json.dumps({"skipped": reason}))
         return 0
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(json.dumps({"skipped": "CUDA is not available"}))
-        return 0
+    import torch
+
     result = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}
     for name, settings, cap in (("detection", DETECTION_SETTINGS, 128), ("evaluation", EVALUATION_SETTINGS, 512)):
         try:

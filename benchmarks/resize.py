@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.image_check import cpu_name
+from benchmarks.common import cpu_name
 from ssd_runtime.images import open_image
 from ssd_runtime.resize import resize_rgb
 

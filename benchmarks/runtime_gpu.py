@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import torch_skip_reason
+
 
 def _stats(seconds: list[float], batch: int) -> dict:
     from ssd_runtime.bench import latency_stats
@@ -54,15 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-candidates", type=int, default=200)
     parser.add_argument("--nms-iterations", type=int, default=10)
     args = parser.parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        print(json.dumps({"skipped": "torch is not installed"}))
+    if (reason := torch_skip_reason(args.device)) is not None:
+        print(json.dumps({"skipped": reason}))
         return 0
+    import torch
+
     cuda = args.device.startswith("cuda")
-    if cuda and not torch.cuda.is_available():
-        print(json.dumps({"skipped": "CUDA is not available"}))
-        return 0
 
     from ssd_runtime.postprocess_torch import postprocess_torch_padded
     from ssd_runtime.spec import ModelSpec
