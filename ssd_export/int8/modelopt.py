@@ -1,8 +1,8 @@
 """INT8 through NVIDIA ModelOpt's ONNX quantizer (``ssd-export int8 --quantizer modelopt``): an optional extra.
 
 ``nvidia-modelopt[onnx]`` pulls ``onnxruntime-gpu`` in beside ``onnxruntime`` and pins an older ``onnx``, so
-it lives in its own environment (``pip install 'ssd300-toolkit[modelopt]'``), never in CI's; this module is
-imported only when that quantizer is asked for, and says so when ModelOpt is missing.
+it lives in its own environment (``pip install 'ssd300-toolkit[modelopt]'``), never in CI's; this module imports
+ModelOpt only when that quantizer is asked for (:func:`load_modelopt`), and says so when ModelOpt is missing.
 
 :func:`quantize_modelopt` runs ``modelopt.onnx.quantization.quantize`` with the settings TensorRT needs:
 ``quantize_mode="int8"`` (symmetric INT8, per-channel weights, per-tensor activations, biases in float - ModelOpt's
@@ -13,29 +13,29 @@ ModelOpt's default keeps FP32 weights behind a QuantizeLinear/DequantizeLinear p
 but the rules read as a per-channel activation Q), calibration ``max`` or ``entropy`` (ModelOpt has no percentile for INT8) on the CPU
 (``calibration_eps=["cpu"]``), and the conv4_3 L2 norm and the output tail kept in float (``nodes_to_exclude``,
 each name anchored and escaped: ModelOpt reads them as regular expressions). ModelOpt writes intermediate files
-beside its input, so it runs on a copy in a temporary folder. The caller (:func:`ssd_export.int8.quantize.quantize_int8`)
-checks the graph with the same TensorRT rules as ONNX Runtime's, and records the quantizer and its version.
+beside its input, so it runs on a copy in a temporary folder. :class:`ModelOptQuantizer` is this quantizer
+for :func:`ssd_export.int8.quantize.quantize_int8`, whose finishing pipeline checks the graph with the same
+TensorRT rules as ONNX Runtime's, and records the quantizer and its version.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
 
+from ssd_export.int8.errors import Int8Error
+from ssd_export.int8.quantizer import QuantizeJob, quiet
 from ssd_export.qdq_rules import TENSORRT_QDQ, FloatRegions
 
-__all__ = ["MODELOPT_METHODS", "QUANTIZER", "ModelOptMissing", "load_modelopt", "modelopt_float_convs",
-           "modelopt_settings", "quantize_modelopt"]
+__all__ = ["MODELOPT_METHODS", "QUANTIZER", "ModelOptMissing", "ModelOptQuantizer", "load_modelopt",
+           "modelopt_float_convs", "modelopt_settings", "quantize_modelopt"]
 
 QUANTIZER = "modelopt.onnx.quantization"
 #: ModelOpt's INT8 calibration methods (no percentile).
@@ -46,6 +46,34 @@ INSTALL_HINT = ("pip install 'ssd300-toolkit[modelopt]' in an environment of its
 
 class ModelOptMissing(ImportError):
     """NVIDIA ModelOpt (``modelopt.onnx.quantization``) is not installed here."""
+
+
+class ModelOptQuantizer:
+    """ModelOpt's ONNX quantizer as a :class:`~ssd_export.int8.quantizer.Quantizer` (``max`` and ``entropy``)."""
+
+    searchable: ClassVar[bool] = False  # the search's surgery reads ONNX Runtime's Q/DQ graph
+
+    def __init__(self, method: str) -> None:
+        """:class:`Int8Error` when ModelOpt is missing here or has no ``method`` calibration for INT8."""
+        if method not in MODELOPT_METHODS:
+            raise Int8Error(f"--quantizer modelopt has no {method!r} calibration for INT8 (ModelOpt offers "
+                            f"{', '.join(MODELOPT_METHODS)}); use --method max or entropy, or --quantizer onnxruntime")
+        try:
+            _, self.version = load_modelopt()
+        except ModelOptMissing as exc:
+            raise Int8Error(str(exc)) from exc
+        self.name = QUANTIZER
+
+    def float_convs(self, job: QuantizeJob) -> list[str]:
+        return modelopt_float_convs(job.source)
+
+    def settings(self, job: QuantizeJob, float_convs: list[str]) -> dict[str, Any]:
+        return modelopt_settings(job.method, job.batch_size, job.exclude, job.regions, float_convs)
+
+    def quantize(self, job: QuantizeJob, output: Path) -> tuple[int, int]:
+        return quantize_modelopt(job.source_path, output, job.batches, input_name=job.input_name,
+                                 batch_size=job.batch_size, num_batches=job.num_batches, method=job.method,
+                                 excluded=job.excluded)
 
 
 def load_modelopt() -> tuple[ModuleType, str]:
@@ -71,7 +99,7 @@ def modelopt_float_convs(model: onnx.ModelProto) -> list[str]:
     import onnx_graphsurgeon as gs
     from modelopt.onnx.quantization.graph_utils import find_nodes_from_convs_to_exclude
 
-    with _quiet():
+    with quiet(stderr=True):
         return sorted(find_nodes_from_convs_to_exclude(gs.import_onnx(model), quantize_mode="int8"))
 
 
@@ -120,7 +148,7 @@ def quantize_modelopt(
         source = Path(work) / "source.onnx"
         shutil.copyfile(onnx_path, source)
         quantized = Path(work) / "quantized.onnx"
-        with _quiet():
+        with quiet(stderr=True):  # ModelOpt's and ORT's prints, its calibration progress bars (tqdm, on stderr)
             moq.quantize(
                 str(source), quantize_mode="int8", calibration_data=data, calibration_method=method,
                 calibration_shapes=f"{input_name}:{batch_size}x{channels}x{height}x{width}",
@@ -129,16 +157,3 @@ def quantize_modelopt(
             )
         shutil.move(str(quantized), str(output))
     return int(data.shape[0]), len(arrays)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence ModelOpt's and ONNX Runtime's quantizer prints, its calibration progress bars (tqdm, on stderr)
-    and root-logger warnings; errors still arrive as exceptions."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        logging.disable(previous)

@@ -1,84 +1,61 @@
 """INT8 by explicit quantization: an fp32 toolkit ONNX -> a Q/DQ ONNX that TensorRT and ONNX Runtime both take.
 
-``quantize_int8("ssd300.onnx", "calibration/set.json", "ssd300_int8.onnx")`` runs ONNX Runtime's
-``quantize_static`` with the settings TensorRT needs (``docs/export.md``, "INT8"):
+``quantize_int8("ssd300.onnx", "calibration/set.json", "ssd300_int8.onnx")`` checks its source (an fp32
+toolkit export, opset 19 or later) and the calibration set, runs the quantizer named in
+:data:`QUANTIZER_TABLE` (the one place a quantizer is chosen: ONNX Runtime's ``quantize_static`` with the
+settings TensorRT needs, :mod:`ssd_export.int8.ort`, by default; NVIDIA ModelOpt's,
+:mod:`ssd_export.int8.modelopt`) into a temporary file beside the output, and puts its graph through the one
+finishing pipeline every quantizer's output goes through (:func:`_finish`, ``docs/export.md``, "INT8"):
 
-- ``QuantFormat.QDQ``, activations and weights ``QInt8``, ``per_channel=True``, ``extra_options``
-  ``ActivationSymmetric`` / ``WeightSymmetric`` (every zero point 0) and ``QuantizeBias=False`` (biases stay
-  float32: TensorRT's DequantizeLinear takes no INT32);
-- calibration ``MinMax`` (``max``), ``Entropy`` or ``Percentile`` (``--percentile``), fed one batch at a
-  time (``CalibStridedMinMax=1``, which bounds the memory of every method) from
-  :meth:`ssd_export.int8.calibration.CalibrationSet.batches` - hash-checked images, preprocessed by the
-  runtime exactly as at inference;
-- kept in float (``nodes_to_exclude``, found by structure in :mod:`ssd_export.qdq_rules`): the conv4_3 L2
-  norm and its rescale, and the ``Transpose/Reshape/Concat`` tail after the heads; ORT also puts a Q/DQ
-  pair on every Conv output, so the pairs on the head convs' outputs are taken off afterwards
-  (:func:`~ssd_export.qdq_rules.strip_qdq`): the heads read INT8 and write float ``locs`` / ``class_logits``.
-
-The result is checked by :func:`~ssd_export.tensorrt_rules.check_tensorrt_rules` (TensorRT's parser rules
-and :func:`~ssd_export.qdq_rules.check_qdq_rules`; a violation fails the command)
-and the ONNX checker, carries the spec with its provenance (source ONNX and calibration manifest sha256,
-quantizer, version, settings) and variant ``int8`` in its metadata, is written to a temporary file beside
-the output and moved into place only when every check passed. The parity against the fp32 source is
-reported (``<output>.int8.json``), never judged: INT8 accuracy is judged by mAP (``ssd-runtime eval``).
+- kept in float by every quantizer (``nodes_to_exclude``, found by structure in :mod:`ssd_export.qdq_rules`):
+  the conv4_3 L2 norm and its rescale, and the ``Transpose/Reshape/Concat`` tail after the heads; a Q/DQ
+  pair on a head conv's output is taken off (:func:`~ssd_export.qdq_rules.strip_qdq`): the heads read INT8
+  and write float ``locs`` / ``class_logits``; a search's Convs are put back in float
+  (:func:`ssd_export.int8.surgery.keep_float`);
+- the graph carries the spec with its provenance (source ONNX and calibration manifest sha256, quantizer,
+  version, settings) and variant ``int8`` in its metadata;
+- it is checked by :func:`~ssd_export.tensorrt_rules.check_tensorrt_rules` (TensorRT's parser rules and
+  :func:`~ssd_export.qdq_rules.check_qdq_rules`; a violation fails the command) and the ONNX checker, and
+  moved into place only when every check passed;
+- the parity against the fp32 source is reported (``<output>.int8.json``), never judged: INT8 accuracy is
+  judged by mAP (``ssd-runtime eval``).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
-import onnxruntime
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from ssd_export.int8.calibration import DEFAULT_BATCH, CalibrationError, CalibrationSet
 from ssd_export.defaults import DEFAULT_INT8_METHOD, DEFAULT_PERCENTILE, DEFAULT_QUANTIZER, INT8_METHODS, QUANTIZERS
-from ssd_export.qdq_rules import (
-    MIN_QDQ_OPSET, QDQ_OPS, TENSORRT_QDQ, FloatRegions, float_regions, strip_qdq,
-)
+from ssd_export.int8.calibration import DEFAULT_BATCH, CalibrationError, CalibrationSet
+from ssd_export.int8.errors import Int8Error
+from ssd_export.int8.modelopt import ModelOptQuantizer
+from ssd_export.int8.ort import OrtQuantizer
+from ssd_export.int8.quantizer import QuantizeJob, Quantizer
+from ssd_export.int8.surgery import keep_float
 from ssd_export.parity import check_parity, write_report
+from ssd_export.qdq_rules import MIN_QDQ_OPSET, QDQ_OPS, FloatRegions, float_regions, strip_qdq
 from ssd_export.tensorrt_rules import check_tensorrt_rules
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.fileio import atomic_path, sha256_file
 from ssd_runtime.onnx_model import OnnxModelInfo, onnx_metadata, read_onnx_info, write_onnx_metadata
 from ssd_runtime.variants import PRECISIONS
 
-__all__ = ["INT8_PARITY", "QUANTIZER", "Int8Error", "quantize_int8", "quantizer_settings"]
+__all__ = ["INT8_PARITY", "QUANTIZER_TABLE", "Int8Error", "quantize_int8"]
 
-QUANTIZER = "onnxruntime.quantization"
-_CALIBRATE_METHODS = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                      "percentile": CalibrationMethod.Percentile}
+#: The quantizers by the names of :data:`ssd_export.defaults.QUANTIZERS` (``quantize_int8(quantizer=...)``,
+#: ``--quantizer``): the one place a quantizer is chosen. A new one is a module beside
+#: :mod:`ssd_export.int8.ort` providing :class:`~ssd_export.int8.quantizer.Quantizer`, and one entry here.
+QUANTIZER_TABLE: dict[str, type[Quantizer]] = {"onnxruntime": OrtQuantizer, "modelopt": ModelOptQuantizer}
 #: The reported (never judged) parity of the INT8 model with its fp32 source: atol of two INT8 steps of
 #: each output's range; detections compared, not required identical (:data:`ssd_runtime.variants.PRECISIONS`).
 INT8_PARITY = PRECISIONS["int8"].tolerance
-
-
-class Int8Error(ValueError):
-    """The model cannot be quantized (wrong variant, already quantized, bad settings) or its Q/DQ graph
-    breaks TensorRT's rules; nothing was written."""
-
-
-def quantizer_settings(method: str, percentile: float, exclude: Sequence[str], regions: FloatRegions) -> dict[str, Any]:
-    """The quantization settings as recorded in the model (metadata, provenance) and the report."""
-    settings: dict[str, Any] = {
-        **TENSORRT_QDQ,
-        "method": method,
-        "calibrate_method": _CALIBRATE_METHODS[method].name,
-        "calibration_batches_per_step": 1,
-        "excluded_nodes": {**regions.to_dict(), "user": list(exclude)},
-    }
-    if method == "percentile":
-        settings["percentile"] = percentile
-    return settings
 
 
 def quantize_int8(
@@ -109,11 +86,12 @@ def quantize_int8(
         parity: run the fp32-vs-INT8 parity on the verification scenes and report it.
         search: the summary of a sensitive-layer search (:func:`ssd_export.int8.search.search_int8`):
             its ``kept_float`` Convs are put back in float after quantization (float input and fp32
-            weight: :func:`ssd_export.int8.search.keep_float`, the graph the search measured), recorded
+            weight: :func:`ssd_export.int8.surgery.keep_float`, the graph the search measured), recorded
             as ``excluded_nodes.sensitive``; the summary is recorded as ``settings.search``.
-        quantizer: ``onnxruntime`` (``quantize_static``, above) or ``modelopt`` (NVIDIA ModelOpt's ONNX
-            quantizer, an optional extra in its own environment: :mod:`ssd_export.int8.modelopt`; methods
-            ``max`` and ``entropy``); the graph rules, checks, metadata and report are the same.
+        quantizer: a name of :data:`QUANTIZER_TABLE`: ``onnxruntime`` (``quantize_static``,
+            :mod:`ssd_export.int8.ort`) or ``modelopt`` (NVIDIA ModelOpt's ONNX quantizer, an optional extra
+            in its own environment: :mod:`ssd_export.int8.modelopt`; methods ``max`` and ``entropy``); the
+            graph rules, checks, metadata and report are the same.
         calibrated: an INT8 model an earlier call wrote from the same source, calibration set and
             settings without ``search`` (the search's baseline): its quantization is reused instead of
             calibrating again (ONNX Runtime's calibration is most of the time: about 20 s for the
@@ -131,20 +109,100 @@ def quantize_int8(
     """
     start = time.perf_counter()
     onnx_path, output = Path(onnx_path), Path(output)
+    unit = _open_quantizer(quantizer, method, percentile, searching=search is not None)
+    if output.resolve() == onnx_path.resolve():
+        raise Int8Error(f"{output}: the INT8 model would overwrite its fp32 source; choose another output")
+    sensitive = list(search["kept_float"]) if search is not None else []
+    info, source, regions = _read_source(onnx_path, [*exclude, *sensitive])
+    calib = _load_calibration(calibration, data_root, onnx_path, info)
+    static_batch = _static_batch(source)
+    if static_batch is not None and batch_size != static_batch:
+        raise Int8Error(f"{onnx_path} has a static batch of {static_batch}: pass batch_size={static_batch} "
+                        "(--batch-size), or quantize a dynamic-batch export")
+    job = QuantizeJob(
+        source_path=onnx_path, source=source, input_name=info.input_name, method=method, percentile=percentile,
+        batch_size=static_batch or batch_size,
+        batches=calib.batches(info.spec, batch_size),  # verifies every image's sha256 first
+        num_batches=len(calib) // batch_size if static_batch else -(-len(calib) // batch_size),
+        exclude=tuple(exclude), regions=regions,
+    )
+    float_convs = unit.float_convs(job)  # the quantizer's own float Convs, declared
+    settings = unit.settings(job, float_convs)
+    if search is not None:
+        settings["excluded_nodes"]["sensitive"] = sensitive
+        settings["search"] = dict(search)
+    quantization, report = _records(unit, settings, onnx_path, info, calib, output)
+    with atomic_path(output) as tmp:
+        quantize_start = time.perf_counter()
+        if calibrated is not None:
+            _check_calibrated(Path(calibrated), quantization)
+            shutil.copyfile(calibrated, tmp)
+            report["calibration_reused_from"] = str(calibrated)
+            images, batches = len(calib), job.num_batches
+        else:
+            images, batches = unit.quantize(job, tmp)
+        quantize_seconds = time.perf_counter() - quantize_start
+        _finish(tmp, output, job, info, quantization, report, sensitive=sensitive,
+                float_nodes=[*exclude, *sensitive, *float_convs])
+        if parity:
+            _parity(tmp, output, onnx_path, static_batch, report)
+    report["calibration"] = {"manifest": str(calib.path), "sha256": calib.sha256, "root": str(calib.root),
+                             "images": images, "batches": batches, "batch_size": batch_size}
+    report["quantize_seconds"] = round(quantize_seconds, 3)
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    report["size_bytes"] = output.stat().st_size
+    report["report_path"] = str(write_report(report, output.with_name(output.name + ".int8.json")))
+    return report
+
+
+def _open_quantizer(quantizer: str, method: str, percentile: float, *, searching: bool) -> Quantizer:
+    """The quantizer of :data:`QUANTIZER_TABLE` for ``method``; :class:`Int8Error` for a bad setting."""
     if method not in INT8_METHODS:
         raise Int8Error(f"unknown calibration method {method!r}; choose one of {', '.join(INT8_METHODS)}")
     if not 0.0 < percentile <= 100.0:
         raise Int8Error(f"percentile must be in (0, 100], got {percentile}")
-    if quantizer not in QUANTIZERS:
+    if quantizer not in QUANTIZER_TABLE:
         raise Int8Error(f"unknown quantizer {quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
-    quantizer_name, quantizer_version = QUANTIZER, onnxruntime.__version__
-    if quantizer == "modelopt":
-        if search is not None:
-            raise Int8Error("the sensitive-layer search (search=) works on ONNX Runtime's Q/DQ graph; "
-                            "quantize with quantizer='onnxruntime'")
-        quantizer_name, quantizer_version = _modelopt_quantizer(method)
-    if output.resolve() == onnx_path.resolve():
-        raise Int8Error(f"{output}: the INT8 model would overwrite its fp32 source; choose another output")
+    unit = QUANTIZER_TABLE[quantizer]
+    if searching and not unit.searchable:
+        raise Int8Error("the sensitive-layer search (search=) works on ONNX Runtime's Q/DQ graph; "
+                        "quantize with quantizer='onnxruntime'")
+    return unit(method)  # Int8Error when it cannot run here or lacks the method
+
+
+def _load_calibration(calibration: str | os.PathLike | CalibrationSet, data_root: str | os.PathLike | None,
+                      onnx_path: Path, info: OnnxModelInfo) -> CalibrationSet:
+    """The calibration set, loaded when a manifest path is given; :class:`CalibrationError` for other classes."""
+    calib = calibration if isinstance(calibration, CalibrationSet) else CalibrationSet.load(calibration, data_root=data_root)
+    try:
+        calib.check_classes(info.spec)
+    except CalibrationError as exc:
+        raise CalibrationError(f"refused to calibrate {onnx_path}: {exc}") from exc
+    return calib
+
+
+def _records(unit: Quantizer, settings: dict[str, Any], onnx_path: Path, info: OnnxModelInfo, calib: CalibrationSet,
+             output: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the quantization record written into the model's metadata, the report's first entries)."""
+    quantization = {
+        "quantizer": unit.name,
+        "quantizer_version": unit.version,
+        "settings": settings,
+        "source_onnx_sha256": sha256_file(onnx_path),
+        "calibration_manifest_sha256": calib.sha256,
+        "calibration_manifest": calib.path.name,
+    }
+    report: dict[str, Any] = {
+        "output": str(output),
+        "source": {"path": str(onnx_path), "sha256": quantization["source_onnx_sha256"], "variant": info.variant},
+        "quantizer": {"name": unit.name, "version": unit.version},
+        "settings": settings,
+    }
+    return quantization, report
+
+
+def _read_source(onnx_path: Path, float_nodes: Sequence[str]) -> tuple[OnnxModelInfo, onnx.ModelProto, FloatRegions]:
+    """(info, graph, float regions) of an fp32 toolkit export whose graph has every node of ``float_nodes``."""
     info = read_onnx_info(onnx_path)  # refuses a non-toolkit ONNX, naming the file
     source = onnx.load(str(onnx_path))
     _check_source(onnx_path, info, source)
@@ -153,118 +211,59 @@ def quantize_int8(
         raise Int8Error(f"{onnx_path}: the conv4_3 L2 norm or the output heads are not found in the graph; "
                         "quantize an fp32 export of this toolkit (ssd-export onnx --variant fp32)")
     names = {n.name for n in source.graph.node}
-    sensitive = list(search["kept_float"]) if search is not None else []
-    unknown = [n for n in [*exclude, *sensitive] if n not in names]
+    unknown = [n for n in float_nodes if n not in names]
     if unknown:
         raise Int8Error(f"{onnx_path}: --exclude names nodes the graph does not have: {', '.join(unknown)}")
-    calib = calibration if isinstance(calibration, CalibrationSet) else CalibrationSet.load(calibration, data_root=data_root)
+    return info, source, regions
+
+
+def _finish(tmp: Path, output: Path, job: QuantizeJob, info: OnnxModelInfo, quantization: dict[str, Any],
+            report: dict[str, Any], *, sensitive: Sequence[str], float_nodes: Sequence[str]) -> None:
+    """The finishing pipeline of every quantizer's graph at ``tmp``: head-output Q/DQ off, the search's Convs
+    in float, metadata, TensorRT's rules and the ONNX checker (:class:`Int8Error`), saved back to ``tmp``."""
+    model = onnx.load(str(tmp))
+    head_outputs = [n.output[0] for n in model.graph.node if n.name in set(job.regions.heads)]
+    report["qdq_stripped"] = strip_qdq(model, head_outputs)
+    if sensitive:
+        model = keep_float(model, job.source, sensitive)
+    write_onnx_metadata(model, _metadata(info, quantization))
+    model.doc_string = (f"{job.source.doc_string} -> INT8 Q/DQ ({quantization['quantizer']} "
+                        f"{quantization['quantizer_version']}, {job.method})")
+    # TensorRT's parser rules, the Q/DQ rules (check_qdq_rules) among them
+    violations = check_tensorrt_rules(model, float_nodes=list(float_nodes))
+    report["rules"] = {"violations": violations}
+    if violations:
+        raise Int8Error(f"{output}: the Q/DQ graph breaks TensorRT's rules ({'; '.join(violations[:5])}"
+                        f"{'; ...' if len(violations) > 5 else ''}); nothing was written")
     try:
-        calib.check_classes(info.spec)
-    except CalibrationError as exc:
-        raise CalibrationError(f"refused to calibrate {onnx_path}: {exc}") from exc
-    static_batch = _static_batch(source)
-    if static_batch is not None and batch_size != static_batch:
-        raise Int8Error(f"{onnx_path} has a static batch of {static_batch}: pass batch_size={static_batch} "
-                        "(--batch-size), or quantize a dynamic-batch export")
-    batches = calib.batches(info.spec, batch_size)  # verifies every image's sha256 first
-    num_batches = len(calib) // batch_size if static_batch else -(-len(calib) // batch_size)
-    reader = _BatchReader(batches, info.input_name, num_batches)
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise Int8Error(f"{output}: the Q/DQ graph fails the ONNX checker: {exc}; nothing was written") from exc
+    onnx.save(model, str(tmp))
 
-    if quantizer == "modelopt":
-        from ssd_export.int8.modelopt import modelopt_float_convs, modelopt_settings
 
-        quantizer_float = modelopt_float_convs(source)  # ModelOpt's own small-channel Convs, declared float
-        settings = modelopt_settings(method, static_batch or batch_size, exclude, regions, quantizer_float)
-    else:
-        quantizer_float = []
-        settings = quantizer_settings(method, percentile, exclude, regions)
-    if search is not None:
-        settings["excluded_nodes"]["sensitive"] = sensitive
-        settings["search"] = dict(search)
-    excluded = [*regions.l2_norm, *regions.tail, *exclude]
-    quantization = {
-        "quantizer": quantizer_name,
-        "quantizer_version": quantizer_version,
-        "settings": settings,
-        "source_onnx_sha256": sha256_file(onnx_path),
-        "calibration_manifest_sha256": calib.sha256,
-        "calibration_manifest": calib.path.name,
-    }
+def _metadata(info: OnnxModelInfo, quantization: dict[str, Any]) -> dict[str, str]:
+    """The INT8 model's metadata: its source's spec with the quantization's provenance, variant ``int8``."""
     spec = info.spec.with_provenance(
         onnx_variant="int8",
         source_onnx_sha256=quantization["source_onnx_sha256"],
-        calibration_manifest_sha256=calib.sha256,
-        quantizer=quantizer_name,
-        quantizer_version=quantizer_version,
-        quantization_settings=json.dumps(settings, sort_keys=True),
+        calibration_manifest_sha256=quantization["calibration_manifest_sha256"],
+        quantizer=quantization["quantizer"],
+        quantizer_version=quantization["quantizer_version"],
+        quantization_settings=json.dumps(quantization["settings"], sort_keys=True),
     )
-    report: dict[str, Any] = {
-        "output": str(output),
-        "source": {"path": str(onnx_path), "sha256": quantization["source_onnx_sha256"], "variant": info.variant},
-        "quantizer": {"name": quantizer_name, "version": quantizer_version},
-        "settings": settings,
-    }
-    with atomic_path(output) as tmp:
-        quantize_start = time.perf_counter()
-        if calibrated is not None:
-            _check_calibrated(Path(calibrated), quantization)
-            shutil.copyfile(calibrated, tmp)
-            report["calibration_reused_from"] = str(calibrated)
-            reader.images, reader.batches = len(calib), num_batches
-        elif quantizer == "modelopt":
-            from ssd_export.int8.modelopt import quantize_modelopt
+    return onnx_metadata(spec, "int8", source_checkpoint_sha256=info.source_checkpoint_sha256, exporter=info.exporter,
+                         opset=info.opset, trace_batch=info.trace_batch, quantization=quantization)
 
-            reader.images, reader.batches = quantize_modelopt(
-                onnx_path, Path(tmp), batches, input_name=info.input_name, batch_size=static_batch or batch_size,
-                num_batches=num_batches, method=method, excluded=excluded)
-        else:
-            with _quiet():
-                quantize_static(
-                    str(onnx_path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=_CALIBRATE_METHODS[method], nodes_to_exclude=excluded,
-                    extra_options=_extra_options(method, percentile),
-                )
-        quantize_seconds = time.perf_counter() - quantize_start
-        model = onnx.load(str(tmp))
-        head_outputs = [n.output[0] for n in model.graph.node if n.name in set(regions.heads)]
-        report["qdq_stripped"] = strip_qdq(model, head_outputs)
-        if sensitive:
-            from ssd_export.int8.search import (
-                keep_float,  # the search's own surgery (it imports this module)
-            )
 
-            model = keep_float(model, source, sensitive)
-        write_onnx_metadata(model, onnx_metadata(
-            spec, "int8", source_checkpoint_sha256=info.source_checkpoint_sha256, exporter=info.exporter,
-            opset=info.opset, trace_batch=info.trace_batch, quantization=quantization,
-        ))
-        model.doc_string = f"{source.doc_string} -> INT8 Q/DQ ({quantizer_name} {quantizer_version}, {method})"
-        # TensorRT's parser rules, the Q/DQ rules (check_qdq_rules) among them
-        violations = check_tensorrt_rules(model, float_nodes=[*exclude, *sensitive, *quantizer_float])
-        report["rules"] = {"violations": violations}
-        if violations:
-            raise Int8Error(f"{output}: the Q/DQ graph breaks TensorRT's rules ({'; '.join(violations[:5])}"
-                            f"{'; ...' if len(violations) > 5 else ''}); nothing was written")
-        try:
-            onnx.checker.check_model(model, full_check=True)
-        except Exception as exc:
-            raise Int8Error(f"{output}: the Q/DQ graph fails the ONNX checker: {exc}; nothing was written") from exc
-        onnx.save(model, str(tmp))
-        if parity:
-            parity_start = time.perf_counter()
-            report["parity"] = check_parity(OrtBackend(tmp), OrtBackend(onnx_path), INT8_PARITY,
-                                            **({"batch_size": static_batch} if static_batch else {}))
-            report["parity"]["backend"]["path"] = str(output)
-            report["parity"]["note"] = "informative: INT8 accuracy is judged by mAP (ssd-runtime eval)"
-            report["parity_seconds"] = round(time.perf_counter() - parity_start, 3)
-    report["calibration"] = {"manifest": str(calib.path), "sha256": calib.sha256, "root": str(calib.root),
-                             "images": reader.images, "batches": reader.batches, "batch_size": batch_size}
-    report["quantize_seconds"] = round(quantize_seconds, 3)
-    report["seconds"] = round(time.perf_counter() - start, 3)
-    report["size_bytes"] = output.stat().st_size
-    report["report_path"] = str(write_report(report, output.with_name(output.name + ".int8.json")))
-    return report
+def _parity(tmp: Path, output: Path, onnx_path: Path, static_batch: int | None, report: dict[str, Any]) -> None:
+    """The informative parity of the INT8 graph at ``tmp`` with its fp32 source, into ``report``."""
+    parity_start = time.perf_counter()
+    report["parity"] = check_parity(OrtBackend(tmp), OrtBackend(onnx_path), INT8_PARITY,
+                                    **({"batch_size": static_batch} if static_batch else {}))
+    report["parity"]["backend"]["path"] = str(output)
+    report["parity"]["note"] = "informative: INT8 accuracy is judged by mAP (ssd-runtime eval)"
+    report["parity_seconds"] = round(time.perf_counter() - parity_start, 3)
 
 
 def _check_calibrated(path: Path, quantization: dict[str, Any]) -> None:
@@ -280,21 +279,6 @@ def _check_calibrated(path: Path, quantization: dict[str, Any]) -> None:
     if core(read_onnx_info(path).quantization) != core(quantization):
         raise Int8Error(f"{path}: its quantization was made from another source, calibration set or settings; "
                         "it cannot be reused (calibrated=)")
-
-
-def _modelopt_quantizer(method: str) -> tuple[str, str]:
-    """(name, version) of ModelOpt's quantizer; Int8Error when it is missing or lacks ``method``."""
-    from ssd_export.int8.modelopt import MODELOPT_METHODS, ModelOptMissing, load_modelopt
-    from ssd_export.int8.modelopt import QUANTIZER as MODELOPT
-
-    if method not in MODELOPT_METHODS:
-        raise Int8Error(f"--quantizer modelopt has no {method!r} calibration for INT8 (ModelOpt offers "
-                        f"{', '.join(MODELOPT_METHODS)}); use --method max or entropy, or --quantizer onnxruntime")
-    try:
-        _, version = load_modelopt()
-    except ModelOptMissing as exc:
-        raise Int8Error(str(exc)) from exc
-    return MODELOPT, version
 
 
 def _check_source(path: Path, info: OnnxModelInfo, model: onnx.ModelProto) -> None:
@@ -318,60 +302,3 @@ def _static_batch(model: onnx.ModelProto) -> int | None:
     """The batch of a static-batch graph input, None for a dynamic one."""
     dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     return dim.dim_value if dim.HasField("dim_value") else None
-
-
-def _extra_options(method: str, percentile: float) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "ActivationSymmetric": True,
-        "WeightSymmetric": True,
-        "QuantizeBias": False,
-        "CalibStridedMinMax": 1,  # one batch per calibration step: memory bounded for every method
-    }
-    if method == "percentile":
-        options["CalibPercentile"] = percentile
-    return options
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence quantize_static's root-logger warnings and the histogram collector's prints."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logging.disable(previous)
-
-
-class _BatchReader(CalibrationDataReader):
-    """Calibration batches for ``quantize_static``, consumed lazily, ``set_range`` steps at a time.
-
-    ``batches`` yields float32 (N, 3, S, S) normalized RGB; a static-batch model gets only full batches
-    (``count`` of them).
-    """
-
-    def __init__(self, batches: Iterator[np.ndarray], input_name: str, count: int) -> None:
-        self._batches = batches
-        self._input_name = input_name
-        self._count = count
-        self._left = count
-        self.images = 0
-        self.batches = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self._left = min(end_index, self._count) - start_index
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._left <= 0 or self.batches >= self._count:
-            return None
-        batch = next(self._batches, None)
-        if batch is None:
-            return None
-        self._left -= 1
-        self.batches += 1
-        self.images += len(batch)
-        return {self._input_name: batch}

@@ -12,26 +12,28 @@ the training split** (never the test split):
    settings); drop = (fp32 - int8) mAP in points; within the target when drop <= ``max_drop``
    (one-sided: an INT8 model better than fp32 on the held-out images needs no float layer);
 3. when the baseline misses the target, every quantized Conv is scored by measurement
-   (:func:`layer_sensitivity`): the baseline with only that Conv in float (:func:`keep_float`), run on a
-   small held-out batch; the score is how much of the baseline's output error vs fp32 it removes
-   (normalized mean squared error of ``locs`` plus that of ``class_logits``);
+   (:func:`layer_sensitivity`): the baseline with only that Conv in float
+   (:func:`~ssd_export.int8.surgery.keep_float`), run on a small held-out batch; the score is how much
+   of the baseline's output error vs fp32 it removes (normalized mean squared error of ``locs`` plus
+   that of ``class_logits``);
 4. trial k keeps the top 1, 2, 4, 8, ... ranked Convs in float (at most ``max_trials`` trials) and
    measures the held-out mAP; the search stops at the first trial within the target;
 5. the model written is that trial's (or, when none is within the target, the trial with the smallest
    drop: ``met`` is False and ``ssd-export int8`` exits 1 after writing it, saying so), made by
    :func:`ssd_export.int8.quantize.quantize_int8` with the search's summary (``search=``): the same quantization,
-   then :func:`keep_float` on the chosen Convs, recorded as ``excluded_nodes.sensitive`` and with the
-   summary under ``settings.search`` in the metadata and ``<output>.int8.json``.
+   then :func:`~ssd_export.int8.surgery.keep_float` on the chosen Convs, recorded as
+   ``excluded_nodes.sensitive`` and with the summary under ``settings.search`` in the metadata and
+   ``<output>.int8.json``.
 
 "In float" means the Conv reads a float input and its fp32 weight (no DequantizeLinear feeds it).
 ONNX Runtime's ``nodes_to_exclude`` (``--exclude``) is not that: it keeps the weight and the output in
 float but the input stays quantized by the Q/DQ pair of the layer before (a ReLU's). Trials are built
-by ONNX surgery on the baseline (:func:`keep_float`), not by quantizing again: ``quantize_static``
-recalibrates on every call (20 s for 500 calibration images on the width-0.125 ``cpu-quick`` model,
-2-core AMD EPYC under load), :func:`keep_float` takes about 2 ms: on that model and machine the 35 Convs
-are scored in 9 s (8 images) and a trial (surgery + held-out mAP of 200 images) takes 6-7 s, so a full
-search (two quantizations, fp32 and baseline mAP, scoring, four trials) takes about 1.5 minutes.
-The calibration is deterministic, so the written model is the measured trial's graph (the report's
+by ONNX surgery on the baseline (:func:`~ssd_export.int8.surgery.keep_float`), not by quantizing again:
+``quantize_static`` recalibrates on every call (20 s for 500 calibration images on the width-0.125
+``cpu-quick`` model, 2-core AMD EPYC under load), the surgery takes about 2 ms: on that model and
+machine the 35 Convs are scored in 9 s (8 images) and a trial (surgery + held-out mAP of 200 images)
+takes 6-7 s, so a full search (two quantizations, fp32 and baseline mAP, scoring, four trials) takes
+about 1.5 minutes. The calibration is deterministic, so the written model is the measured trial's graph (the report's
 ``final.max_abs_diff_vs_trial`` is 0). The whole search is two quantizations, the scoring, and one
 held-out mAP per trial.
 
@@ -62,8 +64,9 @@ from ssd_export.defaults import (
     HOLDOUT_SEED,
     HOLDOUT_SPLIT,
 )
-from ssd_export.int8.quantize import Int8Error, quantize_int8
-from ssd_export.qdq_rules import QDQ_OPS
+from ssd_export.int8.errors import Int8Error
+from ssd_export.int8.quantize import quantize_int8
+from ssd_export.int8.surgery import keep_float, quantized_convs
 from ssd_export.parity import write_report
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.detector import Detector
@@ -78,9 +81,7 @@ __all__ = [
     "HeldOut",
     "HeldOutWarning",
     "heldout_images",
-    "keep_float",
     "layer_sensitivity",
-    "quantized_convs",
     "search_int8",
     "trial_sizes",
 ]
@@ -163,64 +164,6 @@ def heldout_images(
                    in_calibration, in_test)
 
 
-# ------------------------------------------------------------------------------------------ surgery
-
-
-def quantized_convs(model: onnx.ModelProto) -> list[str]:
-    """Names of the Convs of a Q/DQ graph that read a DequantizeLinear input (the quantized ones), in graph order."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    return [n.name for n in model.graph.node
-            if n.op_type == "Conv" and getattr(producer.get(n.input[0]), "op_type", "") == "DequantizeLinear"]
-
-
-def keep_float(int8_model: onnx.ModelProto, fp32_model: onnx.ModelProto, convs: Sequence[str]) -> onnx.ModelProto:
-    """A copy of the Q/DQ graph ``int8_model`` with ``convs`` in float: fp32 input and fp32 weight.
-
-    Each Conv reads the tensor its input's QuantizeLinear reads and the fp32 source's weight
-    initializer; Q/DQ nodes left without a consumer and unused initializers are dropped. Other
-    consumers of a shared activation keep their Q/DQ pair. Raises :class:`Int8Error` for a name
-    that is not a Conv of both graphs.
-    """
-    model = onnx.ModelProto()
-    model.CopyFrom(int8_model)
-    producer = {o: n for n in model.graph.node for o in n.output}
-    fp32_convs = {n.name: n for n in fp32_model.graph.node if n.op_type == "Conv"}
-    fp32_inits = {t.name: t for t in fp32_model.graph.initializer}
-    nodes = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
-    unknown = [c for c in convs if c not in nodes or c not in fp32_convs]
-    if unknown:
-        raise Int8Error(f"not a Conv of both the INT8 and the fp32 graph: {', '.join(unknown)}")
-    have = {t.name for t in model.graph.initializer}
-    for name in convs:
-        conv = nodes[name]
-        dq = producer.get(conv.input[0])
-        if dq is not None and dq.op_type == "DequantizeLinear":
-            q = producer.get(dq.input[0])
-            conv.input[0] = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else dq.input[0]
-        weight = fp32_convs[name].input[1]
-        conv.input[1] = weight
-        if weight not in have:
-            model.graph.initializer.append(fp32_inits[weight])
-            have.add(weight)
-    _drop_dead_qdq(model)
-    return model
-
-
-def _drop_dead_qdq(model: onnx.ModelProto) -> None:
-    """Remove Q/DQ nodes whose outputs nobody reads (repeatedly), then the initializers nobody reads."""
-    outputs = {o.name for o in model.graph.output}
-    while True:
-        used = {name for node in model.graph.node for name in node.input} | outputs
-        dead = [n for n in model.graph.node if n.op_type in QDQ_OPS and not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for node in dead:
-            model.graph.node.remove(node)
-    used = {name for node in model.graph.node for name in node.input} | outputs
-    for tensor in [t for t in model.graph.initializer if t.name not in used]:
-        model.graph.initializer.remove(tensor)
-
-
 # ---------------------------------------------------------------------------------------- the proxy
 
 
@@ -251,7 +194,7 @@ def layer_sensitivity(
     :func:`_proxy_error` of its raw outputs against the fp32 model's on ``images``; a Conv's
     ``score`` is the baseline's error minus the error with that Conv in float (how much error it
     causes). Ranking: score descending, graph order on ties (deterministic). ``candidates`` defaults
-    to :func:`quantized_convs`.
+    to :func:`~ssd_export.int8.surgery.quantized_convs`.
     """
     candidates = quantized_convs(int8_model) if candidates is None else list(candidates)
     reference = _outputs(_session(fp32_model), images)

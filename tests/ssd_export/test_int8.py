@@ -14,7 +14,8 @@ from onnx import helper, numpy_helper
 
 from ssd_export.int8.calibration import CalibrationError, build_manifest, write_manifest
 from ssd_export.defaults import INT8_METHODS
-from ssd_export.int8.quantize import QUANTIZER, Int8Error, quantize_int8
+from ssd_export.int8.ort import QUANTIZER
+from ssd_export.int8.quantize import Int8Error, quantize_int8
 from ssd_export.qdq_rules import check_qdq_rules, l2_norm_nodes, output_tail
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import META_END2END, META_VARIANT, OnnxModelError, read_onnx_info
@@ -385,6 +386,17 @@ def test_cli_int8_with_exclude(runtime_onnx, manifest, tmp_path, capsys):
     assert check_qdq_rules(model, float_nodes=["/base/conv1_1/Conv"]) == []
     assert main(["int8", "--onnx", str(out), "--calibration", str(manifest), "-o", str(tmp_path / "x.onnx")]) == 2
     assert "already quantized" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
+def test_quantizers_are_chosen_in_one_table():
+    from ssd_export.defaults import QUANTIZERS
+    from ssd_export.int8.quantize import QUANTIZER_TABLE
+
+    # every name the CLI offers (--quantizer) has its quantizer, and no other name does
+    assert tuple(QUANTIZER_TABLE) == QUANTIZERS
+    ort = QUANTIZER_TABLE["onnxruntime"]("max")
+    assert ort.name == QUANTIZER and ort.version == onnxruntime.__version__ and ort.searchable
+    assert not QUANTIZER_TABLE["modelopt"].searchable  # the search reads ONNX Runtime's graph
 
 
 def test_cli_choices_and_defaults_come_from_the_library():

@@ -15,15 +15,8 @@ import ssd_export.int8.search as int8_search
 from ssd_export.int8.calibration import CalibrationSet, build_manifest, write_manifest
 from ssd_export.int8.quantize import Int8Error, quantize_int8
 from ssd_export.qdq_rules import check_qdq_rules
-from ssd_export.int8.search import (
-    HeldOutWarning,
-    heldout_images,
-    keep_float,
-    layer_sensitivity,
-    quantized_convs,
-    search_int8,
-    trial_sizes,
-)
+from ssd_export.int8.search import HeldOutWarning, heldout_images, layer_sensitivity, search_int8, trial_sizes
+from ssd_export.int8.surgery import keep_float, quantized_convs
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import read_onnx_info
 from ssd_runtime.preprocess import preprocess
