@@ -197,33 +197,10 @@ def build_manifest(
     if images < MIN_IMAGES:
         raise CalibrationError(f"images must be at least {MIN_IMAGES} (one calibration batch), got {images}")
     root = Path(data).resolve()
-    voc_roots = split_roots(root, split)
-    items = preflight(voc_roots, split)  # one error lists every missing file
-    if not items:
-        raise CalibrationError(
-            f"split {split!r} of {root} is empty: its ImageSets/Main/{split}.txt lists no image; "
-            "choose another split (--split) or dataset"
-        )
-    if len(items) < MIN_IMAGES:
-        raise CalibrationError(
-            f"split {split!r} of {root} has {len(items)} image(s), fewer than one calibration batch "
-            f"({MIN_IMAGES}); calibrate on a larger split (at least {CALIBRATION_IMAGES} images recommended)"
-        )
+    voc_roots = _calibration_split(root, split)
     class_names = dataset_class_names(voc_roots, split)
     model_path = None if model is None else Path(model).resolve()
-    if model_path is not None:
-        spec, input_kind = model_input(model_path)
-        source, input_kinds = "model", (input_kind,)
-    elif spec is not None:
-        source, input_kinds = "spec", INPUT_KINDS
-    else:
-        spec, source, input_kinds = ModelSpec.create(class_names), "default ModelSpec.create(class_names)", INPUT_KINDS
-    if tuple(spec.class_names) != class_names:
-        where = str(model_path) if model_path is not None else "the model spec"
-        raise CalibrationError(
-            f"{where} has classes {list(spec.class_names)}, the dataset {root} (split {split!r}) has "
-            f"{list(class_names)}: calibrate with data of the model's own classes"
-        )
+    spec, source, input_kinds = _manifest_spec(model_path, spec, class_names, f"the dataset {root} (split {split!r})")
 
     records = read_voc_split(voc_roots, split, class_names, warn=False)
     relative = {r.image_path: PurePosixPath(r.image_path.relative_to(root)).as_posix() for r in records}
@@ -274,6 +251,44 @@ def build_manifest(
             for p in chosen
         ],
     }
+
+
+def _calibration_split(root: Path, split: str) -> list[Path]:
+    """The VOC roots of ``split`` of ``root``, which must list at least one batch of images, all present."""
+    voc_roots = split_roots(root, split)
+    items = preflight(voc_roots, split)  # one error lists every missing file
+    if not items:
+        raise CalibrationError(
+            f"split {split!r} of {root} is empty: its ImageSets/Main/{split}.txt lists no image; "
+            "choose another split (--split) or dataset"
+        )
+    if len(items) < MIN_IMAGES:
+        raise CalibrationError(
+            f"split {split!r} of {root} has {len(items)} image(s), fewer than one calibration batch "
+            f"({MIN_IMAGES}); calibrate on a larger split (at least {CALIBRATION_IMAGES} images recommended)"
+        )
+    return voc_roots
+
+
+def _manifest_spec(
+    model_path: Path | None, spec: ModelSpec | None, class_names: tuple[str, ...], dataset: str
+) -> tuple[ModelSpec, str, tuple[str, ...]]:
+    """(spec, where it came from, input kinds) of the model the set is for: the model file's, ``spec``, or
+    the default spec of ``class_names``; :class:`CalibrationError` when its classes are not ``dataset``'s."""
+    if model_path is not None:
+        spec, input_kind = model_input(model_path)
+        source, input_kinds = "model", (input_kind,)
+    elif spec is not None:
+        source, input_kinds = "spec", INPUT_KINDS
+    else:
+        spec, source, input_kinds = ModelSpec.create(class_names), "default ModelSpec.create(class_names)", INPUT_KINDS
+    if tuple(spec.class_names) != class_names:
+        where = str(model_path) if model_path is not None else "the model spec"
+        raise CalibrationError(
+            f"{where} has classes {list(spec.class_names)}, {dataset} has "
+            f"{list(class_names)}: calibrate with data of the model's own classes"
+        )
+    return spec, source, input_kinds
 
 
 def write_manifest(manifest: dict, path: str | os.PathLike) -> Path:
