@@ -6,7 +6,12 @@ import json
 import sys
 
 from ssd_export import defaults
-from ssd_runtime import cli_common
+from ssd_runtime import cli_common, options
+from ssd_runtime.options import BATCH_SIZE, BATCH_SIZES, MODEL, Option, default_of
+
+#: The images of an INT8 calibration set: ``ssd-export calibration`` and ``ssd-export deploy``.
+CALIBRATION_IMAGES = Option(("--calibration-images",), "calibration_images", "images in the calibration set "
+                            "(default %(default)s)", parse=int, metavar="N")
 
 
 def _print_report(report: dict, as_json: bool) -> None:
@@ -41,7 +46,7 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
     batch = {} if args.static_batch is None else {"dynamic_batch": False, "static_batch": args.static_batch}
     try:
         result = export_onnx(
-            args.checkpoint, args.output, **batch, variant=args.variant, opset=args.opset,
+            args.model, args.output, **batch, variant=args.variant, opset=args.opset,
             exporter=args.exporter, verify=not args.no_verify, max_candidates=args.max_candidates,
             end2end_settings=args.end2end_settings,
         )
@@ -63,7 +68,7 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
 
 def _add_onnx(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("onnx", help="export a checkpoint to one verified ONNX file (spec in its metadata)")
-    p.add_argument("--checkpoint", required=True, help="toolkit checkpoint (.pt)")
+    options.add(p, MODEL, help="toolkit checkpoint (.pt)", deprecated=("--checkpoint",))
     p.add_argument("-o", "--output", required=True, help="ONNX file to write (e.g. ssd300.onnx)")
     p.add_argument("--static-batch", type=int, default=None, metavar="N",
                    help="fix the batch size to N (default: dynamic batch)")
@@ -87,7 +92,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from ssd_export.parity import write_report
     from ssd_export.onnx.verify import verify_onnx
 
-    report = verify_onnx(args.model, args.checkpoint, batch_size=args.batch)
+    report = verify_onnx(args.model, args.checkpoint, batch_size=args.batch_size)
     if args.report:
         write_report(report, args.report)
     _print_report(report, args.json)
@@ -97,10 +102,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="ONNX Runtime vs PyTorch parity of an exported ONNX file, and TensorRT's "
                        "ONNX-parser rules on it")
-    p.add_argument("--model", required=True, help="exported ONNX file")
-    p.add_argument("--checkpoint", required=True, help="the checkpoint it was exported from")
-    p.add_argument("--batch", type=int, default=None,
-                   help=f"batch size (default {defaults.DEFAULT_VERIFY_BATCH}, or the static one)")
+    options.add(p, MODEL, help="exported ONNX file")
+    options.add(p, options.CHECKPOINT, help="the checkpoint it was exported from", required=True)
+    options.add(p, BATCH_SIZE, deprecated=("--batch",),
+                help=f"batch size (default {defaults.DEFAULT_VERIFY_BATCH}, or the static one)")
     p.add_argument("--report", default=None, help="also save the JSON report here")
     p.add_argument("--json", action="store_true", help="one-line JSON report")
     p.set_defaults(func=_cmd_verify)
@@ -138,13 +143,12 @@ def _add_calibration(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("calibration", help="choose and hash a class-balanced INT8 calibration set (JSON manifest)")
     p.add_argument("--data", required=True, help="VOC root, VOCdevkit or a folder holding one")
-    p.add_argument("--split", default=cli_common.default_of(build_manifest, "split"))
-    p.add_argument("--images", type=int, default=cli_common.default_of(build_manifest, "images"),
-                   help="images in the set (default %(default)s)")
-    p.add_argument("--seed", type=int, default=cli_common.default_of(build_manifest, "seed"),
+    p.add_argument("--split", default=default_of(build_manifest, "split"))
+    options.add(p, CALIBRATION_IMAGES, dest="images", default=default_of(build_manifest, "images"), deprecated=("--images",))
+    p.add_argument("--seed", type=int, default=default_of(build_manifest, "seed"),
                    help="seed of the selection order (default %(default)s)")
-    p.add_argument("--model", default=None,
-                   help="model file (.pt, .onnx) whose preprocessing to record (default: the default spec's)")
+    options.add(p, MODEL, required=False,
+                help="model file (.pt, .onnx) whose preprocessing to record (default: the default spec's)")
     p.add_argument("-o", "--output", default=None,
                    help="manifest to write (default calibration/<data folder>_<split>_<count>.json)")
     p.add_argument("--json", action="store_true", help="one-line JSON summary")
@@ -229,7 +233,7 @@ def _add_int8(sub: argparse._SubParsersAction) -> None:
     from ssd_export.int8.calibration import DEFAULT_BATCH
 
     p = sub.add_parser("int8", help="quantize an fp32 ONNX export to a Q/DQ INT8 ONNX (TensorRT's rules)")
-    p.add_argument("--onnx", required=True, help="fp32 ONNX export (ssd-export onnx --variant fp32)")
+    options.add(p, MODEL, dest="onnx", help="fp32 ONNX export (ssd-export onnx --variant fp32)", deprecated=("--onnx",))
     p.add_argument("--calibration", required=True, help="calibration manifest (ssd-export calibration)")
     p.add_argument("-o", "--output", required=True, help="INT8 ONNX file to write (e.g. ssd300_int8.onnx)")
     p.add_argument("--method", choices=defaults.INT8_METHODS, default=defaults.DEFAULT_INT8_METHOD,
@@ -281,23 +285,29 @@ def _cmd_triton(args: argparse.Namespace) -> int:
 
 
 def _add_triton(sub: argparse._SubParsersAction) -> None:
+    from ssd_export.triton.repository import write_triton_repository
+
+    def default(name: str):
+        return default_of(write_triton_repository, name)
+
     p = sub.add_parser("triton", help="write a Triton Inference Server model repository (network, postprocess, ensemble)")
-    p.add_argument("--model", required=True, help="ONNX export (.onnx) or TensorRT engine (.engine/.plan with its sidecar)")
+    options.add(p, MODEL, help="ONNX export (.onnx) or TensorRT engine (.engine/.plan with its sidecar)")
     p.add_argument("--out", required=True, help="model repository folder to write (e.g. model_repository/)")
-    p.add_argument("--name", default=defaults.DEFAULT_TRITON_NAME,
+    p.add_argument("--name", default=default("name"),
                    help="the model clients call (default %(default)s; also NAME_network, NAME_postprocess)")
-    p.add_argument("--max-batch", type=int, default=None, metavar="N",
-                   help=f"max_batch_size (default: the engine profile's max, or {defaults.DEFAULT_TRITON_MAX_BATCH} for ONNX)")
+    options.add(p, Option(("--max-batch-size",), "max_batch", f"max_batch_size (default: the engine profile's max, or "
+                          f"{defaults.DEFAULT_TRITON_MAX_BATCH} for ONNX)", parse=int, metavar="N"),
+                default=default("max_batch"), deprecated=("--max-batch",))
     p.add_argument("--preferred-batch-sizes", type=int, nargs="+", default=None, metavar="N",
                    help="dynamic batcher's preferred batch sizes (default: none, the largest batch available)")
-    p.add_argument("--max-queue-delay-us", type=int, default=defaults.DEFAULT_TRITON_QUEUE_DELAY_US, metavar="US",
+    p.add_argument("--max-queue-delay-us", type=int, default=default("max_queue_delay_us"), metavar="US",
                    help="dynamic batcher's max queue delay in microseconds (default %(default)s)")
-    p.add_argument("--instances", type=int, default=1, metavar="N",
-                   help="network instances (per GPU with --gpus) (default 1)")
+    p.add_argument("--instances", type=int, default=default("instances"), metavar="N",
+                   help="network instances (per GPU with --gpus) (default %(default)s)")
     p.add_argument("--gpus", type=int, nargs="+", default=None, metavar="ID",
                    help="GPU ids for the network (KIND_GPU); default: ONNX on the CPU, an engine on every GPU")
-    p.add_argument("--postprocess-instances", type=int, default=1, metavar="N",
-                   help="Python postprocess instances (CPU) (default 1)")
+    p.add_argument("--postprocess-instances", type=int, default=default("postprocess_instances"), metavar="N",
+                   help="Python postprocess instances (CPU) (default %(default)s)")
     p.add_argument("--max-detections", type=int, default=None, metavar="K",
                    help="detections per image in the padded outputs (default: the spec's detection top_k)")
     p.add_argument("--force", action="store_true",
@@ -321,7 +331,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
             raise ValueError(f"--target takes PRECISION=POINTS (e.g. int8=0.5), got {item!r}") from None
     try:
         report = deploy(
-            args.checkpoint, args.data, args.out, artifacts=args.artifacts, calibration=args.calibration,
+            args.model, args.data, args.out, artifacts=args.artifacts, calibration=args.calibration,
             calibration_images=args.calibration_images, engines=args.engines, bench_batches=args.bench_batches,
             bench_warmup=args.bench_warmup, bench_iterations=args.bench_iterations, draw_images=args.draw_images,
             max_drop=args.max_drop, int8_method=args.method, int8_parity=not args.no_int8_parity,
@@ -343,25 +353,27 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _add_deploy(sub: argparse._SubParsersAction) -> None:
-    from ssd_export.int8.calibration import CALIBRATION_IMAGES
-    from ssd_runtime.bench import benchmark
+    from ssd_export.deploy.run import deploy
     from ssd_runtime.evaluate import TARGET_POINTS
+
+    def default(name: str):
+        return default_of(deploy, name)
 
     p = sub.add_parser("deploy", help="every artifact of a checkpoint built, verified, evaluated, timed and drawn, "
                        "with a report (report.md, report.json, figures)")
-    p.add_argument("--checkpoint", required=True, help="toolkit checkpoint (.pt)")
+    options.add(p, MODEL, help="toolkit checkpoint (.pt)", deprecated=("--checkpoint",))
     p.add_argument("--data", required=True, help="VOC root or generated dataset: test split evaluated, trainval calibrates")
     p.add_argument("--out", required=True, help="folder of the artifacts and the report (a rerun reuses what still matches)")
-    p.add_argument("--artifacts", nargs="+", choices=defaults.DEPLOY_ARTIFACTS, default=list(defaults.DEFAULT_DEPLOY_ARTIFACTS),
+    p.add_argument("--artifacts", nargs="+", choices=defaults.DEPLOY_ARTIFACTS, default=list(default("artifacts")),
                    metavar="NAME", help=f"what to build, of {', '.join(defaults.DEPLOY_ARTIFACTS)} (default: "
                    f"{' '.join(defaults.DEFAULT_DEPLOY_ARTIFACTS)}; engines: a TensorRT engine of each ONNX artifact)")
-    p.add_argument("--engines", choices=defaults.ENGINE_MODES, default=defaults.DEFAULT_ENGINE_MODE,
+    p.add_argument("--engines", choices=defaults.ENGINE_MODES, default=default("engines"),
                    help="auto: build engines where TensorRT and a GPU exist, else say why in the report; "
                    "require: fail without them; skip (default %(default)s)")
     p.add_argument("--calibration", default=None, metavar="MANIFEST",
                    help="INT8 calibration manifest (default: one built from the data's trainval split)")
-    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, metavar="N",
-                   help="images of the built calibration set (default %(default)s)")
+    options.add(p, CALIBRATION_IMAGES, default=default("calibration_images"),
+                help="images of the built calibration set (default %(default)s)")
     p.add_argument("--method", choices=defaults.INT8_METHODS, default=None,
                    help=f"INT8 calibration method (default {defaults.DEFAULT_INT8_METHOD})")
     p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
@@ -369,15 +381,15 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
                    "(ssd-export int8 --max-drop)")
     p.add_argument("--no-int8-parity", action="store_true",
                    help="skip the INT8 model's informative parity with the fp32 export (it is judged by mAP)")
-    p.add_argument("--bench-batches", type=int, nargs="+", default=list(cli_common.default_of(benchmark, "batch_sizes")),
-                   metavar="N", help="batch sizes timed (default: %(default)s)")
-    p.add_argument("--bench-warmup", type=int, default=cli_common.default_of(benchmark, "warmup"), metavar="N",
+    options.add(p, BATCH_SIZES.but(flags=("--bench-batch-sizes",), dest="bench_batches"), deprecated=("--bench-batches",),
+                default=list(default("bench_batches")), help="batch sizes timed (default: %(default)s)")
+    p.add_argument("--bench-warmup", type=int, default=default("bench_warmup"), metavar="N",
                    help="untimed iterations per batch size (default %(default)s)")
-    p.add_argument("--bench-iterations", type=int, default=cli_common.default_of(benchmark, "iterations"), metavar="N",
+    p.add_argument("--bench-iterations", type=int, default=default("bench_iterations"), metavar="N",
                    help="timed iterations per batch size (default %(default)s)")
-    p.add_argument("--draw-images", type=int, default=defaults.DEFAULT_DRAW_IMAGES, metavar="N",
+    p.add_argument("--draw-images", type=int, default=default("draw_images"), metavar="N",
                    help="test images drawn per artifact (default %(default)s)")
-    p.add_argument("--max-images", type=int, default=0, metavar="N", help="evaluate the first N test images only (0 = all)")
+    options.add(p, options.MAX_IMAGES, default=default("max_images"), help="evaluate the first N test images only (0 = all)")
     p.add_argument("--target", action="append", metavar="PRECISION=POINTS",
                    help="override a |delta mAP| target in points (defaults: "
                    f"{', '.join(f'{k}={v}' for k, v in TARGET_POINTS.items())})")
@@ -388,17 +400,12 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_engine(args: argparse.Namespace) -> int:
     """Build a TensorRT engine from a toolkit ONNX, check it, write plan + sidecar; print what was made."""
-    from ssd_export.tensorrt.engine import EngineParityError, build_engine, parse_batch
+    from ssd_export.options import ENGINE_OPTIONS
+    from ssd_export.tensorrt.engine import EngineParityError, build_engine
 
+    settings = {option.dest: getattr(args, option.dest) for option in ENGINE_OPTIONS}  # parsed into the API's values
     try:
-        build = build_engine(
-            args.onnx, args.output, checkpoint=args.checkpoint, fp16=args.fp16,
-            batch=None if args.batch is None else parse_batch(args.batch),
-            workspace=None if args.workspace is None else args.workspace << 20, timing_cache=args.timing_cache,
-            version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
-            optimization_level=args.optimization_level, keep_failed=args.keep_failed, parity=not args.no_parity,
-            device=args.device, tf32=args.tf32,
-        )
+        build = build_engine(**settings, keep_failed=args.keep_failed, parity=not args.no_parity)
     except EngineParityError as exc:
         if args.json:
             print(json.dumps(exc.report, sort_keys=True))
@@ -424,35 +431,15 @@ def _cmd_engine(args: argparse.Namespace) -> int:
 
 
 def _add_engine(sub: argparse._SubParsersAction) -> None:
-    from ssd_runtime.engine_sidecar import HARDWARE_COMPATIBILITY
+    from ssd_export.options import ENGINE_OPTIONS
+    from ssd_export.tensorrt.engine import build_engine
 
     p = sub.add_parser("engine", help="build a TensorRT engine (plan + sidecar JSON) from a toolkit ONNX, checked")
-    p.add_argument("--onnx", required=True, help="ONNX from ssd-export onnx / int8 (precision comes from it)")
-    p.add_argument("-o", "--output", required=True, help="plan to write (e.g. ssd300.engine); sidecar: OUTPUT.json")
-    p.add_argument("--checkpoint", default=None,
-                   help="check the engine against this checkpoint (default: against the ONNX in ONNX Runtime)")
-    p.add_argument("--batch", default=None, metavar="MIN,OPT,MAX",
-                   help="optimisation profile of a dynamic-batch ONNX (default "
-                   f"{','.join(map(str, defaults.DEFAULT_ENGINE_BATCH))}); a static ONNX keeps its batch")
-    p.add_argument("--fp16", action="store_true",
-                   help="TensorRT 10 only: FP16 builder flag on a plain fp32 ONNX (TensorRT 11: export --variant fp16)")
-    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
-                   help="let FP32 layers run in TF32 (TensorRT's default; faster on Ampere and newer, ~1e-3 relative "
-                   "error, checked against the TF32 tolerance, judge accuracy by mAP). Default: off for FP32 engines "
-                   "(fp32, uint8-nhwc, end2end), on for FP16/INT8 ones")
-    p.add_argument("--workspace", type=int, default=None, metavar="MIB",
-                   help="workspace memory pool limit in MiB (default: TensorRT's, the GPU's memory)")
-    p.add_argument("--timing-cache", default=None, metavar="FILE",
-                   help="timing cache: read if present, written back (combined) after the build")
-    p.add_argument("--version-compatible", action="store_true",
-                   help="a plan later TensorRT versions load (a 10.x one also on 11.x); slower")
-    p.add_argument("--hardware-compatibility", choices=HARDWARE_COMPATIBILITY, default="none",
-                   help="none (this GPU's architecture), ampere_plus, same_compute_capability (TensorRT 10.9+)")
-    p.add_argument("--optimization-level", type=int, choices=defaults.OPTIMIZATION_LEVELS, default=None,
-                   help="builder optimisation level 0-5 (default: TensorRT's, 3)")
+    for option in ENGINE_OPTIONS:  # the engine's rebuild command is written from the same records
+        default = default_of(build_engine, option.dest)
+        options.add(p, option, **({} if option.required else {"default": default}))
     p.add_argument("--keep-failed", action="store_true", help="keep the engine when its parity check fails")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check after the build")
-    p.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
     p.add_argument("--json", action="store_true", help="one-line JSON (the sidecar and paths)")
     p.set_defaults(func=_cmd_engine)
 

@@ -6,13 +6,13 @@ import json
 import os
 import sys
 
-from ssd_runtime import cli_common
+from ssd_runtime import cli_common, options
 from ssd_runtime.backends import BACKENDS, resolve_backend
 from ssd_runtime.bench import benchmark
-from ssd_runtime.cli_common import default_of
 from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES, Detector
 from ssd_runtime.evaluate import compare_map
 from ssd_runtime.metric import AP_METHODS
+from ssd_runtime.options import BATCH_SIZE, BATCH_SIZES, CHECKPOINT, DEVICE, IMAGE_PATHS, MAX_IMAGES, MODEL, default_of
 from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS, PriorConfig
 from ssd_runtime.sharding import Shard, resolve_shard
 from ssd_runtime.streaming import detect_to_file
@@ -36,12 +36,11 @@ def _add_priors(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_priors)
 
 
-def _add_model_flags(p: argparse.ArgumentParser, model_flag: str = "--model", required: bool = True) -> None:
-    p.add_argument(model_flag, dest="model", required=required,
-                   help="model file: .onnx (ONNX Runtime), .pt/.pth (PyTorch checkpoint), .engine/.plan")
+def _add_model_flags(p: argparse.ArgumentParser, required: bool = True, model_aliases: tuple[str, ...] = ()) -> None:
+    options.add(p, MODEL, required=required, deprecated=model_aliases)
     p.add_argument("--backend", default=default_of(Detector.load, "backend"), choices=["auto", *BACKENDS],
                    help="auto (by file kind) or a backend name")
-    p.add_argument("--device", default=default_of(Detector.load, "device"), help="cpu, cuda, cuda:N")
+    options.add(p, DEVICE, default=default_of(Detector.load, "device"))
     p.add_argument("--postprocess", default=default_of(Detector.load, "postprocess"), choices=[*POSTPROCESSES, *POSTPROCESS_ALIASES],
                    metavar="{" + ",".join(POSTPROCESSES) + "}",
                    help="numpy (host) or torch (on the backend's device, the CPU included; 'gpu' is an alias)")
@@ -122,21 +121,29 @@ def add_stream_flags(p: argparse.ArgumentParser, out_help: str) -> None:
                    help="run share I (0-based) of N processes, writing FILE's part I (torchrun sets this itself)")
 
 
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="VOC mAP through the runtime, beside the PyTorch checkpoint it came from")
-    _add_model_flags(p, required=False)
-    p.add_argument("--data", required=True, help="VOC root, VOCdevkit, or a generated dataset folder")
-    p.add_argument("--checkpoint", help="the .pt the model was exported from: its mAP is reported beside (delta in points)")
+def add_evaluation_flags(p: argparse.ArgumentParser, batch_size: int, data_nargs: str | None = None,
+                         max_images_aliases: tuple[str, ...] = ()) -> None:
+    """The flags of a VOC mAP run that ``ssd-runtime eval`` and ``ssd-train eval`` share: data, split, batch size,
+    image count, AP method, unknown classes, the detections file and JSON."""
+    p.add_argument("--data", required=True, nargs=data_nargs,
+                   help="VOC root, VOCdevkit, or a generated dataset folder" + (" (or several)" if data_nargs else ""))
     p.add_argument("--split", default=default_of(compare_map, "split"))
-    p.add_argument("--batch-size", type=int, default=default_of(compare_map, "batch_size"))
-    p.add_argument("--max-images", type=int, default=default_of(compare_map, "max_images"),
-                   help="evaluate the first N images only (0 = all)")
+    options.add(p, BATCH_SIZE, default=batch_size)
+    options.add(p, MAX_IMAGES, default=default_of(compare_map, "max_images"), deprecated=max_images_aliases,
+                help="evaluate the first N images only (0 = all)")
     p.add_argument("--ap-method", default=default_of(compare_map, "ap_method"), choices=AP_METHODS)
     p.add_argument("--skip-unknown-classes", action="store_true", help="drop annotated objects of classes the model lacks")
     add_stream_flags(p, "write each image's detections to FILE as they come (JSON lines; see docs/evaluation.md)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="VOC mAP through the runtime, beside the PyTorch checkpoint it came from")
+    _add_model_flags(p, required=False)
+    add_evaluation_flags(p, batch_size=default_of(compare_map, "batch_size"))
+    options.add(p, CHECKPOINT, help="the .pt the model was exported from: its mAP is reported beside (delta in points)")
     p.add_argument("--detections", nargs="+", metavar="FILE",
                    help="evaluate detections files (one, or every part of a sharded run) instead of running --model")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -145,7 +152,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     detector = Detector.load(args.model, args.backend, device=args.device, postprocess=args.postprocess,
                              **_backend_options(args))
-    images = image_files(args.images) if args.images else None
+    images = image_files(args.image_paths) if args.image_paths else None
     report = benchmark(detector, args.batch_sizes, warmup=args.warmup, iterations=args.iterations, images=images)
     report["model"] = args.model
     print(json.dumps(report, indent=1) if args.json else format_summary(report))
@@ -155,12 +162,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency/throughput per stage (preprocess, inference, postprocess, end to end)")
     _add_model_flags(p)
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(default_of(benchmark, "batch_sizes")))
+    options.add(p, BATCH_SIZES, default=list(default_of(benchmark, "batch_sizes")))
     p.add_argument("--warmup", type=int, default=default_of(benchmark, "warmup"))
     p.add_argument("--iterations", type=int, default=default_of(benchmark, "iterations"))
-    p.add_argument("--images", nargs="+", metavar="IMAGE_OR_FOLDER",
-                   help="time on these images (a batch of B takes the first B, cycling; give real ones for a "
-                   "trained model) instead of random 500x375 scenes")
+    options.add(p, IMAGE_PATHS, deprecated=("--images",),
+                help="time on these images (a batch of B takes the first B, cycling; give real ones for a "
+                "trained model) instead of random 500x375 scenes")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
     p.set_defaults(func=_cmd_bench)
 
@@ -243,10 +250,11 @@ def image_files(inputs: list[str]) -> list:
     return paths
 
 
-def add_detect_command(sub: argparse._SubParsersAction, model_flag: str = "--model") -> None:
-    """The ``detect`` subcommand (also ``ssd-train detect --checkpoint``, the same code)."""
-    p = sub.add_parser("detect", help="detect objects in images; saves drawn images and JSON")
-    _add_model_flags(p, model_flag)
+def add_detect_command(sub: argparse._SubParsersAction, help: str = "detect objects in images; saves drawn images "
+                       "and JSON", model_aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """The ``detect`` subcommand (also ``ssd-train detect``, kept for one release: the same parser and code)."""
+    p = sub.add_parser("detect", help=help)
+    _add_model_flags(p, model_aliases=model_aliases)
     p.add_argument("images", nargs="+", help="JPEG/PNG files or folders of them")
     p.add_argument("--out", help="folder for the drawn images and a JSON per image (default ./detections)")
     p.add_argument("--min-score", type=float, default=None, help="default: the model's detection setting")
@@ -254,10 +262,10 @@ def add_detect_command(sub: argparse._SubParsersAction, model_flag: str = "--mod
     p.add_argument("--top-k", type=int, default=None)
     add_stream_flags(p, "instead of --out: every image's detections in one file (JSON lines, see docs/evaluation.md), "
                          "written batch by batch")
-    p.add_argument("--batch-size", type=int, default=default_of(detect_to_file, "batch_size"),
-                   help="images per batch with --detections-out")
+    options.add(p, BATCH_SIZE, default=default_of(detect_to_file, "batch_size"), help="images per batch with --detections-out")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_detect)
+    return p
 
 
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).

@@ -1,5 +1,7 @@
 """What the three thin CLIs share: a parser built from subcommand adders, and error handling.
 
+Their options (one flag per idea, the old spellings, the device grammar) are :mod:`ssd_runtime.options`.
+
 Library code raises typed exceptions; only here are they turned into a short message and exit code 2.
 An error raised inside a DataLoader worker reaches the CLI re-raised by torch with the worker's
 traceback as its message; :func:`worker_error_message` recovers the original message, so the user
@@ -8,12 +10,12 @@ reads the toolkit's own one-line error (naming the file) instead of a traceback.
 from __future__ import annotations
 
 import argparse
-import inspect
 import re
 import sys
 from collections.abc import Callable, Sequence
 
 from ssd_runtime.errors import ToolkitError
+from ssd_runtime.options import Parser
 
 #: Errors a CLI reports as one line (exit 2) instead of a traceback.
 USER_ERRORS = (ToolkitError, ValueError, FileNotFoundError, OSError)
@@ -25,14 +27,9 @@ _TRACEBACK_HEADER = "Traceback (most recent call last):"
 _EXCEPTION_NAME = re.compile(r"[A-Za-z_][\w.]*(?:: |:$|$)")
 
 
-def default_of(func: Callable, name: str):
-    """The default of ``func``'s parameter ``name``: a flag's default is the API's, written once."""
-    return inspect.signature(func).parameters[name].default
-
-
 def build_parser(prog: str, description: str, commands: Sequence[CommandAdder]) -> argparse.ArgumentParser:
     """A parser with one subcommand per adder (each adder calls ``sub.add_parser`` and ``set_defaults(func=...)``)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = Parser(prog=prog, description=description)  # its subcommands' parsers are of the same class
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in commands:
         add(sub)
@@ -63,8 +60,14 @@ def worker_error_message(text: str) -> str | None:
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen subcommand; user errors become ``PROG COMMAND: error: ...`` and 2."""
-    args = parser.parse_args(argv)
+    """Parse ``argv`` and run the chosen subcommand; user errors become ``PROG COMMAND: error: ...`` and 2.
+
+    A usage error (argparse's message) returns 2 as well, and ``--help`` 0: ``main(argv)`` returns an exit code.
+    """
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 
-from ssd_runtime import cli_common
-from ssd_runtime.cli import add_stream_flags
-from ssd_runtime.cli_common import default_of
-from ssd_runtime.metric import AP_METHODS
+from ssd_runtime import cli_common, options
+from ssd_runtime.cli import add_evaluation_flags
+from ssd_runtime.options import BATCH_SIZE, DEVICE, MODEL, default_of
 from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS
 from ssd_runtime.spec import NORMS
 from ssd_train.augment import AUGMENTATIONS
@@ -32,7 +33,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     spec = ModelSpec.create(VOC_CLASSES, width=args.width)
     model = SSD300.from_spec(spec, vgg_weights=args.vgg_weights).eval()
-    images = torch.randn(args.batch, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))
+    images = torch.randn(args.batch_size, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))
     start = time.perf_counter()
     with torch.inference_mode():
         locs, logits = model(images)
@@ -55,7 +56,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="build SSD300 and run it once on a random batch")
     p.add_argument("--width", type=float, default=TrainConfig.default("width"),
                    help="channel multiplier (1.0 = reference SSD300)")
-    p.add_argument("--batch", type=int, default=1)
+    options.add(p, BATCH_SIZE, default=1, deprecated=("--batch",), help="images in the random batch")
     p.add_argument("--vgg-weights", default=None, help="local torchvision VGG-16 state dict (.pth)")
     p.add_argument("--json", action="store_true", help="one-line JSON")
     p.set_defaults(func=_cmd_check)
@@ -100,14 +101,18 @@ def _cmd_import_tutorial(args: argparse.Namespace) -> int:
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    from ssd_train.synthetic import DEFAULT_IMAGES
+    from ssd_train.synthetic import generate_voc_dataset
+
+    def default(name: str):
+        return default_of(generate_voc_dataset, name)
 
     p = sub.add_parser("data", help="write the generated Pascal-VOC-format dataset (shapes) to a folder")
     p.add_argument("--out", required=True, help="folder to write (becomes a VOC root: Annotations/, JPEGImages/, ...)")
-    p.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="total images (default %(default)s)")
-    p.add_argument("--test", type=int, default=None, help="images in the test split (default 20%% of --images)")
-    p.add_argument("--seed", type=int, default=0, help="the dataset is a pure function of the seed")
-    p.add_argument("--workers", type=int, default=1, help="processes to render with")
+    options.add(p, options.Option(("--num-images",), "images", "total images (default %(default)s)", parse=int,
+                                  metavar="N"), default=default("images"), deprecated=("--images",))
+    p.add_argument("--test", type=int, default=default("test"), help="images in the test split (default 20%% of --num-images)")
+    p.add_argument("--seed", type=int, default=default("seed"), help="the dataset is a pure function of the seed")
+    p.add_argument("--workers", type=int, default=default("workers"), help="processes to render with")
     p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds a dataset")
     p.add_argument("--json", action="store_true", help="one-line JSON")
     p.set_defaults(func=_cmd_data)
@@ -224,18 +229,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ssd_train.data import VOCDetection
     from ssd_runtime.sharding import device_for, part_path, resolve_shard
 
-    model, spec = load_model(args.checkpoint)
+    model, spec = load_model(args.model)
     shard = resolve_shard(args.shard, os.environ)
     device = torch.device(device_for(args.device, shard))
     dataset = VOCDetection.from_voc(args.data if len(args.data) > 1 else args.data[0], args.split,
                                     class_names=spec.class_names, train=False, mean=spec.mean, std=spec.std,
                                     size=spec.input_size, skip_unknown=args.skip_unknown_classes)
-    if args.images:
-        dataset.records = dataset.records[: args.images]
+    if args.max_images:
+        dataset.records = dataset.records[: args.max_images]
     if args.detections_out or shard.sharded:
         if not args.detections_out:
             raise ValueError(f"shard {shard}: each process writes its part of a detections file: pass --detections-out FILE")
-        result = evaluate_to_file(model.to(device), dataset, spec, args.detections_out, checkpoint=args.checkpoint,
+        result = evaluate_to_file(model.to(device), dataset, spec, args.detections_out, checkpoint=args.model,
                                   device=device, batch_size=args.batch_size, ap_method=args.ap_method, shard=shard,
                                   resume=args.resume, workers=args.workers, source={"data": args.data, "split": args.split})
         if result is None:  # not the merging process; by hand (--shard) the merge comes later
@@ -248,7 +253,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError("--resume continues a --detections-out file: pass the file to continue")
         result = evaluate(model.to(device), dataset, spec, device, args.batch_size, ap_method=args.ap_method,
                           workers=args.workers)
-    report = {"checkpoint": args.checkpoint, "split": args.split, "images": len(dataset), **result.to_dict()}
+    report = {"checkpoint": args.model, "split": args.split, "images": len(dataset), **result.to_dict()}
     if args.plot:
         from ssd_train.plots import plot_precision_recall
 
@@ -265,28 +270,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ssd-train eval's batch when --batch-size is not given (evaluate's own default, 32, is training's)
+EVAL_BATCH_SIZE = 16
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
+    """``ssd-train eval``: ``ssd-runtime eval``'s model, device and evaluation flags (the same definitions),
+    PyTorch's ``--workers`` and ``--plot``; the runtime's backend flags and its reference ``--checkpoint`` are its own."""
     p = sub.add_parser("eval", help="VOC mAP of a checkpoint (PyTorch) at the evaluation settings")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", nargs="+", required=True, help="VOCdevkit, VOC root(s), or a generated dataset folder")
-    p.add_argument("--split", default="test")
-    p.add_argument("--ap-method", choices=AP_METHODS, default=default_of(evaluate, "ap_method"))
-    p.add_argument("--device", choices=DEVICES, default=default_of(evaluate, "device"))
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=default_of(evaluate, "workers"))
-    p.add_argument("--images", type=int, default=0, help="evaluate the first N images only (0 = all)")
-    p.add_argument("--skip-unknown-classes", action="store_true")
+    options.add(p, MODEL, help="toolkit checkpoint (.pt)", deprecated=("--checkpoint",))
+    options.add(p, DEVICE, default=default_of(evaluate, "device"))
+    add_evaluation_flags(p, batch_size=EVAL_BATCH_SIZE, data_nargs="+", max_images_aliases=("--images",))
+    p.add_argument("--workers", type=int, default=default_of(evaluate, "workers"), help="DataLoader worker processes")
     p.add_argument("--plot", help="write a precision-recall plot (PNG; needs matplotlib)")
-    add_stream_flags(p, "write each image's detections to FILE as they come (the runtime's format, docs/evaluation.md)")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 
 
+def _cmd_detect(args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
+    print("ssd-train detect is deprecated and goes in the next release: use ssd-runtime detect (the same flags)",
+          file=sys.stderr)
+    return run(args)
+
+
 def _add_detect(sub: argparse._SubParsersAction) -> None:
-    """``ssd-train detect --checkpoint C images-or-folders...``: the runtime's detect on a checkpoint."""
+    """``ssd-train detect``: ``ssd-runtime detect`` itself (its parser and code), kept for one release."""
     from ssd_runtime.cli import add_detect_command
 
-    add_detect_command(sub, model_flag="--checkpoint")
+    p = add_detect_command(sub, help="deprecated: ssd-runtime detect (the same command)", model_aliases=("--checkpoint",))
+    p.set_defaults(func=functools.partial(_cmd_detect, run=p.get_default("func")))
 
 
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).

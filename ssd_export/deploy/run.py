@@ -50,8 +50,8 @@ from ssd_export.deploy.steps import (
 )
 from ssd_runtime.bench import benchmark
 from ssd_runtime.bootstrap import MATCHES_SCHEMA, BootstrapSettings
-from ssd_runtime.cli_common import default_of
 from ssd_runtime.fileio import sha256_file
+from ssd_runtime.options import default_of
 from ssd_runtime.spec import ModelSpec
 from ssd_runtime.variants import TARGET_POINTS, VARIANT_PRECISION  # a variant's precision: key of TARGET_POINTS
 from ssd_runtime.voc import VOCRecord

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ssd_export.defaults import DEFAULT_VERIFY_BATCH, OPTIMIZATION_LEVELS
+from ssd_export.options import ENGINE_OPTIONS
 from ssd_export.tensorrt.network import (
     EngineBuildError,
     EngineBuildFailedError,
@@ -55,6 +56,7 @@ from ssd_runtime.engine_sidecar import (
 )
 from ssd_runtime.fileio import atomic_write_bytes, sha256_file
 from ssd_runtime.onnx_model import OnnxModelInfo, read_onnx_info
+from ssd_runtime.options import default_of, parse_batch_profile, to_argv
 # VARIANT_PRECISION (re-exported): the precision each source variant builds in (strongly typed: the ONNX decides)
 from ssd_runtime.variants import VARIANT_PRECISION, VARIANT_TABLE
 
@@ -119,16 +121,11 @@ def tensorrt_unavailable_reason() -> str | None:
 
 
 def parse_batch(text: str) -> tuple[int, int, int]:
-    """``"1,8,16"`` -> (1, 8, 16); one number N means N,N,N. 1 <= min <= opt <= max."""
+    """``"1,8,16"`` -> (1, 8, 16) (:func:`ssd_runtime.options.parse_batch_profile`), refused as an option error."""
     try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise EngineOptionError(f"--batch {text!r}: expected min,opt,max (e.g. 1,8,16) or one number") from None
-    if len(values) == 1:
-        values *= 3
-    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
-        raise EngineOptionError(f"--batch {text!r}: need three sizes with 1 <= min <= opt <= max")
-    return values[0], values[1], values[2]
+        return parse_batch_profile(text)
+    except ValueError as exc:
+        raise EngineOptionError(str(exc)) from None
 
 
 def default_tf32(precision: str) -> bool:
@@ -143,30 +140,16 @@ def rebuild_command(onnx_path: Path, engine_path: Path, *, checkpoint: Path | No
                     precision: str = "fp32", device: int = 0) -> list[str]:
     """The ``ssd-export engine`` argv that builds this engine again (recorded in the sidecar).
 
-    ``tf32`` and ``device`` appear only where they differ from the defaults (:func:`default_tf32`, GPU 0).
+    Written from the records the ``ssd-export engine`` parser is built from (:data:`ssd_export.options.ENGINE_OPTIONS`),
+    so it parses back to these settings; a setting at :func:`build_engine`'s default is left out, and
+    ``tf32`` where it is :func:`default_tf32` of ``precision``.
     """
-    argv = ["ssd-export", "engine", "--onnx", str(onnx_path), "-o", str(engine_path)]
-    if checkpoint is not None:
-        argv += ["--checkpoint", str(checkpoint)]
-    if batch is not None:
-        argv += ["--batch", ",".join(str(b) for b in batch)]
-    if fp16:
-        argv.append("--fp16")
-    if tf32 is not None and tf32 != default_tf32(precision):
-        argv.append("--tf32" if tf32 else "--no-tf32")
-    if device != 0:
-        argv += ["--device", str(device)]
-    if workspace is not None:
-        argv += ["--workspace", str(workspace >> 20)]
-    if timing_cache is not None:
-        argv += ["--timing-cache", str(timing_cache)]
-    if version_compatible:
-        argv.append("--version-compatible")
-    if hardware_compatibility != "none":
-        argv += ["--hardware-compatibility", hardware_compatibility]
-    if optimization_level is not None:
-        argv += ["--optimization-level", str(optimization_level)]
-    return argv
+    settings = dict(onnx_path=onnx_path, engine_path=engine_path, checkpoint=checkpoint,
+                    batch=None if batch is None else tuple(batch), fp16=fp16, tf32=tf32, device=device,
+                    workspace=workspace, timing_cache=timing_cache, version_compatible=version_compatible,
+                    hardware_compatibility=hardware_compatibility, optimization_level=optimization_level)
+    defaults = {name: default_of(build_engine, name) for name in settings} | {"tf32": default_tf32(precision)}
+    return ["ssd-export", "engine", *to_argv(ENGINE_OPTIONS, settings, defaults)]
 
 
 def build_engine(

@@ -63,8 +63,8 @@ def test_fp32_engine_plan_sidecar_and_parity(fake_trt, stand_in_gpu, engine_sour
     assert sidecar.model_spec() == info.spec
     assert sidecar.onnx_sha256 == sha256_file(engine_sources["fp32"])
     assert sidecar.plan_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
-    assert sidecar.build_command == ["ssd-export", "engine", "--onnx", str(engine_sources["fp32"]), "-o", str(out),
-                                     "--batch", "1,8,16"]
+    assert sidecar.build_command == ["ssd-export", "engine", "--model", str(engine_sources["fp32"]), "--output", str(out),
+                                     "--batch-profile", "1,8,16"]
     parity = sidecar.parity
     assert parity["passed"] and parity["reference_kind"] == "onnx" and parity["precision"] == "fp32"
     assert parity["batch_size"] == 3 and parity["outputs"]["locs"]["max_abs"] == 0.0  # the same ONNX ran
@@ -77,7 +77,7 @@ def test_checked_against_the_checkpoint(fake_trt, stand_in_gpu, engine_sources, 
     assert result.parity["passed"] and result.parity["reference_kind"] == "checkpoint"
     assert result.parity["reference"] == str(runtime_checkpoint)
     assert result.sidecar.profile["images"]["max"] == [5, 3, 300, 300]
-    assert result.sidecar.build_command[-4:] == ["--checkpoint", str(runtime_checkpoint), "--batch", "2,3,5"]
+    assert result.sidecar.build_command[-4:] == ["--checkpoint", str(runtime_checkpoint), "--batch-profile", "2,3,5"]
 
 
 def test_wrong_engine_fails_and_is_removed_unless_kept(monkeypatch, stand_in_gpu, wrong_onnx, runtime_checkpoint,
@@ -218,7 +218,7 @@ def test_the_build_device_is_made_current_before_the_builder(fake_trt, stand_in_
     fake_device_memory.set_device(0)  # what a process that never chose a device has
     result = build(engine_sources["fp32"], tmp_path / "m.engine", stand_in_gpu, device=1, parity=False)
     assert fake_state(fake_trt).builder_devices == [1]
-    assert result.sidecar.build_command[-2:] == ["--device", "1"]
+    assert result.sidecar.build_command[-2:] == ["--device", "cuda:1"]
 
 
 def test_static_model_keeps_its_batch(fake_trt, stand_in_gpu, engine_sources, tmp_path):
@@ -226,7 +226,7 @@ def test_static_model_keeps_its_batch(fake_trt, stand_in_gpu, engine_sources, tm
     assert result.sidecar.profile == {"images": {"min": [2, 3, 300, 300], "opt": [2, 3, 300, 300],
                                                  "max": [2, 3, 300, 300]}}
     assert read_fake_plan((tmp_path / "a.engine").read_bytes())[0]["profile"] == {}  # no profile needed
-    assert result.parity["batch_size"] == 2 and "--batch" not in result.sidecar.build_command
+    assert result.parity["batch_size"] == 2 and "--batch-profile" not in result.sidecar.build_command
     build(engine_sources["static"], tmp_path / "b.engine", stand_in_gpu, batch=(2, 2, 2))
     with pytest.raises(EngineOptionError, match=r"static shape \[2, 3, 300, 300\].*--batch 2,2,2.*dynamic batch"):
         build(engine_sources["static"], tmp_path / "c.engine", stand_in_gpu, batch=(1, 2, 4))

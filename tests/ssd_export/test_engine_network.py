@@ -92,7 +92,7 @@ def test_cli_builds_and_the_sidecar_command_rebuilds(fake_trt, stand_in_gpu, eng
     monkeypatch.setattr(TensorRTBackend, "load", classmethod(
         lambda cls, path, *, device="cuda", **options: cls(path, device=device, memory=stand_in_gpu, **options)))
     out = tmp_path / "m.engine"
-    assert main(["engine", "--onnx", str(engine_sources["fp32"]), "-o", str(out), "--batch", "1,2,4",
+    assert main(["engine", "--model", str(engine_sources["fp32"]), "-o", str(out), "--batch-profile", "1,2,4",
                  "--optimization-level", "2"]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "batch images 1..2..4" in printed and "PASSED" in printed
@@ -106,8 +106,8 @@ def test_cli_builds_and_the_sidecar_command_rebuilds(fake_trt, stand_in_gpu, eng
 
 def test_cli_errors(fake_trt, stand_in_gpu, engine_sources, tmp_path, capsys):
     out = tmp_path / "m.engine"
-    code = main(["engine", "--onnx", str(engine_sources["fp32"]), "-o", str(out), "--batch", "4,2,1"])
-    assert code == 2 and "--batch '4,2,1'" in capsys.readouterr().err
+    code = main(["engine", "--model", str(engine_sources["fp32"]), "-o", str(out), "--batch-profile", "4,2,1"])
+    assert code == 2 and "--batch-profile '4,2,1'" in capsys.readouterr().err
     if fake_state(fake_trt).major == "11.1":
         assert main(["engine", "--onnx", str(engine_sources["fp32"]), "-o", str(out), "--fp16"]) == 2
         assert "no FP16 builder flag" in capsys.readouterr().err
