@@ -157,7 +157,7 @@ def _add_calibration(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_int8(args: argparse.Namespace) -> int:
     """Quantize an fp32 ONNX to a Q/DQ INT8 ONNX (with --max-drop: the sensitive-layer search); print the report."""
-    from ssd_export.int8.quantize import Int8Error, quantize_int8
+    from ssd_export.int8.quantize import QUANTIZER_TABLE, Int8Error, quantize_int8
 
     options = dict(method=args.method, percentile=args.percentile, batch_size=args.batch_size,
                    data_root=args.data_root, exclude=args.exclude or (), parity=not args.no_parity,
@@ -165,7 +165,7 @@ def _cmd_int8(args: argparse.Namespace) -> int:
     if (args.max_drop is None) != (args.data is None):
         raise Int8Error("--max-drop and --data go together: the search judges the mAP drop on held-out "
                         "images of the dataset's trainval split")
-    if args.max_drop is not None and args.quantizer != "onnxruntime":
+    if args.max_drop is not None and not QUANTIZER_TABLE[args.quantizer].searchable:
         raise Int8Error("--max-drop searches ONNX Runtime's Q/DQ graph (its per-conv surgery reads that graph's "
                         "float weights); use it with --quantizer onnxruntime")
     if args.max_drop is not None:
