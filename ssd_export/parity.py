@@ -17,15 +17,19 @@ backend object and the tolerance, never the check::
     # planned: a TensorRT engine will be one more call with its backend:
     check_parity(TensorRTBackend.load("ssd300.engine", device="cuda"), "model.pt", "fp16")
 
-The images are rendered by the synthetic dataset generator with a seed no tracing or test training
-uses (natural-looking activations, not noise), resized as the evaluation pipeline does (bilinear), fed
-as uint8 (N, S, S, 3) RGB to ``uint8-nhwc`` backends and normalized float32 (N, 3, S, S) to the others.
+The images are the generated scenes of :mod:`ssd_runtime.scenes` (what ``ssd-train data`` writes) at a
+seed no tracing or test training uses (natural-looking activations, not noise), resized as the
+evaluation pipeline does (the model's preprocessing), fed as uint8 (N, S, S, 3) RGB to ``uint8-nhwc``
+backends and normalized float32 (N, 3, S, S) to the others. Only a checkpoint reference needs torch
+(and :mod:`ssd_train`): an engine checked against its ONNX runs where neither is installed.
 Checks: the backend's spec equals the checkpoint's apart from provenance; each output has the
 reference's shape (N, P, 4) / (N, P, C) with P = spec.num_priors, is finite and within the tolerance;
 the NumPy postprocess of both at the spec's detection and evaluation settings gives *identical
 detections* (``docs/reference.md``, "Identical detections") where the precision requires it, and the
-comparison is reported otherwise. The ONNX-specific checks (metadata, provenance, trace batch, the
-end-to-end graph) are a thin layer in :mod:`ssd_export.onnx.verify`.
+comparison is reported otherwise. An end-to-end model (NMS inside) is checked by :func:`check_end2end`:
+its padded detections against the NumPy postprocess of the checkpoint's outputs at the baked settings,
+identical required. The ONNX-specific checks (metadata, provenance, trace batch) are a thin layer in
+:mod:`ssd_export.onnx.verify`.
 """
 from __future__ import annotations
 
@@ -39,14 +43,15 @@ import numpy as np
 
 from ssd_export.defaults import DEFAULT_VERIFY_BATCH, VERIFY_SEED
 from ssd_runtime.backends import Backend, to_numpy
+from ssd_runtime.end2end import padded_to_detections
 from ssd_runtime.fileio import atomic_write_bytes
+from ssd_runtime.onnx_model import OnnxModelInfo
 from ssd_runtime.postprocess import compare_detections, postprocess
-from ssd_runtime.preprocess import normalize
+from ssd_runtime.preprocess import normalize, to_model_pixels
+from ssd_runtime.scenes import render_image
 from ssd_runtime.spec import DEFAULT_PREPROCESSING, ModelSpec
 from ssd_runtime.variants import RAW_OUTPUTS, Tolerance
 from ssd_runtime.variants import TOLERANCES as _TOLERANCES
-from ssd_train.augment import test_transform
-from ssd_train.synthetic import render_image
 
 __all__ = [
     "DEFAULT_VERIFY_BATCH",
@@ -56,6 +61,8 @@ __all__ = [
     "ReferenceOutputs",
     "SPEC_DIFFERS",
     "Tolerance",
+    "candidates_over_cap",
+    "check_end2end",
     "check_parity",
     "reference_outputs",
     "spec_matches",
@@ -95,12 +102,10 @@ def tolerance_for(precision: str | Tolerance) -> Tolerance:
 def verification_images(
     count: int, size: int = 300, seed: int = VERIFY_SEED, preprocessing: str = DEFAULT_PREPROCESSING
 ) -> np.ndarray:
-    """uint8 (count, size, size, 3) RGB synthetic scenes, resized as evaluation and the runtime do
-    (``test_transform``: the model's ``preprocessing``)."""
-    empty = np.zeros((0, 4), np.float32)
-    return np.stack(
-        [test_transform(render_image(seed, i)[0], empty, size, preprocessing)[0] for i in range(count)]
-    )
+    """uint8 (count, size, size, 3) RGB generated scenes (:func:`ssd_runtime.scenes.render_image`), resized
+    as evaluation and the runtime do (:func:`~ssd_runtime.preprocess.to_model_pixels`: the model's
+    ``preprocessing``). NumPy and Pillow only: an engine is checked where torch is not installed."""
+    return np.stack([to_model_pixels(render_image(seed, i)[0], size, preprocessing) for i in range(count)])
 
 
 def verification_inputs(spec: ModelSpec, count: int, seed: int = VERIFY_SEED) -> tuple[np.ndarray, np.ndarray]:
@@ -233,6 +238,36 @@ def check_parity(
     report["passed"] = not failures
     report["failures"] = failures
     return report
+
+
+def check_end2end(info: OnnxModelInfo, backend: Backend, reference: ReferenceOutputs, report: dict,
+                  failures: list[str]) -> None:
+    """An end-to-end backend's padded detections (ONNX Runtime, TensorRT) vs the NumPy postprocess of the
+    checkpoint's outputs at the baked settings (identical required); fills ``report["detections"]``."""
+    if info.end2end is None:  # read_onnx_info sets it for this variant
+        failures.append("end-to-end model without its end2end metadata")
+        return
+    spec, settings = reference.spec, info.end2end.settings
+    _, images = verification_inputs(spec, reference.batch_size, reference.seed)
+    ours = padded_to_detections(*backend.infer(images))
+    ref = postprocess(reference.locs, reference.class_logits, spec.make_priors(), settings, spec.variances)
+    comparison = summarize_comparison(compare_detections(ref, ours, settings).to_dict())
+    comparison["settings"] = settings.to_dict()
+    comparison["max_candidates"] = info.end2end.max_candidates
+    comparison["images_over_cap"] = candidates_over_cap(reference.class_logits, settings.min_score,
+                                                        info.end2end.max_candidates)
+    report["detections"] = {"end2end": comparison}
+    if not comparison["identical"]:
+        failures.append(f"end-to-end detections differ from the reference postprocess: {comparison['mismatches'][:3]}")
+
+
+def candidates_over_cap(logits: np.ndarray, min_score: float, cap: int) -> int:
+    """Number of images with more than ``cap`` (class, prior) softmax scores above ``min_score``."""
+    x = logits.astype(np.float32)
+    x = np.exp(x - x.max(axis=2, keepdims=True))
+    scores = x / x.sum(axis=2, keepdims=True)
+    counts = (scores[:, :, 1:] > min_score).reshape(len(scores), -1).sum(axis=1)
+    return int((counts > cap).sum())
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:

@@ -16,36 +16,31 @@ through the runtime's :class:`~ssd_runtime.backends.onnxruntime.OrtBackend` (CPU
   (:data:`ssd_export.int8.quantize.INT8_PARITY`), reported but not judged (its accuracy is judged by mAP);
 - ``end2end`` (NMS inside the graph; OrtBackend returns its padded detections): the graph's
   detections compared with the NumPy reference postprocess of the checkpoint's outputs at the
-  baked-in settings: identical detections required (``docs/reference.md``, "Identical detections").
+  baked-in settings (:func:`ssd_export.parity.check_end2end`): identical detections required
+  (``docs/reference.md``, "Identical detections").
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from ssd_export.defaults import DEFAULT_VERIFY_BATCH, VERIFY_SEED
 from ssd_export.parity import (
     SPEC_DIFFERS,
     ParityError,
-    ReferenceOutputs,
+    check_end2end,
     check_parity,
     reference_outputs,
     spec_matches,
-    summarize_comparison,
     verification_images,
-    verification_inputs,
     write_report,
 )
 from ssd_export.tensorrt_rules import check_tensorrt_rules, declared_float_nodes
-from ssd_runtime.backends import Backend
 from ssd_runtime.backends.onnxruntime import OrtBackend
-from ssd_runtime.end2end import padded_to_detections
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import OnnxModelInfo, read_onnx_info
-from ssd_runtime.postprocess import compare_detections, postprocess
 from ssd_runtime.variants import PRECISIONS, VARIANT_PRECISION  # VARIANT_PRECISION: re-exported
 
 __all__ = [
@@ -53,13 +48,12 @@ __all__ = [
     "VARIANT_PRECISION",
     "VERIFY_SEED",
     "ParityError",
-    "candidates_over_cap",
-    "check_end2end",
     "tensorrt_rules_report",
     "verification_images",
     "verify_onnx",
     "write_report",
 ]
+
 
 def verify_onnx(
     onnx_path: str | Path,
@@ -143,33 +137,3 @@ def _batch_fields(batch_dim: int | str | None, info: OnnxModelInfo, requested: i
     report.update({"batch_size": batch, "trace_batch": info.trace_batch, "dynamic_batch": static is None,
                    "images": f"synthetic scenes, seed {seed}, {batch} images"})
     return batch
-
-
-def check_end2end(info: OnnxModelInfo, backend: Backend, reference: ReferenceOutputs, report: dict,
-                  failures: list[str]) -> None:
-    """An end-to-end backend's padded detections (ONNX Runtime, TensorRT) vs the NumPy postprocess of the
-    checkpoint's outputs at the baked settings (identical required); fills ``report["detections"]``."""
-    if info.end2end is None:  # read_onnx_info sets it for this variant
-        failures.append("end-to-end model without its end2end metadata")
-        return
-    spec, settings = reference.spec, info.end2end.settings
-    _, images = verification_inputs(spec, reference.batch_size, reference.seed)
-    ours = padded_to_detections(*backend.infer(images))
-    ref = postprocess(reference.locs, reference.class_logits, spec.make_priors(), settings, spec.variances)
-    comparison = summarize_comparison(compare_detections(ref, ours, settings).to_dict())
-    comparison["settings"] = settings.to_dict()
-    comparison["max_candidates"] = info.end2end.max_candidates
-    comparison["images_over_cap"] = candidates_over_cap(reference.class_logits, settings.min_score,
-                                                        info.end2end.max_candidates)
-    report["detections"] = {"end2end": comparison}
-    if not comparison["identical"]:
-        failures.append(f"end-to-end detections differ from the reference postprocess: {comparison['mismatches'][:3]}")
-
-
-def candidates_over_cap(logits: np.ndarray, min_score: float, cap: int) -> int:
-    """Number of images with more than ``cap`` (class, prior) softmax scores above ``min_score``."""
-    x = logits.astype(np.float32)
-    x = np.exp(x - x.max(axis=2, keepdims=True))
-    scores = x / x.sum(axis=2, keepdims=True)
-    counts = (scores[:, :, 1:] > min_score).reshape(len(scores), -1).sum(axis=1)
-    return int((counts > cap).sum())

@@ -2,7 +2,7 @@
 
 No second comparison: a raw engine goes through :func:`ssd_export.parity.check_parity` (the same check
 as every ONNX artifact) with the tolerance of the engine's precision; an end-to-end engine's padded
-detections go through :func:`ssd_export.onnx.verify.check_end2end` (the NumPy reference postprocess of the
+detections go through :func:`ssd_export.parity.check_end2end` (the NumPy reference postprocess of the
 checkpoint's outputs, identical detections required). The reference is the checkpoint when one is
 given, else the source ONNX in ONNX Runtime on the CPU (for an end-to-end ONNX: its detections,
 compared with :func:`~ssd_runtime.postprocess.compare_detections`). An INT8 engine is always checked
@@ -17,6 +17,7 @@ from ssd_export.defaults import VERIFY_SEED
 from ssd_export.parity import (
     SPEC_DIFFERS,
     Tolerance,
+    check_end2end,
     check_parity,
     reference_outputs,
     spec_matches,
@@ -24,7 +25,6 @@ from ssd_export.parity import (
     tolerance_for,
     verification_inputs,
 )
-from ssd_export.onnx.verify import check_end2end
 from ssd_runtime.backends import backend_class
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.end2end import padded_to_detections
@@ -81,9 +81,7 @@ def check_engine(
             reference = checkpoint if checkpoint is not None else OrtBackend(info.path)
             report = check_parity(backend, reference, tolerance, batch_size=batch_size, seed=seed)
     finally:
-        close = getattr(backend, "close", None)
-        if close is not None:
-            close()
+        backend.close()
     report["backend"]["path"] = None  # the staged file the check ran on is gone; the engine is the sidecar's
     report["reference_kind"] = "checkpoint" if checkpoint is not None else "onnx"
     return report

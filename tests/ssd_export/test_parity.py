@@ -38,7 +38,8 @@ class Perturbed:
 
     def __init__(self, backend) -> None:
         self.backend = backend
-        self.spec, self.input_kind, self.device = backend.spec, backend.input_kind, backend.device
+        self.spec, self.path = backend.spec, backend.path
+        self.input_kind, self.device = backend.input_kind, backend.device
 
     def infer(self, batch):
         locs, class_logits = (to_numpy(x).copy() for x in self.backend.infer(batch))
@@ -111,3 +112,35 @@ def test_tolerance_table():
     fp32 = TOLERANCES["fp32"]
     assert fp32.atol_for(np.zeros(3)) == fp32.atol  # the floor
     assert fp32.atol_for(np.array([-1e4])) == pytest.approx(32 * 2.0**-23 * 1e4)  # ulps of the range
+
+
+def test_verification_scenes_are_trainings_evaluation_view():
+    # the scenes are what ssd-train data writes, resized as training's evaluation transform resizes them
+    from ssd_export.parity import verification_images
+    from ssd_train.augment import test_transform
+    from ssd_train.synthetic import render_image
+
+    empty = np.zeros((0, 4), np.float32)
+    expected = np.stack([test_transform(render_image(11, i)[0], empty, 160)[0] for i in range(3)])
+    np.testing.assert_array_equal(verification_images(3, 160, seed=11), expected)
+
+
+NO_TRAINING = """
+import sys
+sys.modules["torch"] = None  # `import torch` raises ImportError, as on a Jetson without torch
+import ssd_export.tensorrt.check
+from ssd_export.parity import verification_inputs
+from ssd_runtime.spec import ModelSpec
+pixels, images = verification_inputs(ModelSpec.create(("background", "a", "b")), 2)
+print(pixels.shape, images.shape, sorted(m for m in ("ssd_train", "torch") if sys.modules.get(m)))
+"""
+
+
+def test_engine_check_draws_its_scenes_without_torch_or_training():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", NO_TRAINING], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[2], check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(2, 300, 300, 3) (2, 3, 300, 300) []"
