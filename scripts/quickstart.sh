@@ -32,7 +32,7 @@ ssd-train fit --data "$OUT/data" --out "$OUT/train" --recipe cpu-quick "${iterat
 
 step "4/4 deploy: every artifact built, verified, evaluated beside PyTorch, timed and drawn (a rerun reuses what matches)"
 status=0
-ssd-export deploy --checkpoint "$OUT/train/last.pt" --data "$OUT/data" --out "$OUT/deploy" || status=$?
+ssd-export deploy --model "$OUT/train/last.pt" --data "$OUT/data" --out "$OUT/deploy" || status=$?
 
 printf '\nDone in %d s (exit %d). Report: %s/deploy/report.md\n' "$((SECONDS - start))" "$status" "$OUT"
 exit "$status"

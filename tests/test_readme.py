@@ -57,12 +57,13 @@ def test_readme_has_commands_of_every_tool():
 
 
 @pytest.mark.parametrize("argv", readme_commands(), ids=lambda argv: " ".join(argv[:2]))
-def test_readme_command_parses(argv):
+def test_readme_command_parses(argv, capsys):
     try:
         args = _parser(argv[0]).parse_args(argv[1:])
     except SystemExit as exc:  # argparse's way of refusing a flag
         pytest.fail(f"README command does not parse ({exc}): {' '.join(argv)}")
     assert callable(args.func)
+    assert "deprecated" not in capsys.readouterr().err, f"README command uses an old spelling: {' '.join(argv)}"
 
 
 @pytest.mark.parametrize("argv", RUN, ids=" ".join)

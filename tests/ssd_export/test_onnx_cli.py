@@ -1,4 +1,5 @@
-"""``ssd-export onnx`` and ``ssd-export verify``: exit codes, JSON report, choices and defaults from the library."""
+"""``ssd-export onnx`` and ``ssd-export verify``: exit codes, JSON report, choices and defaults from the library;
+the engine's rebuild command read back by ``ssd-export engine``'s parser."""
 from __future__ import annotations
 
 import json
@@ -45,6 +46,23 @@ def test_cli_choices_and_defaults_come_from_the_library():
     assert tuple(actions["end2end_settings"].choices) == defaults.END2END_SETTINGS
     verify_help = parser._subparsers._group_actions[0].choices["verify"].format_help()
     assert f"default {defaults.DEFAULT_VERIFY_BATCH}" in verify_help
+    # the other commands' defaults are their API's (signatures), read once
+    from ssd_export.deploy.run import deploy
+    from ssd_export.tensorrt.engine import build_engine
+    from ssd_export.triton.repository import write_triton_repository
+    from ssd_runtime.options import default_of
+
+    deploy_args = parser.parse_args(["deploy", "--model", "c.pt", "--data", "d", "--out", "o"])
+    for name in ("artifacts", "engines", "calibration_images", "bench_batches", "bench_warmup", "bench_iterations",
+                 "draw_images", "max_images"):
+        expected = default_of(deploy, name)
+        assert getattr(deploy_args, name) == (list(expected) if isinstance(expected, tuple) else expected), name
+    engine_args = parser.parse_args(["engine", "--model", "m.onnx", "-o", "m.engine"])
+    for name in ("batch", "fp16", "tf32", "device", "workspace", "hardware_compatibility", "optimization_level"):
+        assert getattr(engine_args, name) == default_of(build_engine, name), name
+    triton_args = parser.parse_args(["triton", "--model", "m.onnx", "--out", "r"])
+    for name in ("name", "max_batch", "max_queue_delay_us", "instances", "postprocess_instances"):
+        assert getattr(triton_args, name) == default_of(write_triton_repository, name), name
 
 
 def test_cli_end2end_with_the_evaluation_settings_is_evaluated_by_the_runtime(runtime_checkpoint, voc_root, tmp_path,
@@ -63,3 +81,33 @@ def test_cli_end2end_with_the_evaluation_settings_is_evaluated_by_the_runtime(ru
     assert runtime_main(["eval", "--model", str(out), "--data", str(voc_root), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["runtime"]["map"] == compare_map(runtime_checkpoint, voc_root)["runtime"]["map"]
+
+
+def test_the_engine_rebuild_command_parses_back_to_its_settings(capsys):
+    """The sidecar's rebuild command is written from the records the ``ssd-export engine`` parser is built
+    from: the real parser reads it back to the settings it was written from, defaults left out."""
+    from ssd_export.cli import build_parser
+    from ssd_export.options import ENGINE_OPTIONS
+    from ssd_export.tensorrt.engine import build_engine, default_tf32, rebuild_command
+
+    every = dict(onnx_path=Path("a b.onnx"), engine_path=Path("out/m.engine"), checkpoint=Path("c.pt"), batch=(1, 2, 4),
+                 fp16=True, workspace=3 << 20, timing_cache=Path("t.cache"), version_compatible=True,
+                 hardware_compatibility="ampere_plus", optimization_level=2, tf32=True, device=1)
+    least = dict(onnx_path=Path("m.onnx"), engine_path=Path("m.engine"), checkpoint=None, batch=None, fp16=False,
+                 workspace=None, timing_cache=None, version_compatible=False, hardware_compatibility="none",
+                 optimization_level=None, tf32=None, device=0)
+    parser = build_parser()
+    for settings, precision in ((every, "fp32"), (least, "fp32"), ({**least, "tf32": False}, "fp16")):
+        argv = rebuild_command(**settings, precision=precision)
+        assert argv[:2] == ["ssd-export", "engine"]
+        args = parser.parse_args(argv[1:])  # without the program name
+        assert capsys.readouterr().err == ""  # written in the current spellings
+        parsed = {option.dest: getattr(args, option.dest) for option in ENGINE_OPTIONS}
+        # tf32 at its precision's default is left out (None: the same engine)
+        expected = {**settings, "tf32": None if settings["tf32"] == default_tf32(precision) else settings["tf32"]}
+        assert parsed == expected
+    assert rebuild_command(**least, precision="fp32") == ["ssd-export", "engine", "--model", "m.onnx", "--output", "m.engine"]
+    # every option of the table is a build_engine parameter, so the CLI passes them straight on
+    import inspect
+
+    assert {o.dest for o in ENGINE_OPTIONS} <= set(inspect.signature(build_engine).parameters)

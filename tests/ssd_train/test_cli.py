@@ -42,3 +42,39 @@ def test_fit_choices_are_the_library_constants(flag, allowed):
     fit_parser = build_parser()._subparsers._group_actions[0].choices["fit"]
     action = next(a for a in fit_parser._actions if flag in a.option_strings)
     assert tuple(action.choices) == allowed
+
+
+def _subparser(parser, name: str):
+    return parser._subparsers._group_actions[0].choices[name]
+
+
+def _flags(parser) -> dict[str, tuple]:
+    """Each option of a parser by its flags: (dest, default, choices, nargs, required, help)."""
+    return {tuple(a.option_strings): (a.dest, a.default, a.choices, a.nargs,
+                                      a.required or getattr(a, "required_any_spelling", False), a.help)
+            for a in parser._actions if a.option_strings}
+
+
+def test_detect_is_the_runtime_detect_with_a_deprecation_note(capsys, tmp_path):
+    from ssd_runtime import cli as runtime_cli
+
+    train, runtime = _subparser(build_parser(), "detect"), _subparser(runtime_cli.build_parser(), "detect")
+    assert _flags(train) == {**_flags(runtime), ("--checkpoint",): _flags(train)[("--checkpoint",)]}
+    assert train.get_default("func").keywords["run"] is runtime.get_default("func")  # the runtime's own code
+    missing = tmp_path / "missing.pt"
+    assert main(["detect", "--model", str(missing), "x.jpg"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "ssd-train detect is deprecated and goes in the next release: use ssd-runtime detect (the same flags)"
+    assert err[1].startswith("ssd-train detect: error: model not found") and len(err) == 2
+
+
+def test_eval_takes_the_runtime_evals_flags_for_the_shared_ideas():
+    from ssd_runtime.cli import build_parser as runtime_parser
+
+    train, runtime = _flags(_subparser(build_parser(), "eval")), _flags(_subparser(runtime_parser(), "eval"))
+    shared = ["--model", "--device", "--data", "--split", "--batch-size", "--max-images", "--ap-method",
+              "--skip-unknown-classes", "--detections-out", "--resume", "--shard", "--json"]
+    assert all((flag,) in train and (flag,) in runtime for flag in shared)
+    for flag in ("--split", "--max-images", "--ap-method", "--skip-unknown-classes", "--detections-out", "--resume",
+                 "--shard", "--json"):
+        assert train[(flag,)] == runtime[(flag,)], flag  # the same definition, default included
