@@ -252,7 +252,7 @@ class TensorRTBackend:
         if not low <= shape[0] <= high:
             allowed = f"exactly {low} images (a static batch)" if low == high else f"{low} to {high} images (its profile)"
             raise InputError(f"{self.path} takes batches of {allowed}; received {shape[0]}: split the batch, or "
-                             "rebuild it with another ssd-export engine --batch min,opt,max")
+                             "rebuild it with another ssd-export engine --batch-profile min,opt,max")
 
     def _state(self) -> _ThreadState:
         thread = threading.current_thread()
