@@ -16,7 +16,7 @@ from ssd_export.deploy import run as deploy_module
 from ssd_export.deploy.run import DeployError, deploy, plan_artifacts
 from ssd_runtime.bootstrap import BootstrapSettings, format_interval, paired_bootstrap
 from ssd_runtime.detector import Detector
-from ssd_runtime.evaluate import TARGET_POINTS, records_map
+from ssd_runtime.evaluate import TARGET_POINTS, map_of_detector_on_records
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import read_onnx_info
 from ssd_runtime.voc import read_voc_split, split_roots
@@ -32,7 +32,7 @@ TARGETS = {**TARGET_POINTS, "int8": 100.0}
 FAST = {"calibration_images": 8, "bench_batches": (1, 2), "bench_warmup": 0, "bench_iterations": 2,
         "draw_images": 2, "int8_parity": False, "progress": False,
         "targets": {"int8": 100.0}}
-CLI_FAST = ["--calibration-images", "8", "--bench-batches", "1", "2", "--bench-warmup", "0", "--bench-iterations",
+CLI_FAST = ["--calibration-images", "8", "--bench-batch-sizes", "1", "2", "--bench-warmup", "0", "--bench-iterations",
             "2", "--draw-images", "2", "--no-int8-parity", "--no-progress", "--target", "int8=100"]
 ONNX = ["fp32", "fp16", "int8", "end2end"]
 
@@ -101,11 +101,11 @@ def test_report_values_equal_separate_runs_of_the_same_apis(deployed, runtime_ch
     rows = _rows(report)
     reference = Detector.load(runtime_checkpoint, "torch")
     records = read_voc_split(split_roots(voc_root, "test"), "test", reference.spec.class_names)
-    expected_ref, _ = records_map(reference, records)
+    expected_ref, _ = map_of_detector_on_records(reference, records)
     assert rows["pytorch"]["map"] == expected_ref.map
     for name in ONNX:
         row = rows[name]
-        result, _ = records_map(Detector.load(out / f"ssd300_{name}.onnx"), records)
+        result, _ = map_of_detector_on_records(Detector.load(out / f"ssd300_{name}.onnx"), records)
         assert row["map"] == result.map, name
         assert [c["ap"] for c in row["classes"]] == [c.to_dict()["ap"] for c in result.classes]
         assert row["delta_points"] == pytest.approx((result.map - expected_ref.map) * 100.0, abs=1e-12)
@@ -165,7 +165,7 @@ def test_cli_exit_code_is_1_when_an_artifact_misses_its_target(deployed, runtime
 
     _, first = deployed
     copy = _copy(deployed, tmp_path)
-    args = ["deploy", "--checkpoint", str(runtime_checkpoint), "--data", str(voc_root), "--out", str(copy), *CLI_FAST]
+    args = ["deploy", "--model", str(runtime_checkpoint), "--data", str(voc_root), "--out", str(copy), *CLI_FAST]
     assert main(args) == 0
     judged = [r for r in first["artifacts"] if r["delta_points"]]
     if not judged:  # every artifact scores exactly PyTorch's mAP on this CPU: a 0-point target is met, exit 0
