@@ -322,8 +322,7 @@ def _check_detections(outputs: tuple[np.ndarray, np.ndarray], reference: Referen
 
 def _describe(backend: Backend) -> dict[str, Any]:
     """Plain data naming a backend: class, file (if any), device, input kind."""
-    path = getattr(backend, "path", None)
-    return {"name": type(backend).__name__, "path": None if path is None else str(path),
+    return {"name": type(backend).__name__, "path": None if backend.path is None else str(backend.path),
             "device": str(backend.device), "input_kind": backend.input_kind}
 
 

@@ -124,7 +124,7 @@ def benchmark(
         "backend": type(backend).__name__,
         "device": backend.device,
         "input_kind": backend.input_kind,
-        "options": {k: getattr(backend, k) for k in ("variant", "fp16", "channels_last", "cuda_graph") if hasattr(backend, k)},
+        "options": backend.options,
         "postprocess": detector.postprocess,
         "settings": settings.to_dict(),
         "images": f"{len(images)} given images" if images is not None else "random scenes",

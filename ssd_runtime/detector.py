@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from ssd_runtime.backends import backend_class, resolve_backend, to_numpy
+from ssd_runtime.backends import Backend, backend_class, resolve_backend, to_numpy
 from ssd_runtime.detections import Detections
 from ssd_runtime.end2end import check_settings, end2end_detections
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.preprocess import ImageInput, PreparedBatch, as_image_list, preprocess
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
+from ssd_runtime.variants import OUTPUT_KINDS
 
 __all__ = ["POSTPROCESSES", "POSTPROCESS_ALIASES", "Detector", "ImageDetections", "resolve_postprocess"]
 
@@ -98,14 +99,14 @@ class Detector:
     "detections": an end-to-end model).
     """
 
-    def __init__(self, backend: Any, *, postprocess: str = "numpy") -> None:
+    def __init__(self, backend: Backend, *, postprocess: str = "numpy") -> None:
         postprocess = resolve_postprocess(postprocess)
         self.backend = backend
         self.spec: ModelSpec = backend.spec
         self.postprocess = postprocess
-        self.output_kind: str = getattr(backend, "output_kind", "raw")
-        if self.output_kind not in ("raw", "detections"):
-            raise ValueError(f"{type(backend).__name__}: output_kind must be 'raw' or 'detections', got {self.output_kind!r}")
+        self.output_kind: str = backend.output_kind
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ValueError(f"{type(backend).__name__}: output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
         # an end-to-end model's own settings are the ones it can always give
         self.settings = backend.end2end.settings if self.output_kind == "detections" else self.spec.detection
         self.priors = self.spec.make_priors()  # (P, 4) fractional cxcywh, hash-checked

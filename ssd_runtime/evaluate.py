@@ -33,7 +33,7 @@ from ssd_runtime.detector import Detector
 from ssd_runtime.metric import GroundTruth, VOCResult, voc_map
 from ssd_runtime.sharding import Shard, device_for, part_path, wait_for_shards
 from ssd_runtime.streaming import ImageItem, detect_to_file, run_detections
-from ssd_runtime.variants import TARGET_POINTS, VARIANT_TABLE  # TARGET_POINTS: |delta mAP| targets by precision
+from ssd_runtime.variants import TARGET_POINTS  # TARGET_POINTS: |delta mAP| targets by precision
 from ssd_runtime.voc import VOCRecord, fit_to_image, read_voc_split, split_roots
 
 __all__ = [
@@ -112,15 +112,11 @@ def detections_map(
 
 
 def precision_of(detector: Detector) -> str:
-    """The precision of the detector's network: "fp32", "fp16" or "int8" (a key of :data:`TARGET_POINTS`):
-    a TensorRT engine's from its sidecar, an ONNX model's its variant's, a checkpoint's its ``fp16`` flag."""
-    backend = detector.backend
-    if getattr(backend, "precision", None) in TARGET_POINTS:  # a TensorRT engine's, from its sidecar
-        return backend.precision
-    variant = getattr(backend, "variant", "")
-    if variant in VARIANT_TABLE:
-        return VARIANT_TABLE[variant].precision
-    return "fp16" if getattr(backend, "fp16", False) else "fp32"
+    """The precision of the detector's network: "fp32", "fp16" or "int8" (a key of :data:`TARGET_POINTS`),
+    as its backend declares it (a TensorRT engine's from its sidecar, an ONNX model's its variant's, a
+    checkpoint's its ``fp16`` flag). A plan loaded without its sidecar declares none: reported as fp32,
+    the precision every build starts from."""
+    return detector.backend.precision or "fp32"
 
 
 def _model_facts(detector: Detector, model: str | os.PathLike) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "DETECTION_OUTPUTS",
+    "OUTPUT_KINDS",
     "PRECISIONS",
     "RAW_OUTPUTS",
     "TARGET_POINTS",
@@ -72,6 +73,11 @@ VARIANT_TABLE: dict[str, Variant] = {v.name: v for v in (
     Variant("end2end", "float32-nchw", DETECTION_OUTPUTS, "detections", "fp32"),
     Variant("int8", "float32-nchw", RAW_OUTPUTS, "raw", "int8", quantized=True),
 )}
+
+
+#: The output kinds, in the order the variants name them: "raw" (:data:`RAW_OUTPUTS`), "detections"
+#: (:data:`DETECTION_OUTPUTS`). Engine sidecars and backends declare one of these.
+OUTPUT_KINDS: tuple[str, ...] = tuple(dict.fromkeys(v.output_kind for v in VARIANT_TABLE.values()))
 
 
 def variant_record(name: str) -> Variant:

@@ -1,9 +1,12 @@
 """The PyTorch-checkpoint backend of the runtime (``.pt`` / ``.pth``), on the CPU or a CUDA GPU.
 
 Found by the runtime through its registry (``ssd_runtime.backends.BACKENDS["torch"]``) by name, so
-``ssd_runtime`` never imports ``ssd_train``. Same interface as every backend: ``spec``,
-``input_kind`` ("float32-nchw"), ``device``, ``infer(batch) -> (locs, class_logits)`` as float32 torch
-tensors on ``device`` (no host copy: the runtime's GPU postprocess works on them in place).
+``ssd_runtime`` never imports ``ssd_train``. Same interface as every backend
+(:class:`ssd_runtime.backends.Backend`): ``spec``, ``path``, ``input_kind`` ("float32-nchw"),
+``output_kind`` ("raw"), ``end2end`` (None), ``device``, ``variant`` (None: a checkpoint is no exported
+variant), ``precision`` ("fp16" with ``fp16``, else "fp32"), ``options``, ``close()``, and
+``infer(batch) -> (locs, class_logits)`` as float32 torch tensors on ``device`` (no host copy: the
+runtime's GPU postprocess works on them in place).
 
 Options (the fast path for GPUs without TensorRT):
 
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssd_runtime.backends import BackendClosedError
 from ssd_runtime.preprocess import InputError
 from ssd_runtime.spec import PostprocessSettings
 from ssd_train.checkpoint import load_model
@@ -56,6 +60,9 @@ class TorchCheckpointBackend:
     """A toolkit checkpoint served by PyTorch (see the module docstring)."""
 
     input_kind = "float32-nchw"
+    output_kind = "raw"
+    end2end = None
+    variant = None
 
     def __init__(
         self,
@@ -95,12 +102,31 @@ class TorchCheckpointBackend:
         self.priors = torch.from_numpy(np.array(spec.make_priors(), dtype=np.float32)).to(torch_device)
         self._lock = threading.Lock()
         self._graphs: dict[tuple, CapturedGraph] = {}
+        self._closed = False
         if torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "cpu", **options: Any) -> TorchCheckpointBackend:
         return cls(path, device=device, **options)
+
+    @property
+    def precision(self) -> str:
+        """What the network computes in: "fp16" (:class:`FP16Network`) or "fp32"."""
+        return "fp16" if self.fp16 else "fp32"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The run options a benchmark report records."""
+        return {"fp16": self.fp16, "channels_last": self.channels_last, "cuda_graph": self.cuda_graph}
+
+    def close(self) -> None:
+        """Drop the captured CUDA graphs and the network (their device memory goes with them); ``infer``
+        and :meth:`capture` refuse afterwards."""
+        with self._lock:
+            self._closed = True
+            self._graphs.clear()
+            self.model = None
 
     def _check(self, batch: torch.Tensor) -> None:
         size = self.spec.input_size
@@ -111,6 +137,8 @@ class TorchCheckpointBackend:
             )
 
     def _prepare(self, batch: Any) -> torch.Tensor:
+        if self._closed:
+            raise BackendClosedError(f"{self.path}: this backend was closed; load the checkpoint again")
         batch = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
         self._check(batch)
         batch = batch.to(self._torch_device, non_blocking=True)
@@ -151,6 +179,8 @@ class TorchCheckpointBackend:
         """
         if self._torch_device.type != "cuda":
             raise ValueError("CUDA graph capture needs a CUDA device")
+        if self._closed:
+            raise BackendClosedError(f"{self.path}: this backend was closed; load the checkpoint again")
         with self._lock:
             if settings is None:
                 return self._graph_for(batch_size, None)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ssd_runtime.backends import BackendClosedError
 from ssd_runtime.onnx_model import OnnxModelError, read_onnx_info
 from ssd_runtime.preprocess import InputError
 from ssd_runtime.variants import DETECTION_OUTPUTS, VARIANT_TABLE
@@ -36,9 +37,10 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tens
 class OrtBackend:
     """One ``onnxruntime.InferenceSession`` over a toolkit ONNX export (see the module docstring).
 
-    Attributes: spec (from the file), variant, input_kind, device, providers (as the session reports),
-    output_kind ("raw" | "detections"), end2end (the baked :class:`~ssd_runtime.onnx_model.End2EndConfig`
-    of an end2end model, else None).
+    Attributes: the :class:`~ssd_runtime.backends.Backend` members - spec (from the file), path, variant,
+    precision (the variant's), input_kind, output_kind ("raw" | "detections"), end2end (the baked
+    :class:`~ssd_runtime.onnx_model.End2EndConfig` of an end2end model, else None), device, options -
+    and providers (as the session reports).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class OrtBackend:
         self.variant = info.variant
         self.end2end = info.end2end
         record = VARIANT_TABLE[info.variant]
+        self.precision = record.precision
         self.output_kind = record.output_kind
         self.device = _normalize_device(device)
         if self.output_kind == "detections" and self.device != "cpu":
@@ -96,10 +99,21 @@ class OrtBackend:
         if self.output_names[: len(expected)] != expected:
             raise OnnxModelError(f"{path}: expected outputs {', '.join(expected)}; the graph has {self.output_names}")
         self.batch_dim = graph_input.shape[0]  # int (static) or a name (dynamic)
+        self._closed = False
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "cpu", **options: Any) -> OrtBackend:
         return cls(path, device=device, **options)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The run options a benchmark report records: the variant."""
+        return {"variant": self.variant}
+
+    def close(self) -> None:
+        """Drop the session (ONNX Runtime frees its memory with it); ``infer`` refuses afterwards."""
+        self._closed = True
+        self.session = None
 
     @property
     def _device_id(self) -> int:
@@ -130,6 +144,8 @@ class OrtBackend:
 
         end2end: NumPy (boxes (N, K, 4), scores (N, K), labels (N, K) int64, num_detections (N,) int64).
         """
+        if self._closed:
+            raise BackendClosedError(f"{self.path}: this backend was closed; load the model again")
         if self.device != "cpu":
             return self._infer_cuda(batch)
         if not isinstance(batch, np.ndarray):

@@ -96,10 +96,11 @@ class _ThreadState:
 class TensorRTBackend:
     """A TensorRT engine (see the module docstring).
 
-    Attributes: spec, sidecar (None for a trusted plan), input_kind, output_kind, end2end (the baked
-    :class:`~ssd_runtime.onnx_model.End2EndConfig` of an end2end engine), variant, precision, device
-    ("cuda:N"), cuda_graph, batch_range ((min, max) batch sizes of the optimisation profile),
-    tensorrt_version.
+    Attributes: the :class:`~ssd_runtime.backends.Backend` members - spec, path, input_kind, output_kind,
+    end2end (the baked :class:`~ssd_runtime.onnx_model.End2EndConfig` of an end2end engine), variant and
+    precision (the sidecar's; None for a trusted plan without one), device ("cuda:N"), options - and
+    sidecar (None for a trusted plan), cuda_graph, batch_range ((min, max) batch sizes of the
+    optimisation profile), tensorrt_version.
     """
 
     def __init__(
@@ -347,6 +348,11 @@ class TensorRTBackend:
 
     def _torch_input(self, batch: Any) -> Any:
         return batch.to(device=self._memory.torch_device, dtype=_torch_dtype(self.dtypes[self.input_name])).contiguous()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The run options a benchmark report records: the source variant, CUDA graphs on or off."""
+        return {"variant": self.variant, "cuda_graph": self.cuda_graph}
 
     # ---- lifetime -------------------------------------------------------------------------------
 

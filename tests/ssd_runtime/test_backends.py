@@ -1,16 +1,29 @@
 """Backend registry (lazy, by file kind) and the ONNX Runtime backend."""
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
 
-from ssd_runtime.backends import BACKENDS, BackendError, backend_class, resolve_backend
+from ssd_runtime.backends import (
+    BACKENDS,
+    PROTOCOL_MEMBERS,
+    Backend,
+    BackendClosedError,
+    BackendError,
+    backend_class,
+    resolve_backend,
+)
+from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.onnx_model import META_END2END, META_VARIANT, OnnxModelError
 from ssd_runtime.preprocess import InputError
+from ssd_runtime.variants import OUTPUT_KINDS, PRECISIONS, VARIANT_TABLE
 
 
 def test_resolve_backend_by_kind():
@@ -66,6 +79,64 @@ def test_ort_backend_interface(ort_backend, runtime_onnx):
     locs, logits = ort_backend.infer(np.zeros((2, 3, 300, 300), np.float32))
     assert locs.shape == (2, 8732, 4) and logits.shape == (2, 8732, ort_backend.spec.num_classes)
     assert locs.dtype == logits.dtype == np.float32
+
+
+def _declared(cls: type) -> set[str]:
+    """What a class provides before any instance exists: its attributes, properties and methods, and the
+    attributes its methods assign to ``self`` (read from its source)."""
+    assigned = set()
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(cls)))):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in (t for top in targets for t in ast.walk(top)):  # tuple targets: a, b = ...
+            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self":
+                assigned.add(target.attr)
+    return {name for name in PROTOCOL_MEMBERS if hasattr(cls, name)} | assigned
+
+
+# ids other than the bare names: a "tensorrt" id would mark the test as needing TensorRT (tests/conftest.py),
+# and the class check needs neither TensorRT nor a GPU
+@pytest.mark.parametrize("name", list(BACKENDS), ids=[f"{name}-class" for name in BACKENDS])
+def test_every_registered_backend_class_declares_every_protocol_member(name):
+    cls = backend_class(name)  # the real class, imported through the registry (torch's needs ssd_train)
+    assert [member for member in PROTOCOL_MEMBERS if member not in _declared(cls)] == []
+    assert isinstance(inspect.getattr_static(cls, "load"), classmethod)
+    assert all(callable(getattr(cls, method)) for method in ("infer", "close", "load"))
+
+
+def test_protocol_members_are_what_callers_use():
+    assert PROTOCOL_MEMBERS == ("spec", "path", "input_kind", "output_kind", "end2end", "device", "variant",
+                                "precision", "options", "infer", "close", "load")
+
+
+def _check_instance(backend, name: str) -> None:
+    """A loaded backend: every protocol member present, with values of the contract's vocabularies."""
+    assert isinstance(backend, Backend) and type(backend) is backend_class(name)
+    assert [member for member in PROTOCOL_MEMBERS if not hasattr(backend, member)] == []
+    assert backend.output_kind in OUTPUT_KINDS and backend.input_kind in {v.input_kind for v in VARIANT_TABLE.values()}
+    assert (backend.end2end is not None) is (backend.output_kind == "detections")
+    assert backend.variant is None or backend.variant in VARIANT_TABLE
+    assert backend.precision in PRECISIONS and isinstance(backend.options, dict)
+
+
+def test_ort_backend_provides_the_protocol_and_close_ends_it(runtime_onnx):
+    backend = OrtBackend.load(runtime_onnx)
+    _check_instance(backend, "onnxruntime")
+    assert (backend.path, backend.variant, backend.precision) == (runtime_onnx, "fp32", "fp32")
+    assert backend.options == {"variant": "fp32"}  # what bench reported before the protocol declared it
+    backend.close()
+    with pytest.raises(BackendClosedError, match="was closed"):
+        backend.infer(np.zeros((1, 3, 300, 300), np.float32))
+
+
+def test_torch_backend_provides_the_protocol_and_close_ends_it(runtime_checkpoint):
+    backend = backend_class("torch").load(runtime_checkpoint)
+    _check_instance(backend, "torch")
+    assert (backend.path, backend.variant, backend.end2end, backend.precision) == (runtime_checkpoint, None, None, "fp32")
+    assert backend.options == {"fp16": False, "channels_last": False, "cuda_graph": False}
+    assert backend_class("torch").load(runtime_checkpoint, fp16=True).precision == "fp16"
+    backend.close()
+    with pytest.raises(BackendClosedError, match="was closed"):
+        backend.infer(np.zeros((1, 3, 300, 300), np.float32))
 
 
 @pytest.mark.parametrize(

@@ -312,6 +312,24 @@ def test_precision_for_the_eval_target_comes_from_the_sidecar(fake_trt, runtime_
     assert precision_of(Detector.load(engine, device="cuda", memory=HostMemory())) == "fp16"
 
 
+def test_engine_backend_provides_the_protocol(fake_trt, engine, runtime_onnx, tmp_path):
+    from ssd_runtime.backends import PROTOCOL_MEMBERS, Backend
+    from ssd_runtime.evaluate import precision_of
+
+    backend = _load(engine, cuda_graph=True)
+    assert isinstance(backend, Backend) and [m for m in PROTOCOL_MEMBERS if not hasattr(backend, m)] == []
+    assert (backend.path, backend.variant, backend.precision, backend.output_kind) == (engine, "fp32", "fp32", "raw")
+    assert backend.end2end is None
+    assert backend.options == {"variant": "fp32", "cuda_graph": True}  # what bench reported before the protocol
+    # a trusted plan without its sidecar declares neither; the evaluation reports it as fp32, as before
+    bare = write_engine(runtime_onnx, tmp_path / "bare.plan", _major(fake_trt), sidecar=False)
+    trusted = Detector.load(bare, device="cuda", memory=HostMemory(), trust_plan=True, spec=backend.spec)
+    assert (trusted.backend.variant, trusted.backend.precision, precision_of(trusted)) == (None, None, "fp32")
+    backend.close()
+    with pytest.raises(EngineRunError, match="was closed"):
+        backend.infer(np.zeros((1, 3, 300, 300), np.float32))
+
+
 def test_graph_capture_follows_trtexecs_sequence(engine, batch, monkeypatch):
     """sampleInference.cpp (release/10.3, createEnqueueFunction): enqueue once, synchronize, then capture."""
     memory = HostMemory()
