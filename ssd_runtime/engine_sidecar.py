@@ -204,7 +204,7 @@ def read_sidecar(engine_path: str | os.PathLike) -> EngineSidecar:
         raise EngineSidecarError(
             f"{engine_path}: no sidecar {path}. A TensorRT plan needs the sidecar `ssd-export engine` "
             "writes beside it (the model spec and what the plan was built for); rebuild it with "
-            "`ssd-export engine --onnx MODEL.onnx -o ENGINE`, or, for a plan you trust, load it with "
+            "`ssd-export engine --model MODEL.onnx -o ENGINE`, or, for a plan you trust, load it with "
             "trust_plan=True and a model spec (a plan is executable code)"
         )
     try:

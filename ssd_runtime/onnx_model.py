@@ -233,7 +233,7 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxModelInfo:
     if META_SPEC not in meta:
         raise OnnxModelError(
             f"{path} carries no '{META_SPEC}' metadata: it was not exported by this toolkit; export it "
-            "with `ssd-export onnx --checkpoint C -o OUT`"
+            "with `ssd-export onnx --model C -o OUT`"
         )
     version = meta.get(META_FORMAT_VERSION)
     if version != str(ONNX_FORMAT_VERSION):

@@ -168,8 +168,8 @@ def deploy(
         draw=[r.image_path for r in records[:draw_images]], cpu=machine_info()["cpu"],
         state=DeployState(out / STATE_NAME), detectors={plan[0].name: reference},
     )
-    command = ["ssd-export", "deploy", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
-               "--artifacts", *artifacts, "--engines", engines, "--bench-batches", *map(str, bench_batches),
+    command = ["ssd-export", "deploy", "--model", str(checkpoint), "--data", str(data), "--out", str(out),
+               "--artifacts", *artifacts, "--engines", engines, "--bench-batch-sizes", *map(str, bench_batches),
                "--bench-warmup", str(bench_warmup), "--bench-iterations", str(bench_iterations),
                "--draw-images", str(draw_images)]
     command += ["--calibration", str(calibration)] if calibration else ["--calibration-images", str(calibration_images)]

@@ -155,7 +155,7 @@ def heldout_images(
     if not chosen:
         raise Int8Error(f"{base}: no held-out image: every {HOLDOUT_SPLIT!r} image is in the calibration set "
                         f"({in_calibration}) or the test split ({in_test}); calibrate on fewer images "
-                        "(ssd-export calibration --images N) to keep some for the search")
+                        "(ssd-export calibration --calibration-images N) to keep some for the search")
     if len(chosen) < images:
         warnings.warn(f"{len(chosen)} held-out image(s) ({images} asked for): split {HOLDOUT_SPLIT!r} of {base} "
                       f"has {len(records)}, {in_calibration} in the calibration set, {in_test} in the test split",

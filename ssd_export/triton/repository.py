@@ -106,7 +106,7 @@ def read_served_model(path: str | os.PathLike) -> ServedModel:
         return _read_plan(path)
     raise TritonRepositoryError(
         f"{path}: Triton serves the ONNX export or a TensorRT engine, not a checkpoint; export it first "
-        "(ssd-export onnx --checkpoint C -o model.onnx)"
+        "(ssd-export onnx --model C -o model.onnx)"
     )
 
 
@@ -337,16 +337,16 @@ def _max_batch_size(served: ServedModel, max_batch: int | None, preferred: tuple
         if max_batch is not None or preferred:
             raise TritonRepositoryError(
                 f"{served.path} has a static batch of {served.static_batch}: it is served without batching "
-                "(max_batch_size 0); drop --max-batch/--preferred-batch-sizes or re-export with a dynamic batch"
+                "(max_batch_size 0); drop --max-batch-size/--preferred-batch-sizes or re-export with a dynamic batch"
             )
         return 0
     limit = served.max_batch
     value = (limit or DEFAULT_TRITON_MAX_BATCH) if max_batch is None else int(max_batch)
     if value < 1:
-        raise TritonRepositoryError(f"--max-batch must be at least 1, got {value}")
+        raise TritonRepositoryError(f"--max-batch-size must be at least 1, got {value}")
     if limit is not None and value > limit:
         raise TritonRepositoryError(
-            f"{served.path}: --max-batch {value} exceeds the engine profile's largest batch {limit}; "
+            f"{served.path}: --max-batch-size {value} exceeds the engine profile's largest batch {limit}; "
             f"rebuild the engine with a larger profile: {served.sidecar.rebuild_command}"
         )
     bad = [b for b in preferred if not 1 <= int(b) <= value]
