@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from ssd_runtime.errors import FormatError
 from ssd_runtime.fileio import atomic_path
+from ssd_runtime.formats import FORMAT_KEY, MATCHES, VERSION_KEY
 from ssd_runtime.metric import ClassMatches, Matches, class_curve, mean_ap
 
 __all__ = [
@@ -48,9 +50,9 @@ INTERVAL_LEVEL = 0.95
 #: Seed of the resamples: every report with the same images, models and settings has the same intervals.
 SEED = 0
 
-MATCHES_FORMAT = "ssd300-matches"
+MATCHES_FORMAT = MATCHES.name
 #: Version of the matches file (:func:`save_matches`); bumped when a field changes meaning or is removed.
-MATCHES_SCHEMA = 1
+MATCHES_SCHEMA = MATCHES.version
 METHOD = "paired percentile bootstrap over images"
 
 
@@ -58,7 +60,7 @@ class BootstrapError(ValueError):
     """Bad bootstrap settings, or two results that cannot be paired (other images, classes or AP method)."""
 
 
-class MatchesFileError(ValueError):
+class MatchesFileError(FormatError):
     """A matches file that is not one (:func:`load_matches`), or of another schema version."""
 
 
@@ -229,7 +231,7 @@ def save_matches(path: str | os.PathLike, matches: Matches, image_list_sha256: s
     counts = np.array([cm.image.size for cm in matches.classes], dtype=np.int64)
     empty = np.zeros(0)
     arrays = {
-        "format": np.array(MATCHES_FORMAT), "schema_version": np.array(MATCHES_SCHEMA),
+        **{key: np.array(value) for key, value in MATCHES.header().items()},  # format, schema_version
         "class_names": np.array(matches.class_names), "num_images": np.array(matches.num_images),
         "ap_method": np.array(matches.ap_method), "iou_threshold": np.array(matches.iou_threshold),
         "image_list_sha256": np.array(image_list_sha256 or ""), "positives": matches.positives,
@@ -250,11 +252,8 @@ def load_matches(path: str | os.PathLike) -> tuple[Matches, str | None]:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
         raise MatchesFileError(f"{path} is not a matches file ({exc}); rerun the evaluation that wrote it") from exc
-    if arrays.get("format") is None or str(arrays["format"]) != MATCHES_FORMAT:
-        raise MatchesFileError(f"{path} is not a {MATCHES_FORMAT} file; rerun the evaluation that wrote it")
-    if int(arrays["schema_version"]) != MATCHES_SCHEMA:
-        raise MatchesFileError(f"{path} is {MATCHES_FORMAT} schema {int(arrays['schema_version'])}, this toolkit "
-                               f"reads {MATCHES_SCHEMA}; rerun the evaluation with this version")
+    header = {key: arrays[key].item() for key in (FORMAT_KEY, VERSION_KEY) if key in arrays}  # 0-d arrays
+    MATCHES.check(header, str(path), error=MatchesFileError)
     bounds = np.concatenate([[0], np.cumsum(arrays["class_counts"])])
     classes = tuple(
         ClassMatches(arrays["image"][a:b], arrays["true_positive"][a:b], arrays["scores"][a:b], int(n))

@@ -9,7 +9,9 @@ was built (the argv that rebuilds it) and the result of the parity check run aft
 
 The writer is the engine builder (``ssd_export.tensorrt.engine``); the reader is the TensorRT backend, which
 calls :func:`read_sidecar` and :func:`check_sidecar` before it deserializes a plan - the same
-writer/reader pair as :mod:`ssd_runtime.onnx_model` for ONNX metadata.
+writer/reader pair as :mod:`ssd_runtime.onnx_model` for ONNX metadata. The file is stamped and checked
+by :data:`ssd_runtime.formats.ENGINE_SIDECAR` (``format``, ``schema_version``); sidecars written before the
+stamp spelled the version ``schema`` and still load.
 """
 from __future__ import annotations
 
@@ -21,22 +23,25 @@ import shlex
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ssd_runtime.errors import FormatError
 from ssd_runtime.fileio import atomic_write_bytes
+from ssd_runtime.formats import ENGINE_SIDECAR, VERSION_KEY
 from ssd_runtime.onnx_model import End2EndConfig
 from ssd_runtime.spec import ModelSpec
+from ssd_runtime.variants import OUTPUT_KINDS, VARIANT_TABLE
 
 #: The schema written. 2 added ``tf32``; schema 1 sidecars stay readable (see :data:`SCHEMA_DEFAULTS`).
-SIDECAR_SCHEMA = 2
+SIDECAR_SCHEMA = ENGINE_SIDECAR.version
 #: Schema -> the values of the keys that schema lacks. Schema 1 builds never touched BuilderFlag.TF32,
 #: which TensorRT enables by default (NvInfer.h 10.3: 8317-8320), so their plans were built with TF32 on.
 SCHEMA_DEFAULTS: dict[int, dict[str, object]] = {1: {"tf32": True}, 2: {}}
-PRECISIONS = ("fp32", "fp16", "int8")
-#: The source ONNX variants an engine can be built from (``ssd_runtime.onnx_model.VARIANT_IO``).
-SOURCE_VARIANTS = ("fp32", "fp16", "int8", "uint8-nhwc", "end2end")
+#: What an engine computes in: its source variant's precision, or fp16 for an fp32 source built with
+#: the FP16 flag - the variants' precisions (``ssd_runtime.variants``).
+PRECISIONS = tuple(dict.fromkeys(v.precision for v in VARIANT_TABLE.values()))
+#: The source ONNX variants an engine can be built from: every variant (``ssd_runtime.variants``).
+SOURCE_VARIANTS = tuple(VARIANT_TABLE)
 #: TensorRT's HardwareCompatibilityLevel members, lower case (``trt.HardwareCompatibilityLevel.NONE``...).
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
-#: "raw": (locs, class_logits); "detections": (boxes, scores, labels, num_detections) of an end2end graph.
-OUTPUT_KINDS = ("raw", "detections")
 #: (build major, runtime major) pairs where a version-compatible plan runs across majors (TensorRT 11.4
 #: support matrix, "Engine Portability": "TensorRT 10 version-compatible engines can run with a TensorRT 11
 #: runtime, and TensorRT 8 ... with a TensorRT 10 runtime. No other combination across major versions").
@@ -49,13 +54,22 @@ class EngineSidecarError(ValueError):
     """An engine's sidecar JSON is missing, malformed or of an unknown schema."""
 
 
+class SidecarFormatError(EngineSidecarError, FormatError):
+    """A sidecar of another format, or of a schema this toolkit does not read (both errors at once: the
+    sidecar's, which the TensorRT backend's callers catch, and the one of every versioned file)."""
+
+
 class EngineMismatchError(EngineSidecarError):
     """A plan does not match its sidecar, or was built for another TensorRT version or GPU."""
 
 
 @dataclass(frozen=True)
 class EngineSidecar:
-    """What ``ssd-export engine`` records about a plan (the JSON keys are the field names).
+    """What ``ssd-export engine`` records about a plan (the JSON keys are the field names, after the
+    ``format`` stamp).
+
+    schema_version: the file's schema (:data:`SIDECAR_SCHEMA` when written by this toolkit; a schema 1
+        sidecar reads as 1 with the keys it lacks filled in from :data:`SCHEMA_DEFAULTS`).
 
     compute_capability: "major.minor" of the build GPU, e.g. "9.0" (H100/H200), "8.7" (Jetson Orin).
     precision: the precision the engine computes in ("fp32" | "fp16" | "int8").
@@ -75,7 +89,7 @@ class EngineSidecar:
         (``End2EndConfig.to_dict()``: settings and max_candidates); None for raw engines. Optional key.
     """
 
-    schema: int
+    schema_version: int
     tensorrt_version: str
     gpu_name: str
     compute_capability: str
@@ -101,21 +115,16 @@ class EngineSidecar:
     tf32: bool = False
 
     def to_dict(self) -> dict:
-        """Plain JSON-able data (keys are the field names)."""
-        return asdict(self)
+        """Plain JSON-able data: the ``format`` stamp, then the field names (its own ``schema_version``)."""
+        return {**ENGINE_SIDECAR.header(), **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "engine sidecar") -> EngineSidecar:
-        """Rebuild a sidecar, checking the schema, every field's type and the enumerated values."""
+        """Rebuild a sidecar, checking the format and schema, every field's type and the enumerated values."""
         if not isinstance(data, dict):
             raise EngineSidecarError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        schema = data.get("schema")
-        if not isinstance(schema, int) or isinstance(schema, bool) or schema not in SCHEMA_DEFAULTS:
-            raise EngineSidecarError(
-                f"{source}: sidecar schema {schema!r} is not supported (this toolkit reads schemas "
-                f"{', '.join(map(str, SCHEMA_DEFAULTS))}); rebuild the engine with this toolkit's `ssd-export engine`"
-            )
-        data = {**SCHEMA_DEFAULTS[schema], **data}
+        schema = ENGINE_SIDECAR.check(data, source, error=SidecarFormatError)  # old files: "schema", no name
+        data = {**SCHEMA_DEFAULTS[schema], **data, VERSION_KEY: schema}
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data and n != "end2end"]
         if missing:
@@ -296,6 +305,7 @@ __all__ = [
     "EngineMismatchError",
     "EngineSidecar",
     "EngineSidecarError",
+    "SidecarFormatError",
     "check_sidecar",
     "read_sidecar",
     "sidecar_path",

@@ -4,10 +4,10 @@ A corrupt image otherwise surfaces hours into training, inside a DataLoader work
 runs :func:`ssd_runtime.images.verify_image` on every file first - ``"quick"`` (header, pixel limit and
 the file's completeness, no pixels decoded) or ``"full"`` (a complete decode) - and returns an
 :class:`ImageCheckReport` listing every bad file with its reason. Verdicts are cached by
-(path, file size, mtime) in a JSON file, written atomically, so a rerun on unchanged files only
-stats them. :func:`check_records` applies the check to VOC records: it raises one
-:class:`BadImagesError` naming every bad file, or, with ``skip_bad=True``, drops them with one counted
-warning. The measured cost is in ``BENCHMARKS.md`` ("Image check before training").
+(path, file size, mtime) in a JSON file (:data:`ssd_runtime.formats.IMAGE_CHECK_CACHE`), written
+atomically, so a rerun on unchanged files only stats them. :func:`check_records` applies the check to
+VOC records: it raises one :class:`BadImagesError` naming every bad file, or, with ``skip_bad=True``,
+drops them with one counted warning. The measured cost is in ``BENCHMARKS.md`` ("Image check before training").
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ssd_runtime.errors import ImageError
 from ssd_runtime.fileio import atomic_write_bytes
+from ssd_runtime.formats import IMAGE_CHECK_CACHE
 from ssd_runtime.images import MAX_PIXELS, verify_image
 from ssd_runtime.voc import VOCRecord
 
@@ -29,8 +30,8 @@ from ssd_runtime.voc import VOCRecord
 CHECK_MODES = ("quick", "full")
 #: Default name of the cache file (``ssd-train fit`` keeps it in the run folder).
 CACHE_FILE = "image-check.json"
-#: Bumped when the checks change, so older verdicts are not trusted.
-CACHE_VERSION = 1
+#: Bumped (in the format's record) when the checks change, so older verdicts are not trusted.
+CACHE_VERSION = IMAGE_CHECK_CACHE.version
 
 
 @dataclass
@@ -114,7 +115,7 @@ def check_images(
     if expected_sizes is not None and len(expected_sizes) != len(paths):
         raise ValueError(f"expected_sizes has {len(expected_sizes)} entries for {len(paths)} paths")
     start = time.perf_counter()
-    settings = {"version": CACHE_VERSION, "mode": mode, "max_pixels": max_pixels}
+    settings = {"mode": mode, "max_pixels": max_pixels}
     entries = _read_cache(Path(cache_path), settings) if cache_path is not None else {}
     keys = [os.path.abspath(p) for p in paths]
     stats = [_stat(key) for key in keys]
@@ -151,7 +152,7 @@ def check_images(
             w, h = expected_sizes[i]
             mismatched.append((path, f"the annotation says {w}x{h}, the image is {width}x{height}"))
     if cache_path is not None and update_cache and todo:
-        payload = {**settings, "entries": entries}
+        payload = IMAGE_CHECK_CACHE.stamp({**settings, "entries": entries})
         atomic_write_bytes(cache_path, json.dumps(payload, separators=(",", ":")).encode("utf-8"))
     return ImageCheckReport(
         checked=len(keys), bad=bad, seconds=time.perf_counter() - start, cached=cached, mode=mode,
@@ -216,12 +217,14 @@ def _verify(path: str, decode: bool, max_pixels: int) -> tuple[int, int, str | N
 
 
 def _read_cache(path: Path, settings: dict) -> dict[str, list]:
-    """The cache's entries when it was written with the same ``settings``; else (or unreadable) empty."""
+    """The cache's entries when it was written with the same ``settings``; else (unreadable, of another
+    format or version: a cache is rebuilt, never an error) empty."""
     try:
         data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        IMAGE_CHECK_CACHE.check(data, str(path))  # caches before the stamp: "version" 1, no name
+    except (OSError, ValueError):  # FormatError is a ValueError
         return {}
-    if not isinstance(data, dict) or any(data.get(k) != v for k, v in settings.items()):
+    if any(data.get(k) != v for k, v in settings.items()):
         return {}
     entries = data.get("entries")
     return entries if isinstance(entries, dict) else {}

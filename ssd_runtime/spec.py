@@ -2,7 +2,8 @@
 
 A checkpoint stores it, the ONNX export writes it into ``metadata_props`` and the TensorRT builder
 into the engine's sidecar JSON; every loader reads it back with :meth:`ModelSpec.from_dict`, which
-checks the schema version and that the priors it describes hash to the recorded value.
+checks the schema version (:data:`ssd_runtime.formats.MODEL_SPEC`) and that the priors it describes hash
+to the recorded value.
 """
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ssd_runtime.boxes import VARIANCES
-from ssd_runtime.errors import SettingsError, SpecError
+from ssd_runtime.errors import FormatError, SettingsError, SpecError
+from ssd_runtime.formats import MODEL_SPEC, VERSION_KEY
 from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
 from ssd_runtime.resize import PREPROCESSING
 
 #: 2 added ``preprocessing``. Version 1 files (written before it) are read as version 2 with
 #: ``preprocessing = LEGACY_PREPROCESSING``: see :data:`LEGACY_PREPROCESSING`.
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = MODEL_SPEC.version
+READABLE_SCHEMA_VERSIONS = MODEL_SPEC.readable
 #: The preprocessing of the name this toolkit writes into new specs.
 DEFAULT_PREPROCESSING = "rgb8-bilinear-q22-v1"
 #: What a version-1 spec (no ``preprocessing`` field) means. Those artifacts were made, calibrated and
@@ -40,6 +42,11 @@ VOC_CLASSES: tuple[str, ...] = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )  # fmt: skip
+
+class SpecVersionError(SpecError, FormatError):
+    """A spec of a schema version this toolkit does not read (or stamped as another format): a
+    :class:`SpecError` to the loaders, a :class:`FormatError` like every refused versioned file."""
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -191,7 +198,7 @@ class ModelSpec:
     def to_dict(self) -> dict:
         """Plain data (JSON-able, and loadable by ``torch.load(weights_only=True)``)."""
         return {
-            "schema_version": self.schema_version,
+            VERSION_KEY: self.schema_version,  # no "format" stamp: see ssd_runtime.formats.MODEL_SPEC
             "class_names": list(self.class_names),
             "input_size": self.input_size,
             "mean": list(self.mean),
@@ -216,13 +223,7 @@ class ModelSpec:
         """
         if not isinstance(data, dict):
             raise SpecError(f"{source}: expected a mapping, got {type(data).__name__}")
-        version = data.get("schema_version")
-        if version not in READABLE_SCHEMA_VERSIONS:
-            raise SpecError(
-                f"{source}: model spec schema version {version!r} is not supported "
-                f"(this toolkit reads versions {list(READABLE_SCHEMA_VERSIONS)}); re-export the model with this "
-                "toolkit, or upgrade the toolkit if the artifact is newer"
-            )
+        version = MODEL_SPEC.check(data, source, error=SpecVersionError)
         if version >= 2 and "preprocessing" not in data:
             raise SpecError(f"{source}: malformed model spec (schema version {version} without 'preprocessing')")
         try:

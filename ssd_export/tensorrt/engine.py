@@ -234,7 +234,7 @@ def build_engine(
         version_compatible=version_compatible, hardware_compatibility=hardware_compatibility,
         optimization_level=optimization_level, tf32=tf32_on, precision=precision, device=device)
     sidecar = EngineSidecar(
-        schema=SIDECAR_SCHEMA,
+        schema_version=SIDECAR_SCHEMA,
         tensorrt_version=features.version,
         gpu_name=gpu.name,
         compute_capability=gpu.compute_capability,

@@ -61,7 +61,7 @@ def make_sidecar(onnx_path: Path, plan: bytes, major: str) -> EngineSidecar:
     tensors = {kind: [{"name": n, "shape": s, "dtype": _NUMPY_NAMES[t]} for n, s, t in header[kind]]
                for kind in ("inputs", "outputs")}
     return EngineSidecar(
-        schema=SIDECAR_SCHEMA, tensorrt_version=header["tensorrt_version"], gpu_name="stand-in",
+        schema_version=SIDECAR_SCHEMA, tensorrt_version=header["tensorrt_version"], gpu_name="stand-in",
         compute_capability=STAND_IN_COMPUTE_CAPABILITY, cuda_version="12.6", precision="fp32", variant=info.variant,
         fp16_flag=False, strongly_typed=True,
         profile={n: dict(zip(("min", "opt", "max"), s)) for n, s in header["profile"].items()},

@@ -345,7 +345,7 @@ def test_sidecar_json_is_plain_and_beside_the_plan(fake_trt, stand_in_gpu, engin
     out = tmp_path / "deploy" / "ssd300.plan"
     build(engine_sources["fp32"], out, stand_in_gpu, parity=False)
     data = json.loads(sidecar_path(out).read_text())
-    assert sidecar_path(out).name == "ssd300.plan.json" and data["parity"] is None and data["schema"] == 2
+    assert sidecar_path(out).name == "ssd300.plan.json" and data["parity"] is None and data["schema_version"] == 2
 
 
 def test_build_and_check_without_torch(engine_sources, tmp_path):

@@ -202,7 +202,7 @@ def make_engine(folder: Path, onnx_path: Path, *, output_kind: str = "raw", min_
 
     size = served.spec.input_size
     write_sidecar(plan, EngineSidecar(
-        schema=SIDECAR_SCHEMA, tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7",
+        schema_version=SIDECAR_SCHEMA, tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7",
         cuda_version="12.6", precision="fp16", variant=served.variant, fp16_flag=True, strongly_typed=False,
         profile={"images": {"min": [min_batch, 3, size, size], "opt": [4, 3, size, size], "max": [16, 3, size, size]}},
         version_compatible=version_compatible, hardware_compatibility="none", inputs=entries(served.inputs),

@@ -132,5 +132,6 @@ def test_matches_file_round_trip(tmp_path):
     with pytest.raises(MatchesFileError, match="not a matches file"):
         load_matches(tmp_path / "bad.npz")
     np.savez(tmp_path / "other.npz", format=np.array("something"))
-    with pytest.raises(MatchesFileError, match="not a ssd300-matches file"):
+    with pytest.raises(MatchesFileError, match=r"other.npz: expected a 'ssd300-matches' file of schema_version 1, "
+                       r"found format 'something' schema_version None; rerun the evaluation"):
         load_matches(tmp_path / "other.npz")

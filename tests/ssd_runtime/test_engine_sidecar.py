@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from ssd_runtime.engine_sidecar import (
+    SCHEMA_DEFAULTS,
     SIDECAR_SCHEMA,
     EngineMismatchError,
     EngineSidecar,
@@ -17,7 +18,8 @@ from ssd_runtime.engine_sidecar import (
     sidecar_path,
     write_sidecar,
 )
-from ssd_runtime.errors import SpecError
+from ssd_runtime.errors import FormatError, SpecError
+from ssd_runtime.formats import ENGINE_SIDECAR
 from ssd_runtime.spec import ModelSpec
 
 PLAN = b"not a real plan, only bytes to hash"
@@ -26,7 +28,7 @@ PLAN = b"not a real plan, only bytes to hash"
 def make_sidecar(**changes) -> EngineSidecar:
     spec = ModelSpec.create(("background", "cat", "dog"), width=0.125)
     sidecar = EngineSidecar(
-        schema=SIDECAR_SCHEMA,
+        schema_version=SIDECAR_SCHEMA,
         tensorrt_version="10.3.0",
         gpu_name="Orin",
         compute_capability="8.7",
@@ -66,7 +68,9 @@ def test_round_trip_through_the_file(tmp_path):
     path = write_sidecar(engine, sidecar)
     assert path == tmp_path / "m.engine.json"
     assert read_sidecar(engine) == sidecar
-    assert json.loads(path.read_text())["schema"] == SIDECAR_SCHEMA
+    written = json.loads(path.read_text())
+    assert written["format"] == "ssd300-engine-sidecar" and written["schema_version"] == SIDECAR_SCHEMA
+    assert "schema" not in written  # one key spelling
     assert sidecar.model_spec() == ModelSpec.from_dict(sidecar.spec)
     assert [p.name for p in tmp_path.iterdir()] == ["m.engine.json"]  # no temporary left
 
@@ -79,8 +83,11 @@ def test_missing_sidecar_says_how_to_get_one(tmp_path):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(schema=3), r"schema 3 is not supported .*reads schemas 1, 2"),
-        (lambda d: d.update(schema="2"), "schema '2' is not supported"),
+        (lambda d: d.update(schema_version=3), r"of schema_version 1 or 2, found .* 3 \(written by a newer toolkit\)"),
+        (lambda d: d.update(schema_version="2"), "found format 'ssd300-engine-sidecar' schema_version '2'"),
+        (lambda d: d.update(format="ssd300-detections"), "found format 'ssd300-detections'"),
+        (lambda d: (d.pop("format"), d.pop("schema_version"), d.update(schema=3)),  # the old spelling
+         r"found format None schema_version 3 \(written by a newer toolkit\)"),
         (lambda d: d.pop("tf32"), r"missing keys \['tf32'\]"),
         (lambda d: d.update(tf32="no"), "'tf32' has the wrong type"),
         (lambda d: d.pop("plan_sha256"), r"missing keys \['plan_sha256'\]"),
@@ -202,13 +209,35 @@ def test_end2end_engines_carry_their_baked_postprocess(tmp_path):
 
 def test_schema_1_sidecars_stay_readable_and_say_tf32_was_on(tmp_path):
     """Schema 1 (before ``tf32``) never cleared BuilderFlag.TF32, which TensorRT enables by default."""
-    data = make_sidecar().to_dict()
-    data["schema"] = 1
+    data = _old_spelling(make_sidecar().to_dict(), schema=1)
     del data["tf32"]
     sidecar_path(tmp_path / "m.engine").write_text(json.dumps(data))
     old = read_sidecar(tmp_path / "m.engine")
-    assert old.schema == 1 and old.tf32 is True
+    assert old.schema_version == 1 and old.tf32 is True
     assert json.loads(sidecar_path(tmp_path / "m.engine").read_text()) == data  # read, never rewritten
+
+
+def test_every_readable_schema_says_what_it_lacks():
+    assert set(SCHEMA_DEFAULTS) == set(ENGINE_SIDECAR.readable) and SIDECAR_SCHEMA == ENGINE_SIDECAR.version
+
+
+def _old_spelling(data: dict, schema: int) -> dict:
+    """A sidecar as toolkits before the format stamp wrote it: the version under "schema", no "format"."""
+    return {**{k: v for k, v in data.items() if k not in ("format", "schema_version")}, "schema": schema}
+
+
+def test_sidecars_of_the_old_spelling_still_load(tmp_path):
+    sidecar = make_sidecar()
+    sidecar_path(tmp_path / "m.engine").write_text(json.dumps(_old_spelling(sidecar.to_dict(), schema=2)))
+    assert read_sidecar(tmp_path / "m.engine") == sidecar
+
+
+def test_a_refused_schema_is_a_format_error_and_a_sidecar_error(tmp_path):
+    data = {**make_sidecar().to_dict(), "schema_version": 3}
+    sidecar_path(tmp_path / "m.engine").write_text(json.dumps(data))
+    with pytest.raises(FormatError, match=r"m\.engine\.json: expected a 'ssd300-engine-sidecar' file") as caught:
+        read_sidecar(tmp_path / "m.engine")
+    assert isinstance(caught.value, EngineSidecarError) and "`ssd-export engine`" in str(caught.value)
 
 
 def test_tf32_is_written_and_read_back(tmp_path):

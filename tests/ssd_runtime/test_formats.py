@@ -3,17 +3,25 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+from ssd_runtime.bootstrap import MatchesFileError, load_matches, save_matches
 from ssd_runtime.detections_file import DetectionsHeader, read_header
 from ssd_runtime.errors import FormatError
 from ssd_runtime.formats import (
     DETECTIONS,
+    ENGINE_SIDECAR,
+    FORMAT_KEY,
     FORMATS,
+    IMAGE_CHECK_CACHE,
+    MATCHES,
+    MODEL_SPEC,
     OLD_VERSION_KEYS,
     VERSION_KEY,
     FileFormat,
 )
+from ssd_runtime.metric import ClassMatches, Matches
 
 FMT = FileFormat("ssd300-example", 2, (1, 2), "rebuild it")
 
@@ -63,3 +71,32 @@ def test_detections_file_of_another_format_or_a_newer_version_is_refused(tmp_pat
     (tmp_path / "d.jsonl").write_text(json.dumps({**_header().to_dict(), **change}) + "\n")
     with pytest.raises(FormatError, match=r"d.jsonl: expected a 'ssd300-detections' file of schema_version 1"):
         read_header(tmp_path / "d.jsonl")
+
+
+def _matches() -> Matches:
+    one = ClassMatches(np.array([0, 1]), np.array([True, False]), np.array([0.9, 0.4]), 2)
+    return Matches(("background", "a"), 2, "11point", 0.5, np.array([[1], [0]], dtype=np.int64), (one,))
+
+
+def test_matches_file_header_is_the_stamp_and_its_check_is_the_records(tmp_path):
+    save_matches(tmp_path / "m.npz", _matches())
+    with np.load(tmp_path / "m.npz") as data:
+        assert (str(data[FORMAT_KEY]), int(data[VERSION_KEY])) == (MATCHES.name, MATCHES.version)
+        arrays = {k: data[k] for k in data.files}
+    assert load_matches(tmp_path / "m.npz")[0].num_images == 2
+    np.savez(tmp_path / "newer.npz", **{**arrays, VERSION_KEY: np.array(MATCHES.version + 1)})
+    with pytest.raises(FormatError, match=r"newer.npz: expected a 'ssd300-matches' file of schema_version 1, found "
+                       r"format 'ssd300-matches' schema_version 2 \(written by a newer toolkit\); rerun") as caught:
+        load_matches(tmp_path / "newer.npz")
+    assert isinstance(caught.value, MatchesFileError)
+
+
+def test_formats_read_through_their_record_accept_the_stamp_and_refuse_other_names():
+    """The engine sidecar, the model spec and the image-check cache had no name before the stamp."""
+    for fmt in (ENGINE_SIDECAR, MODEL_SPEC, IMAGE_CHECK_CACHE):
+        assert fmt.unnamed_before and fmt.check({VERSION_KEY: fmt.version}, "old") == fmt.version
+        assert fmt.check(fmt.header(), "new") == fmt.version
+    assert ENGINE_SIDECAR.check({"schema": 1}, "old.engine.json") == 1  # the sidecar's old spelling
+    assert IMAGE_CHECK_CACHE.check({"version": 1}, "old-cache.json") == 1
+    with pytest.raises(FormatError, match="found format 'ssd300-model-spec'"):
+        ENGINE_SIDECAR.check(MODEL_SPEC.header(), "x.engine.json")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ssd_runtime.formats import IMAGE_CHECK_CACHE
 from ssd_runtime.image_check import BadImagesError, check_images, check_records
 from ssd_runtime.voc import read_voc_split
 from tests.helpers.image_faults import corrupt_huffman_table, truncate
@@ -93,6 +94,20 @@ def test_cache_of_another_mode_or_unreadable_is_ignored_and_read_only_use_writes
     report = check_images(paths, cache_path=cache)
     assert report.cached == 0 and report.bad == []
     assert check_images(paths, cache_path=cache).cached == 3
+
+
+def test_cache_is_stamped_an_old_spelling_is_read_and_another_format_or_newer_version_is_ignored(tmp_path):
+    paths = _images(tmp_path / "img", 3)
+    cache = tmp_path / "cache.json"
+    check_images(paths, cache_path=cache)
+    data = json.loads(cache.read_text())
+    assert data["format"] == IMAGE_CHECK_CACHE.name and data["schema_version"] == IMAGE_CHECK_CACHE.version
+    old = {**{k: v for k, v in data.items() if k not in ("format", "schema_version")}, "version": 1}
+    cache.write_text(json.dumps(old))  # as written before the stamp
+    assert check_images(paths, cache_path=cache, update_cache=False).cached == 3
+    for change in ({"schema_version": IMAGE_CHECK_CACHE.version + 1}, {"format": "ssd300-detections"}):
+        cache.write_text(json.dumps({**data, **change}))
+        assert check_images(paths, cache_path=cache, update_cache=False).cached == 0  # a cache: never an error
 
 
 def test_sizes_that_differ_from_the_annotation_are_listed_apart(tmp_path):

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from ssd_runtime import VOC_CLASSES, ModelSpec, PriorConfig, SpecError, make_priors, priors_sha256
+from ssd_runtime.errors import FormatError
+from ssd_runtime.formats import MODEL_SPEC
 
 
 def test_create_and_round_trip():
@@ -30,8 +32,20 @@ def test_custom_classes_and_priors():
 def test_unknown_schema_version_is_refused():
     data = ModelSpec.create().to_dict()
     data["schema_version"] = 99
-    with pytest.raises(SpecError, match="schema version 99"):
+    with pytest.raises(SpecError, match=r"model.onnx: expected a 'ssd300-model-spec' file of schema_version 1 or 2, "
+                       r"found format None schema_version 99 \(written by a newer toolkit\); re-export") as caught:
         ModelSpec.from_dict(data, source="model.onnx")
+    assert isinstance(caught.value, FormatError)  # the one error of every refused versioned file
+
+
+def test_spec_is_written_with_its_version_only_and_a_format_stamp_is_checked_when_present():
+    """No "format" key is written, so every artifact stays byte for byte what earlier toolkits wrote."""
+    spec = ModelSpec.create()
+    data = spec.to_dict()
+    assert "format" not in data and data["schema_version"] == MODEL_SPEC.version
+    assert ModelSpec.from_dict({**data, "format": MODEL_SPEC.name}) == spec
+    with pytest.raises(SpecError, match="found format 'ssd300-detections'"):
+        ModelSpec.from_dict({**data, "format": "ssd300-detections"})
 
 
 def test_prior_hash_mismatch_is_refused():

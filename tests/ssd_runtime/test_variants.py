@@ -6,11 +6,13 @@ import pytest
 
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.detector import Detector
+from ssd_runtime import engine_sidecar
 from ssd_runtime.engine_sidecar import SOURCE_VARIANTS
 from ssd_runtime.evaluate import precision_of
 from ssd_runtime.onnx_model import QUANTIZED_VARIANTS, VARIANT_IO, VARIANTS, read_onnx_info
 from ssd_runtime.variants import (
     DETECTION_OUTPUTS,
+    OUTPUT_KINDS,
     PRECISIONS,
     RAW_OUTPUTS,
     TARGET_POINTS,
@@ -43,7 +45,7 @@ def test_each_variant_record_matches_its_export(name, engine_sources):
     assert ("detections" if record.output_names == DETECTION_OUTPUTS else "raw") == record.output_kind
     nodes = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert ("QuantizeLinear" in nodes) is record.quantized
-    assert precision_of(Detector.load(path)) == record.precision
+    assert precision_of(Detector.load(path)) == record.precision == backend.precision
 
 
 def test_variant_table_is_the_one_list_of_variants():
@@ -55,6 +57,12 @@ def test_variant_table_is_the_one_list_of_variants():
     assert VARIANT_IO["uint8-nhwc"] == (("images", "uint8", "NHWC"), RAW_OUTPUTS)
     assert VARIANT_IO["end2end"] == (("images", "float32", "NCHW"), ("boxes", "scores", "labels", "num_detections"))
     assert all(v.precision in PRECISIONS for v in VARIANT_TABLE.values())
+    assert OUTPUT_KINDS == ("raw", "detections") and {v.output_kind for v in VARIANT_TABLE.values()} == set(OUTPUT_KINDS)
+
+
+def test_engine_sidecars_read_their_vocabularies_from_the_variant_table():
+    assert engine_sidecar.SOURCE_VARIANTS == tuple(VARIANT_TABLE) and engine_sidecar.OUTPUT_KINDS is OUTPUT_KINDS
+    assert engine_sidecar.PRECISIONS == ("fp32", "fp16", "int8")  # what the sidecars have always accepted
     assert variant_record("int8").quantized
     with pytest.raises(ValueError, match="unknown variant 'fp64'.*fp32, fp16"):
         variant_record("fp64")
