@@ -29,7 +29,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ssd_export.defaults import DEFAULT_MAX_CANDIDATES
-from ssd_runtime.postprocess import float32_threshold
 from ssd_runtime.spec import PostprocessSettings
 from ssd_runtime.variants import DETECTION_OUTPUTS
 
@@ -93,44 +92,84 @@ def append_nms(
         node.input[:] = [f"raw_{i}" if i in names else i for i in node.input]
     del graph.output[:]
 
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = []
+    steps = _Steps()
+    boxes = "raw_boxes"
+    scores = _cap_candidates(steps, "raw_scores", cap, num_fg=num_fg, num_priors=num_priors)
+    selected = _nms(steps, boxes, scores, settings, top_k)
+    kept_flat = _kept_scores(steps, scores, selected)
+    _padded_detections(steps, boxes, kept_flat, top_k, num_priors)
 
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value), f"e2e_{name}"))
+    graph.node.extend(steps.nodes)
+    graph.initializer.extend(steps.inits)
+    # the outputs in the order the end2end variant records (DETECTION_OUTPUTS): boxes, scores, labels, num_detections
+    types = ((TensorProto.FLOAT, [batch, top_k, 4]), (TensorProto.FLOAT, [batch, top_k]),
+             (TensorProto.INT64, [batch, top_k]), (TensorProto.INT64, [batch]))
+    graph.output.extend(helper.make_tensor_value_info(name, elem_type, dims)
+                        for name, (elem_type, dims) in zip(DETECTION_OUTPUTS, types, strict=True))
+    return model
+
+
+class _Steps:
+    """The nodes and constants appended to the graph, in the order made; every name starts with ``e2e_``."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(value), f"e2e_{name}"))
         return f"e2e_{name}"
 
-    def op(op_type: str, inputs: list[str], output: str, **attrs) -> str:
-        nodes.append(helper.make_node(op_type, inputs, [f"e2e_{output}"], name=f"e2e_{output}", **attrs))
+    def op(self, op_type: str, inputs: list[str], output: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op_type, inputs, [f"e2e_{output}"], name=f"e2e_{output}", **attrs))
         return f"e2e_{output}"
 
-    boxes, scores = "raw_boxes", "raw_scores"
-    # 1. candidate cap over (class, prior): (N, C-1, P) -> (N, (C-1)*P)
+    def graph_output(self, op_type: str, inputs: list[str], output: str, **attrs) -> None:
+        """A node writing the graph output ``output`` (its name without the prefix)."""
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=f"e2e_{output}", **attrs))
+
+
+def _cap_candidates(steps: _Steps, scores: str, cap: int, *, num_fg: int, num_priors: int) -> str:
+    """Step 1: keep each image's ``cap`` best (class, prior) scores, zero the rest; the scores (N, C-1, P)."""
+    const, op = steps.const, steps.op
+    # (N, C-1, P) -> (N, (C-1)*P)
     flat = op("Reshape", [scores, const("flat_shape", np.array([0, -1], np.int64))], "scores_flat")
-    if cap < flat_size:
-        top_values = op("TopK", [flat, const("cap", np.array([cap], np.int64))], "cap_values", axis=1)
-        nodes[-1].output.append("e2e_cap_indices")
-        kth = op("Slice", [top_values, const("kth_start", np.array([cap - 1], np.int64)),
-                           const("kth_end", np.array([cap], np.int64)), const("axis1", np.array([1], np.int64))],
-                 "kth")  # (N, 1)
-        keep = op("GreaterOrEqual", [flat, kth], "cap_keep")
-        flat = op("Where", [keep, flat, const("zero", np.array(0.0, np.float32))], "scores_capped_flat")
-        scores = op("Reshape", [flat, const("nms_shape", np.array([0, num_fg, num_priors], np.int64))],
-                    "scores_capped")
-    # 2. NMS: selected (S, 3) = (image, class - 1, prior)
-    selected = op(
+    if cap >= num_fg * num_priors:  # no cap: every candidate enters the NMS
+        return scores
+    top_values = op("TopK", [flat, const("cap", np.array([cap], np.int64))], "cap_values", axis=1)
+    steps.nodes[-1].output.append("e2e_cap_indices")
+    kth = op("Slice", [top_values, const("kth_start", np.array([cap - 1], np.int64)),
+                       const("kth_end", np.array([cap], np.int64)), const("axis1", np.array([1], np.int64))],
+             "kth")  # (N, 1)
+    keep = op("GreaterOrEqual", [flat, kth], "cap_keep")
+    flat = op("Where", [keep, flat, const("zero", np.array(0.0, np.float32))], "scores_capped_flat")
+    # (N, (C-1)*P) -> (N, C-1, P)
+    return op("Reshape", [flat, const("nms_shape", np.array([0, num_fg, num_priors], np.int64))], "scores_capped")
+
+
+def _nms(steps: _Steps, boxes: str, scores: str, settings: PostprocessSettings, top_k: int) -> str:
+    """Step 2: NMS per image and class; selected (S, 3) = (image, class - 1, prior)."""
+    const = steps.const
+    return steps.op(
         "NonMaxSuppression",
         [boxes, scores, const("max_per_class", np.array([top_k], np.int64)),
-         const("iou_threshold", np.array([float32_threshold(settings.max_overlap)], np.float32)),
-         const("score_threshold", np.array([float32_threshold(settings.min_score)], np.float32))],
+         const("iou_threshold", np.array([settings.max_overlap_float32], np.float32)),
+         const("score_threshold", np.array([settings.min_score_float32], np.float32))],
         "selected",
         center_point_box=0,
     )
-    # 3. dense mask (N, C-1, P) of the selected pairs, kept scores or -1. `selected` has a data-dependent
-    # shape (S, 3) (INMSLayer's SelectedIndices on TensorRT); its only readers are a Gather of its first
-    # column, element-wise ops on that and the ScatterND: no Shape of it, no ConstantOfShape sized by it
-    # (a shape tensor computed from a data-dependent extent; docs/tensorrt.md, "The end-to-end graph on
-    # TensorRT"). The zeros are sized by the scores, whose shape depends on the batch only.
+
+
+def _kept_scores(steps: _Steps, scores: str, selected: str) -> str:
+    """Step 3, the mask: the scores of the selected (class, prior) pairs, -1 elsewhere, (N, (C-1)*P).
+
+    ``selected`` has a data-dependent shape (S, 3) (INMSLayer's SelectedIndices on TensorRT); its only
+    readers are a Gather of its first column, element-wise ops on that and the ScatterND: no Shape of it,
+    no ConstantOfShape sized by it (a shape tensor computed from a data-dependent extent; docs/tensorrt.md,
+    "The end-to-end graph on TensorRT"). The zeros are sized by the scores, whose shape depends on the
+    batch only.
+    """
+    const, op = steps.const, steps.op
     zeros = op("ConstantOfShape", [op("Shape", [scores], "scores_shape")], "mask_zeros",
                value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
     image_of = op("Gather", [selected, const("column0", np.array(0, np.int64))], "selected_image", axis=1)  # (S,)
@@ -139,36 +178,30 @@ def append_nms(
     mask = op("ScatterND", [zeros, selected, ones], "mask")
     is_kept = op("Greater", [mask, const("half", np.array(0.5, np.float32))], "is_kept")
     kept = op("Where", [is_kept, scores, const("minus_one", np.array(-1.0, np.float32))], "kept")
-    kept_flat = op("Reshape", [kept, const("flat_shape2", np.array([0, -1], np.int64))], "kept_flat")
-    # top_k over (class, prior) flattened class-major: (N, K) values and flat indices
+    # (N, C-1, P) -> (N, (C-1)*P), class-major
+    return op("Reshape", [kept, const("flat_shape2", np.array([0, -1], np.int64))], "kept_flat")
+
+
+def _padded_detections(steps: _Steps, boxes: str, kept_flat: str, top_k: int, num_priors: int) -> None:
+    """Step 3, the ranking: ``top_k`` of the kept scores (ties to the lower flat index: class, then prior
+    ascending) written as the graph outputs boxes, scores, labels and num_detections."""
+    const, op = steps.const, steps.op
+    # (N, K) values and flat indices
     values = op("TopK", [kept_flat, const("top_k", np.array([top_k], np.int64))], "top_values", axis=1)
-    nodes[-1].output.append("e2e_top_index")
+    steps.nodes[-1].output.append("e2e_top_index")
     index = "e2e_top_index"
     valid = op("Greater", [values, const("minus_half", np.array(-0.5, np.float32))], "valid")
-    nodes.append(helper.make_node("ReduceSum", [op("Cast", [valid], "valid_i64", to=TensorProto.INT64),
-                                                const("axes1", np.array([1], np.int64))],
-                                  ["num_detections"], name="e2e_num_detections", keepdims=0))
+    steps.graph_output("ReduceSum", [op("Cast", [valid], "valid_i64", to=TensorProto.INT64),
+                                     const("axes1", np.array([1], np.int64))], "num_detections", keepdims=0)
     num_p = const("num_priors", np.array(num_priors, np.int64))
     cls0 = op("Div", [index, num_p], "cls0")
     prior = op("Mod", [index, num_p], "prior")
     label = op("Add", [cls0, const("one_i64", np.array(1, np.int64))], "label")
-    nodes.append(helper.make_node("Where", [valid, label, const("minus_one_i64", np.array(-1, np.int64))],
-                                  ["labels"], name="e2e_labels"))
-    nodes.append(helper.make_node("Where", [valid, values, const("zero_f", np.array(0.0, np.float32))],
-                                  ["scores"], name="e2e_scores"))
+    steps.graph_output("Where", [valid, label, const("minus_one_i64", np.array(-1, np.int64))], "labels")
+    steps.graph_output("Where", [valid, values, const("zero_f", np.array(0.0, np.float32))], "scores")
     # boxes: (N, P, 4) gathered at prior (N, K) -> (N, K, 4)
     prior_idx = op("Expand", [op("Unsqueeze", [prior, const("axis2", np.array([2], np.int64))], "prior_u"),
                               const("expand4", np.array([1, 1, 4], np.int64))], "prior_idx")
     gathered = op("GatherElements", [boxes, prior_idx], "boxes_gathered", axis=1)
     valid3 = op("Unsqueeze", [valid, const("axis2b", np.array([2], np.int64))], "valid3")
-    nodes.append(helper.make_node("Where", [valid3, gathered, const("zero_box", np.array(0.0, np.float32))],
-                                  ["boxes"], name="e2e_boxes"))
-
-    graph.node.extend(nodes)
-    graph.initializer.extend(inits)
-    # the outputs in the order the end2end variant records (DETECTION_OUTPUTS): boxes, scores, labels, num_detections
-    types = ((TensorProto.FLOAT, [batch, top_k, 4]), (TensorProto.FLOAT, [batch, top_k]),
-             (TensorProto.INT64, [batch, top_k]), (TensorProto.INT64, [batch]))
-    graph.output.extend(helper.make_tensor_value_info(name, elem_type, dims)
-                        for name, (elem_type, dims) in zip(DETECTION_OUTPUTS, types, strict=True))
-    return model
+    steps.graph_output("Where", [valid3, gathered, const("zero_box", np.array(0.0, np.float32))], "boxes")

@@ -138,6 +138,36 @@ def export_onnx(
     failed; ``.report`` has the details); in every case nothing is written.
     """
     start = time.perf_counter()
+    _check_arguments(variant, exporter, dynamic_batch, static_batch, opset)
+    checkpoint = Path(checkpoint)
+    output = Path(output)
+    source_sha = sha256_file(checkpoint) if checkpoint.is_file() else ""
+    model, spec = load_model(checkpoint)
+    trace_batch = TRACE_BATCH if dynamic_batch else static_batch
+    e2e = _end2end_config(spec, end2end_settings, max_candidates) if variant == "end2end" else None
+    proto = _exported_graph(model, spec, variant, trace_batch=trace_batch, dynamic_batch=dynamic_batch,
+                            static_batch=static_batch, opset=opset, exporter=exporter, e2e=e2e)
+    write_onnx_metadata(proto, onnx_metadata(
+        spec.with_provenance(source_checkpoint_sha256=source_sha, onnx_variant=variant, onnx_opset=str(opset),
+                             onnx_exporter=exporter_name(exporter)),
+        variant, source_checkpoint_sha256=source_sha, exporter=exporter_name(exporter), opset=opset,
+        trace_batch=trace_batch, end2end=e2e,
+    ))
+    proto.doc_string = f"SSD300 ({spec.num_classes} classes, width {spec.width}), variant {variant}"
+    _check(proto, output)
+    # TensorRT's parser rules (ops, UINT8, TopK k, NMS inputs, INT64): refused before anything is written
+    require_tensorrt_rules(proto, str(output))
+    report, report_path = _save_verified(proto, output, checkpoint, verify, verify_batch)
+    return ExportReport(
+        output=output, variant=variant, opset=opset, exporter=exporter_name(exporter),
+        dynamic_batch=dynamic_batch, trace_batch=trace_batch, source_checkpoint_sha256=source_sha,
+        size_bytes=output.stat().st_size, seconds=time.perf_counter() - start,
+        verification=report, report_path=report_path,
+    )
+
+
+def _check_arguments(variant: str, exporter: str, dynamic_batch: bool, static_batch: int, opset: int) -> None:
+    """Refuse an unknown variant or exporter, a static batch below 1, an end2end export below opset 13."""
     if variant not in VARIANTS:
         raise ExportError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if exporter not in EXPORTERS:
@@ -146,22 +176,12 @@ def export_onnx(
         raise ExportError(f"static batch must be >= 1, got {static_batch}")
     if variant == "end2end" and opset < 13:
         raise ExportError("the end-to-end variant needs opset >= 13 (ReduceSum with axes input, ScatterND)")
-    checkpoint = Path(checkpoint)
-    output = Path(output)
-    source_sha = sha256_file(checkpoint) if checkpoint.is_file() else ""
-    model, spec = load_model(checkpoint)
-    trace_batch = TRACE_BATCH if dynamic_batch else static_batch
-    e2e = None
-    if variant == "end2end":
-        e2e = End2EndConfig(_end2end_settings(spec, end2end_settings), int(max_candidates))
-        # refused before the trace: settings no TensorRT can build (TopK k > 3840)
-        check_end2end_limits(e2e.settings.top_k, e2e.max_candidates, num_priors=spec.num_priors,
-                             num_classes=spec.num_classes)
-    spec_out = spec.with_provenance(
-        source_checkpoint_sha256=source_sha, onnx_variant=variant, onnx_opset=str(opset),
-        onnx_exporter=exporter_name(exporter),
-    )
 
+
+def _exported_graph(model: torch.nn.Module, spec: ModelSpec, variant: str, *, trace_batch: int, dynamic_batch: bool,
+                    static_batch: int, opset: int, exporter: str, e2e: End2EndConfig | None) -> onnx.ModelProto:
+    """The network traced at ``trace_batch`` as ONNX with its outputs declared: the NMS appended for end2end
+    (``e2e``), else locs (N, P, 4) and class_logits (N, P, C) pinned; N is ``batch`` or ``static_batch``."""
     with tempfile.TemporaryDirectory(prefix="ssd-export-") as tmp:
         raw_path = Path(tmp) / "raw.onnx"
         _torch_export(_export_module(model, spec, variant), _trace_input(spec, variant, trace_batch),
@@ -169,21 +189,19 @@ def export_onnx(
         proto = onnx.load(str(raw_path))
     batch_dim: int | str = "batch" if dynamic_batch else static_batch
     if e2e is not None:
-        proto = append_nms(proto, e2e.settings, num_priors=spec.num_priors, num_classes=spec.num_classes,
-                           max_candidates=e2e.max_candidates, batch=batch_dim)
-    else:
-        _set_output_shapes(proto, batch_dim, spec)
-    write_onnx_metadata(proto, onnx_metadata(
-        spec_out, variant, source_checkpoint_sha256=source_sha, exporter=exporter_name(exporter), opset=opset,
-        trace_batch=trace_batch, end2end=e2e,
-    ))
-    proto.doc_string = f"SSD300 ({spec.num_classes} classes, width {spec.width}), variant {variant}"
-    _check(proto, output)
-    # TensorRT's parser rules (ops, UINT8, TopK k, NMS inputs, INT64): refused before anything is written
-    require_tensorrt_rules(proto, str(output))
+        return append_nms(proto, e2e.settings, num_priors=spec.num_priors, num_classes=spec.num_classes,
+                          max_candidates=e2e.max_candidates, batch=batch_dim)
+    _set_output_shapes(proto, batch_dim, spec)
+    return proto
 
+
+def _save_verified(proto: onnx.ModelProto, output: Path, checkpoint: Path, verify: bool,
+                   verify_batch: int | None) -> tuple[dict[str, Any] | None, Path | None]:
+    """Write ``proto`` beside ``output``, verify it there (when ``verify``) and move it into place; save the
+    verification report as ``<output>.verify.json``. Returns (report, report path), both None unverified.
+
+    A failed verification raises :class:`ParityError` and leaves nothing written."""
     report = None
-    report_path = None
     with atomic_path(output) as tmp_path:
         onnx.save(proto, str(tmp_path))
         if verify:
@@ -194,15 +212,11 @@ def export_onnx(
                     f"parity check failed for {output} ({'; '.join(report['failures'])}); nothing was written",
                     report,
                 )
-    if report is not None:
-        report_path = output.with_name(output.name + ".verify.json")
-        write_report(report, report_path)
-    return ExportReport(
-        output=output, variant=variant, opset=opset, exporter=exporter_name(exporter),
-        dynamic_batch=dynamic_batch, trace_batch=trace_batch, source_checkpoint_sha256=source_sha,
-        size_bytes=output.stat().st_size, seconds=time.perf_counter() - start,
-        verification=report, report_path=report_path,
-    )
+    if report is None:
+        return None, None
+    report_path = output.with_name(output.name + ".verify.json")
+    write_report(report, report_path)
+    return report, report_path
 
 
 def _export_module(model: torch.nn.Module, spec: ModelSpec, variant: str) -> torch.nn.Module:
@@ -278,6 +292,15 @@ def _check(proto: onnx.ModelProto, output: Path) -> None:
     for out in inferred.graph.output:
         if out.type.tensor_type.shape != declared[out.name]:
             raise ExportError(f"{output}: shape inference changed output {out.name!r}")
+
+
+def _end2end_config(spec: ModelSpec, settings: PostprocessSettings | str, max_candidates: int) -> End2EndConfig:
+    """What the end-to-end graph bakes in, refused before the trace where no TensorRT could build it
+    (a TopK k > 3840: :class:`~ssd_export.onnx.end2end.End2EndLimitError`)."""
+    e2e = End2EndConfig(_end2end_settings(spec, settings), int(max_candidates))
+    check_end2end_limits(e2e.settings.top_k, e2e.max_candidates, num_priors=spec.num_priors,
+                         num_classes=spec.num_classes)
+    return e2e
 
 
 def _end2end_settings(spec: ModelSpec, settings: PostprocessSettings | str) -> PostprocessSettings:

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ssd_export.defaults import DEFAULT_VERIFY_BATCH, OPTIMIZATION_LEVELS
 from ssd_export.options import ENGINE_OPTIONS
@@ -39,8 +39,10 @@ from ssd_export.tensorrt.network import (
     EngineBuildFailedError,
     EngineOptionError,
     EngineOutOfMemoryError,
+    NetworkBuild,
     NetworkSettings,
     OnnxParseError,
+    TensorRTFeatures,
     TensorRTUnavailableError,
     TimingCacheError,
     build_plan,
@@ -59,6 +61,9 @@ from ssd_runtime.onnx_model import OnnxModelInfo, read_onnx_info
 from ssd_runtime.options import default_of, parse_batch_profile, to_argv
 # VARIANT_PRECISION (re-exported): the precision each source variant builds in (strongly typed: the ONNX decides)
 from ssd_runtime.variants import VARIANT_PRECISION, VARIANT_TABLE
+
+if TYPE_CHECKING:  # the annotation only: CUDA is looked up when an engine is built
+    from ssd_runtime.cuda_device import DeviceInfo
 
 __all__ = [
     "VARIANT_PRECISION",
@@ -208,15 +213,7 @@ def build_engine(
     info = read_onnx_info(onnx_path)  # external data checked, spec checked
     trt = import_tensorrt()
     features = detect_features(trt)
-    if fp16 and not features.fp16_flag:
-        raise EngineOptionError(
-            f"--fp16: TensorRT {features.version} has no FP16 builder flag (removed in TensorRT 11, where precision "
-            "comes from the ONNX alone); build the fp16 variant instead: ssd-export onnx --variant fp16 ..."
-        )
-    if fp16 and info.variant != "fp32":
-        raise EngineOptionError(f"--fp16 applies to a plain fp32 ONNX; {onnx_path} is the {info.variant} variant, "
-                                "whose precision is in the graph: build it without --fp16")
-    precision = "fp16" if fp16 else VARIANT_PRECISION[info.variant]
+    precision = _precision(fp16, features, info, onnx_path)
     tf32_on = default_tf32(precision) if tf32 is None else bool(tf32)
     gpu = _device(device)  # and made current: the builder below builds on the current device
     settings = NetworkSettings(
@@ -233,20 +230,44 @@ def build_engine(
         batch=(dynamic[0]["min"][0], dynamic[0]["opt"][0], dynamic[0]["max"][0]) if dynamic else None,
         version_compatible=version_compatible, hardware_compatibility=hardware_compatibility,
         optimization_level=optimization_level, tf32=tf32_on, precision=precision, device=device)
-    sidecar = EngineSidecar(
+    sidecar = _sidecar(info, built, settings, features.version, gpu, precision, onnx_sha256, command)
+    sidecar = _check_and_publish(built.plan, engine_path, sidecar, info, onnx_path, checkpoint, parity=parity,
+                                 keep_failed=keep_failed, device=device, backend_options=backend_options)
+    return EngineBuild(engine_path, sidecar_path(engine_path), sidecar, sidecar.parity, time.perf_counter() - start,
+                       tuple(built.warnings))
+
+
+def _precision(fp16: bool, features: TensorRTFeatures, info: OnnxModelInfo, onnx_path: Path) -> str:
+    """The engine's precision: the source variant's (strongly typed), or fp16 from TensorRT 10's FP16
+    builder flag on a plain fp32 ONNX (refused on TensorRT 11 and for other variants)."""
+    if fp16 and not features.fp16_flag:
+        raise EngineOptionError(
+            f"--fp16: TensorRT {features.version} has no FP16 builder flag (removed in TensorRT 11, where precision "
+            "comes from the ONNX alone); build the fp16 variant instead: ssd-export onnx --variant fp16 ..."
+        )
+    if fp16 and info.variant != "fp32":
+        raise EngineOptionError(f"--fp16 applies to a plain fp32 ONNX; {onnx_path} is the {info.variant} variant, "
+                                "whose precision is in the graph: build it without --fp16")
+    return "fp16" if fp16 else VARIANT_PRECISION[info.variant]
+
+
+def _sidecar(info: OnnxModelInfo, built: NetworkBuild, settings: NetworkSettings, tensorrt_version: str,
+             gpu: DeviceInfo, precision: str, onnx_sha256: str, command: list[str]) -> EngineSidecar:
+    """The facts of a built plan (``built``, from ``settings`` on ``gpu``), its parity not yet checked."""
+    return EngineSidecar(
         schema_version=SIDECAR_SCHEMA,
-        tensorrt_version=features.version,
+        tensorrt_version=tensorrt_version,
         gpu_name=gpu.name,
         compute_capability=gpu.compute_capability,
         cuda_version=gpu.cuda_runtime_version,
         precision=precision,
         variant=info.variant,
-        fp16_flag=fp16,
-        tf32=tf32_on,
+        fp16_flag=settings.fp16,
+        tf32=settings.tf32,
         strongly_typed=settings.strongly_typed,
         profile=built.profile,
-        version_compatible=version_compatible,
-        hardware_compatibility=hardware_compatibility,
+        version_compatible=settings.version_compatible,
+        hardware_compatibility=settings.hardware_compatibility,
         inputs=built.inputs,
         outputs=built.outputs,
         output_kind=VARIANT_TABLE[info.variant].output_kind,
@@ -259,28 +280,37 @@ def build_engine(
         parity=None,
         end2end=None if info.end2end is None else info.end2end.to_dict(),
     )
+
+
+def _check_and_publish(plan: bytes, engine_path: Path, sidecar: EngineSidecar, info: OnnxModelInfo, onnx_path: Path,
+                       checkpoint: Path | None, *, parity: bool, keep_failed: bool, device: int,
+                       backend_options: dict[str, Any] | None) -> EngineSidecar:
+    """Check the plan under a temporary name beside ``engine_path`` (when ``parity``), then move it and its
+    sidecar into place; returns the sidecar with the check's report (``parity``: None unchecked).
+
+    A failed check raises :class:`EngineParityError`, publishing the pair only when ``keep_failed``."""
     with _Staged(engine_path) as staged:
-        staged.write_bytes(built.plan)
+        staged.write_bytes(plan)
         write_sidecar(staged, sidecar)
         report = None
         if parity:
             from ssd_export.tensorrt.check import check_engine
 
-            report = check_engine(staged, info, checkpoint, device=device, precision=sidecar.precision, tf32=tf32_on,
-                                  batch_size=_parity_batch(built.profile, info), backend_options=backend_options)
+            report = check_engine(staged, info, checkpoint, device=device, precision=sidecar.precision,
+                                  tf32=sidecar.tf32, batch_size=_parity_batch(sidecar.profile, info),
+                                  backend_options=backend_options)
             sidecar = replace(sidecar, parity=report)
         if report is not None and not report["passed"]:
             if keep_failed:
-                _publish(built.plan, engine_path, sidecar)
+                _publish(plan, engine_path, sidecar)
             raise EngineParityError(
                 f"the engine built from {onnx_path} fails its parity check ({'; '.join(report['failures'])}); "
                 + (f"kept {engine_path} and its sidecar (--keep-failed; the sidecar records the failure)" if keep_failed
                    else "removed it (keep it for inspection with --keep-failed)"),
                 report, keep_failed,
             )
-        _publish(built.plan, engine_path, sidecar)
-    return EngineBuild(engine_path, sidecar_path(engine_path), sidecar, report, time.perf_counter() - start,
-                       tuple(built.warnings))
+        _publish(plan, engine_path, sidecar)
+    return sidecar
 
 
 def _check_options(onnx_path: Path, engine_path: Path, checkpoint: Path | None, workspace: int | None,
