@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ssd_runtime.detections import Detections, float32_threshold
+from ssd_runtime.detections import Detections
 from ssd_runtime.spec import PostprocessSettings
 from ssd_runtime.variants import DETECTION_OUTPUTS
 
@@ -37,9 +37,9 @@ class End2EndSettingsError(ValueError):
 def check_settings(baked: PostprocessSettings, settings: PostprocessSettings) -> None:
     """Raise :class:`End2EndSettingsError` unless ``settings`` can be applied to ``baked`` outputs exactly."""
     problems = []
-    if float32_threshold(settings.max_overlap) != float32_threshold(baked.max_overlap):
+    if settings.max_overlap_float32 != baked.max_overlap_float32:
         problems.append(f"max_overlap {settings.max_overlap} (baked: {baked.max_overlap})")
-    if float32_threshold(settings.min_score) < float32_threshold(baked.min_score):
+    if settings.min_score_float32 < baked.min_score_float32:
         problems.append(f"min_score {settings.min_score} below the baked {baked.min_score}")
     if settings.top_k > baked.top_k:
         problems.append(f"top_k {settings.top_k} above the baked {baked.top_k}")
@@ -68,7 +68,7 @@ def padded_to_detections(boxes: Any, scores: Any, labels: Any, num_detections: A
 def end2end_detections(outputs: tuple, baked: PostprocessSettings, settings: PostprocessSettings) -> list[Detections]:
     """End-to-end outputs -> :class:`Detections` per image at ``settings`` (checked against ``baked``)."""
     check_settings(baked, settings)
-    threshold = float32_threshold(settings.min_score)
+    threshold = settings.min_score_float32
     result = []
     for dets in padded_to_detections(*outputs):
         # scores are sorted descending, so the kept ones are a prefix; then at most top_k of them

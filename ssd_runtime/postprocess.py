@@ -15,7 +15,9 @@ Semantics (``docs/reference.md``, "Inference and evaluation"), identical in the 
 Order and tie-break: score descending, then class index ascending, then prior index ascending. The
 same order ranks candidates inside the greedy NMS of a class. Thresholds are compared exactly as
 real numbers (``x > t`` on float32 ``x``), which is what torchvision's NMS does with its float64
-threshold; all implementations here share :func:`float32_threshold` for that.
+threshold; every implementation reads the one float32 value of each threshold that the settings carry
+(:attr:`~ssd_runtime.spec.PostprocessSettings.min_score_float32`, ``max_overlap_float32``: see
+:func:`float32_threshold`).
 
 The NumPy implementation exploits the structure of the problem: a candidate's fate depends only on
 higher-ranked candidates of its class, so candidates are processed in the global output order, in
@@ -65,8 +67,7 @@ def postprocess(
     _check_shapes(locs.shape, class_logits.shape, priors.shape)
     if settings.top_k <= 0:
         return [Detections.empty() for _ in range(class_logits.shape[0])]
-    score_thr = float32_threshold(settings.min_score)
-    iou_thr = float32_threshold(settings.max_overlap)
+    score_thr, iou_thr = settings.min_score_float32, settings.max_overlap_float32
     results = []
     for n in range(class_logits.shape[0]):
         cand_scores, cand_cls0, cand_prior = _candidates(class_logits[n], score_thr)

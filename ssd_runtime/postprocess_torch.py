@@ -24,7 +24,7 @@ import torch
 
 from ssd_runtime.boxes import VARIANCES
 from ssd_runtime.boxes_torch import cxcywh_to_xyxy, decode
-from ssd_runtime.detections import Detections, float32_threshold
+from ssd_runtime.detections import Detections
 from ssd_runtime.postprocess import _check_shapes
 from ssd_runtime.spec import PostprocessSettings
 
@@ -63,7 +63,7 @@ def postprocess_torch(
 
     num_images = class_logits.shape[0]
     scores, boxes = _scores_and_boxes(locs, class_logits, priors, variances)
-    score_thr = float(float32_threshold(settings.min_score))
+    score_thr = float(settings.min_score_float32)
     # (N, P, C-1) -> (N, C-1, P): nonzero yields candidates in (image, class, prior) order
     fg_scores = scores[..., 1:].transpose(1, 2)
     image, cls0, prior = torch.nonzero(fg_scores > score_thr, as_tuple=True)
@@ -156,8 +156,7 @@ def postprocess_torch_padded(
     if top_k <= 0:
         raise ValueError(f"postprocess_torch_padded needs top_k >= 1, got {top_k}")
     cap = max(1, min(max_candidates, num_priors))
-    score_thr = float(float32_threshold(settings.min_score))
-    iou_thr = float(float32_threshold(settings.max_overlap))
+    score_thr, iou_thr = float(settings.min_score_float32), float(settings.max_overlap_float32)
     # (N, P, C-1) -> (N, C-1, P)
     fg_scores = scores[..., 1:].transpose(1, 2)
     cand_scores, cand_prior = torch.topk(fg_scores, cap, dim=-1, sorted=True)  # (N, C-1, M)

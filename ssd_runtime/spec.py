@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ssd_runtime.boxes import VARIANCES
+from ssd_runtime.detections import float32_threshold
 from ssd_runtime.errors import FormatError, SettingsError, SpecError
 from ssd_runtime.formats import MODEL_SPEC, VERSION_KEY
 from ssd_runtime.priors import PriorConfig, make_priors, priors_sha256
@@ -88,6 +89,19 @@ class PostprocessSettings:
         if problems:
             raise SettingsError("postprocess settings out of range: " + "; ".join(problems) + " (the reference SSD300 "
                                 "detects at min_score 0.2, max_overlap 0.5, top_k 200 and evaluates at 0.01, 0.45, 200)")
+
+    @property
+    def min_score_float32(self) -> np.float32:
+        """``min_score`` as the largest float32 <= it: for float32 scores ``s > min_score_float32`` iff
+        ``s > min_score`` (:func:`~ssd_runtime.detections.float32_threshold`), in any precision. Every
+        postprocess compares against this one value."""
+        return float32_threshold(self.min_score)
+
+    @property
+    def max_overlap_float32(self) -> np.float32:
+        """``max_overlap`` as the largest float32 <= it: for float32 IoUs ``iou > max_overlap_float32`` iff
+        ``iou > max_overlap``."""
+        return float32_threshold(self.max_overlap)
 
     def to_dict(self) -> dict:
         return {"min_score": self.min_score, "max_overlap": self.max_overlap, "top_k": self.top_k}

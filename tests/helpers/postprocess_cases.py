@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ssd_runtime.boxes import cxcywh_to_xyxy, decode
-from ssd_runtime.detections import Detections, float32_threshold
+from ssd_runtime.detections import Detections
 from ssd_runtime.spec import PostprocessSettings
 
 
@@ -26,7 +26,7 @@ def random_problem(seed: int, num_images: int = 2, num_priors: int = 300, num_cl
 
 def slow_postprocess(locs, logits, priors, settings: PostprocessSettings) -> list[Detections]:
     """Loop-per-candidate reference with the documented semantics and tie-break."""
-    score_thr, iou_thr = float32_threshold(settings.min_score), float32_threshold(settings.max_overlap)
+    score_thr, iou_thr = settings.min_score_float32, settings.max_overlap_float32
     out = []
     for n in range(logits.shape[0]):
         x = logits[n].astype(np.float32)

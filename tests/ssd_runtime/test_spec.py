@@ -144,6 +144,17 @@ def test_postprocess_settings_out_of_range_are_refused(values, message):
     assert PostprocessSettings(0.0, 1.0, 0).top_k == 0  # the edges are valid: keep all, suppress none, keep none
 
 
+@pytest.mark.parametrize("min_score, max_overlap", [(0.01, 0.45), (0.2, 0.5), (0.1, 0.3), (0.0, 1.0), (1 / 3, 2 / 3)])
+def test_postprocess_settings_carry_their_exact_float32_thresholds(min_score, max_overlap):
+    from ssd_runtime.spec import PostprocessSettings
+
+    settings = PostprocessSettings(min_score, max_overlap, 200)
+    for value, threshold in ((min_score, settings.min_score_float32), (max_overlap, settings.max_overlap_float32)):
+        # the largest float32 <= the value: for float32 x, x > threshold iff x > value
+        assert isinstance(threshold, np.float32) and float(threshold) <= value
+        assert float(np.nextafter(threshold, np.float32(np.inf))) > value
+
+
 def test_detect_with_settings_out_of_range_exits_2(runtime_onnx, voc_root, capsys):
     from ssd_runtime.cli import main
 
