@@ -31,11 +31,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ssd_runtime.errors import AnnotationError, DatasetError, ImageError
 from ssd_runtime.images import image_size
+
+if TYPE_CHECKING:  # the annotation only: defusedxml parses into the standard library's elements
+    from xml.etree.ElementTree import Element
 
 BACKGROUND = "background"
 #: Largest annotation file read, in bytes (real VOC files are about 1 KB).
@@ -246,6 +250,26 @@ def _flag(text: str | None) -> bool:
     return float(t) != 0
 
 
+def _annotated_size(root: Element, xml_path: Path, image_path: str | os.PathLike | None, report: ReadReport) -> tuple[int, int]:
+    """(width, height) from ``<size>``; a missing or invalid one from the image header (counted in ``report``)."""
+    width = height = 0
+    size_el = root.find("size")
+    if size_el is not None:
+        try:
+            width, height = int(_number(size_el.findtext("width"))), int(_number(size_el.findtext("height")))
+        except ValueError:
+            width = height = 0
+    if width <= 0 or height <= 0:
+        if image_path is None:
+            raise AnnotationError(f"{xml_path}: no valid <size> and no image to take the size from")
+        try:
+            width, height = image_size(image_path)
+        except ImageError as exc:
+            raise AnnotationError(f"{xml_path}: no valid <size>, and the image cannot be read: {exc}") from exc
+        report.add("size_from_image", str(xml_path))
+    return width, height
+
+
 def parse_annotation(
     xml_path: str | os.PathLike,
     class_names: tuple[str, ...] | list[str],
@@ -269,22 +293,7 @@ def parse_annotation(
     if root.tag != "annotation":
         raise AnnotationError(f"{xml_path}: root element is <{root.tag}>, expected <annotation>")
 
-    width = height = 0
-    size_el = root.find("size")
-    if size_el is not None:
-        try:
-            width, height = int(_number(size_el.findtext("width"))), int(_number(size_el.findtext("height")))
-        except ValueError:
-            width = height = 0
-    if width <= 0 or height <= 0:
-        if image_path is None:
-            raise AnnotationError(f"{xml_path}: no valid <size> and no image to take the size from")
-        try:
-            width, height = image_size(image_path)
-        except ImageError as exc:
-            raise AnnotationError(f"{xml_path}: no valid <size>, and the image cannot be read: {exc}") from exc
-        report.add("size_from_image", str(xml_path))
-
+    width, height = _annotated_size(root, xml_path, image_path, report)
     boxes: list[list[float]] = []
     labels: list[int] = []
     difficult: list[bool] = []
@@ -352,7 +361,7 @@ def parse_annotation(
 
 
 def read_voc_split(
-    roots: list[str | os.PathLike] | str | os.PathLike,
+    data: str | os.PathLike | Sequence[str | os.PathLike],
     split: str,
     class_names: tuple[str, ...] | list[str],
     *,
@@ -360,17 +369,20 @@ def read_voc_split(
     skip_unknown: bool = False,
     report: ReadReport | None = None,
     warn: bool = True,
+    max_images: int = 0,
 ) -> list[VOCRecord]:
-    """Read every image of ``split`` in the VOC ``roots`` (a list, or one path for :func:`split_roots`).
+    """Read every image of ``split`` of ``data``: the one reader of a split (training, every evaluation,
+    calibration, deploy).
 
-    Returns one :class:`VOCRecord` per id, in split-file order (roots in the order given). Files are
-    checked first (:func:`preflight`: one error lists every missing file). Unknown class names are
-    collected over the whole split and raised together unless ``skip_unknown``. Lenient drops and
-    defaults are counted in ``report`` and, if ``warn``, summarised in one warning.
+    ``data``: a VOC root, a VOCdevkit, a folder holding one, or a list of VOC roots (:func:`split_roots`
+    finds the roots). Returns one :class:`VOCRecord` per id, in split-file order (roots in the order
+    given); ``max_images`` > 0 keeps the first ``max_images`` of them (the whole split is still read and
+    checked, so a bad file anywhere in it is reported whatever the count). Files are checked first
+    (:func:`preflight`: one error lists every missing file). Unknown class names are collected over the
+    whole split and raised together unless ``skip_unknown``. Lenient drops and defaults are counted in
+    ``report`` and, if ``warn``, summarised in one warning.
     """
-    if isinstance(roots, (str, os.PathLike)):
-        roots = split_roots(roots, split)
-    roots = [Path(r) for r in roots]
+    roots = split_roots(data, split)
     names = tuple(class_names)
     if not names or names[0] != BACKGROUND:
         raise AnnotationError(f"class_names must start with {BACKGROUND!r}, got {list(names[:3])}...")
@@ -394,4 +406,4 @@ def read_voc_split(
     dropped = {k: v for k, v in report.counts.items() if k not in ("difficult_defaulted",)}
     if warn and dropped:
         warnings.warn(f"VOC split {split!r}: {report.summary()}", stacklevel=2)
-    return records
+    return records[:max_images] if max_images else records

@@ -199,6 +199,21 @@ def test_devkit_layout_reads_07_and_12_for_trainval_and_07_for_test(tmp_path):
         split_roots(tmp_path / "empty", "trainval")
 
 
+def test_read_voc_split_is_the_one_reader_of_any_layout_and_keeps_the_first_max_images(tmp_path):
+    devkit = tmp_path / "VOCdevkit"
+    make_root(devkit / "VOC2007", {"000001": xml([obj()]), "000002": xml([obj("dog")])})
+    make_root(devkit / "VOC2012", {"2008_000001": xml([obj()])})
+    ids = ["000001", "000002", "2008_000001"]
+    for data in (tmp_path, devkit, [devkit], str(devkit), [devkit / "VOC2007", devkit / "VOC2012"]):
+        assert [r.image_id for r in read_voc_split(data, "trainval", CLASSES)] == ids
+    assert [r.image_id for r in read_voc_split(devkit, "trainval", CLASSES, max_images=2)] == ids[:2]
+    assert [r.image_id for r in read_voc_split(devkit, "trainval", CLASSES, max_images=9)] == ids
+    # the whole split is still read: a bad annotation past the first max_images is reported
+    make_root(devkit / "VOC2012", {"2008_000001": xml([obj("horse")])})
+    with pytest.raises(AnnotationError, match="horse"):
+        read_voc_split(devkit, "trainval", CLASSES, max_images=1)
+
+
 def test_png_and_jpeg_extensions_found(tmp_path):
     root = make_root(tmp_path, {"a": xml([obj()])})
     (root / "JPEGImages" / "a.jpg").rename(root / "JPEGImages" / "a.png")
