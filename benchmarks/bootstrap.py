@@ -3,7 +3,7 @@
     python -m benchmarks.bootstrap [--images 500] [--detections 200] [--resamples 1000]
 
 Single-threaded. Times, on the same synthetic set (``benchmarks.metric.synthetic_set``) and machine:
-``voc_map`` once (the baseline: what one resample would cost if the resampled set were built and
+``map_of_detections`` once (the baseline: what one resample would cost if the resampled set were built and
 evaluated literally), ``resampled_aps`` of one model over all resamples (matching done once, each
 resample a repetition by image weights and a cumsum per class), and ``paired_bootstrap`` of two models.
 """
@@ -23,7 +23,7 @@ from benchmarks.common import cpu_name  # noqa: E402
 from benchmarks.metric import synthetic_set  # noqa: E402
 from ssd_runtime.bootstrap import BootstrapSettings, paired_bootstrap, resample_weights, resampled_aps  # noqa: E402
 from ssd_runtime.detections import Detections  # noqa: E402
-from ssd_runtime.metric import voc_map  # noqa: E402
+from ssd_runtime.metric import map_of_detections  # noqa: E402
 from ssd_runtime.spec import VOC_CLASSES  # noqa: E402
 
 
@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
              for d in detections]
     settings = BootstrapSettings(resamples=args.resamples)
     start = time.perf_counter()
-    reference = voc_map(detections, ground_truths, VOC_CLASSES)
+    reference = map_of_detections(detections, ground_truths, VOC_CLASSES)
     voc_map_s = time.perf_counter() - start
-    model = voc_map(other, ground_truths, VOC_CLASSES)
+    model = map_of_detections(other, ground_truths, VOC_CLASSES)
     weights = resample_weights(args.images, settings)
     start = time.perf_counter()
     resampled_aps(reference.matches, weights)

@@ -49,7 +49,7 @@ def _child(args: argparse.Namespace) -> dict:
     start_rss = _maxrss_mib()
     options = {"intra_op_threads": args.threads} if args.threads else {}
     detector = Detector.load(args.model, **options)
-    records = read_voc_split(args.data, args.split, detector.spec.class_names, warn=False)[: args.images]
+    records = read_voc_split(args.data, args.split, detector.spec.class_names, warn=False, max_images=args.images)
     loaded_rss = _maxrss_mib()
     out: dict = {"images": len(records), "rss_start_mib": start_rss, "rss_loaded_mib": loaded_rss}
     if args.child in ("detect", "both"):

@@ -70,7 +70,7 @@ def interleaved(fns: dict, warmup: int, repeats: int) -> dict[str, list[float]]:
 def end_to_end(detector, images: list[np.ndarray], settings) -> list:
     """Detector preprocess + inference + NumPy postprocess + pixel conversion (as ``ssd_runtime.bench``)."""
     prepared = detector.prepare(images)
-    dets = detector.raw_detections(prepared.pixels, settings)
+    dets = detector.fractional_detections(prepared.pixels, settings)
     return [detector.to_image_detections(d, w, h) for d, (w, h) in zip(dets, prepared.sizes)]
 
 

@@ -88,19 +88,19 @@ def measure(folder: Path) -> dict:
 
     from ssd_runtime.backends.onnxruntime import OrtBackend
     from ssd_runtime.detector import Detector
-    from ssd_runtime.evaluate import records_map
+    from ssd_runtime.evaluate import map_of_detector_on_records
     from ssd_runtime.voc import read_voc_split
 
     data = folder / "data"
-    images = [data / "JPEGImages" / f"{i}.jpg" for i in (data / "ImageSets" / "Main" / "test.txt").read_text().split()]
     models = {}
     for model_dir in sorted(p for p in folder.iterdir() if (p / "int8.onnx").is_file()):
         fp32 = Detector(OrtBackend(model_dir / "fp32.onnx"))
         records = read_voc_split(data, "test", fp32.spec.class_names)
+        images = [record.image_path for record in records]
         pixels = fp32.prepare(images).pixels
         expected = [np.asarray(o, np.float64) for o in fp32.infer(pixels)]
         expected_top = [d.scores[0] if len(d) else 0.0 for d in fp32.detect(images)]
-        fp32_map = records_map(fp32, records)[0].map
+        fp32_map = map_of_detector_on_records(fp32, records)[0].map
         row: dict = {"fp32_map_points": fp32_map * 100}
         for variant in ("fp16", "int8"):
             detector = Detector(OrtBackend(model_dir / f"{variant}.onnx"))
@@ -113,7 +113,7 @@ def measure(folder: Path) -> dict:
                                "range": scale}
             top = [d.scores[0] if len(d) else 0.0 for d in detector.detect(images)]
             entry["top_score_max_diff"] = float(np.abs(np.subtract(top, expected_top)).max())
-            entry["map_delta_points"] = (records_map(detector, records)[0].map - fp32_map) * 100
+            entry["map_delta_points"] = (map_of_detector_on_records(detector, records)[0].map - fp32_map) * 100
             row[variant] = entry
         models[model_dir.name] = row
     return {"benchmark": "kernel_spread", "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,

@@ -15,7 +15,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ssd_runtime.detections import Detections  # noqa: E402
-from ssd_runtime.metric import GroundTruth, voc_map  # noqa: E402
+from ssd_runtime.metric import GroundTruth, map_of_detections  # noqa: E402
 from ssd_runtime.spec import VOC_CLASSES  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            result = voc_map(detections, ground_truths, VOC_CLASSES, ap_method=method)
+            result = map_of_detections(detections, ground_truths, VOC_CLASSES, ap_method=method)
             times.append(time.perf_counter() - start)
         out[method] = {"seconds_median": round(float(np.median(times)), 3), "map": round(result.map, 4)}
     print(json.dumps(out, indent=2))

@@ -11,12 +11,12 @@ Fast and exact. Matching is per image (:class:`~ssd_runtime.metric.Matches`): a 
 detections with the TP/FP flags they already had and its ground truth, so a resample is a weighting of
 images by how often they were drawn, and its AP per class is a cumsum over the class's ranked
 detections, each repeated as often as its image was drawn (:func:`resampled_aps`), then the metric's own
-``class_curve`` / ``average_precision``. That equals running :func:`~ssd_runtime.metric.voc_map` on the
+``class_curve`` / ``average_precision``. That equals running :func:`~ssd_runtime.metric.map_of_detections` on the
 literal resampled set (the drawn images in index order, each copy a separate image) to the last bit,
 including exact score ties (``tests/ssd_runtime/test_bootstrap.py``). Measured with
 ``python -m benchmarks.bootstrap`` (500 images x 200 detections, 1000 resamples, one thread, AMD EPYC, a
 shared 2-core machine): 3.1-3.5 s per model, 8.3-9.0 s for a paired interval, where building and
-evaluating each resampled set literally would cost at least 1000 x ``voc_map`` = 27-33 s.
+evaluating each resampled set literally would cost at least 1000 x ``map_of_detections`` = 27-33 s.
 
 Deterministic: the resamples are drawn from ``numpy.random.default_rng(seed)``; the seed, the number of
 resamples and the level are recorded beside every interval (:meth:`BootstrapSettings.to_dict`).
@@ -112,7 +112,7 @@ def resampled_aps(matches: Matches, weights: np.ndarray) -> np.ndarray:
     """AP of every class on every resample: float64 (R, C - 1), nan where a resample has none of the
     class's ground truth. ``weights``: int (R, num_images), how often each image is drawn.
 
-    Equal to ``voc_map`` on the literal resampled set with the drawn images in index order: a detection of
+    Equal to ``map_of_detections`` on the literal resampled set with the drawn images in index order: a detection of
     an image drawn w times is ranked w times in a row (its copies tie and come in image order), except
     where one image holds several counted detections of a class at one score; those repeat as a block
     per copy (a1 b1 a2 b2), as the copies' image order ranks them.
@@ -126,7 +126,7 @@ def resampled_aps(matches: Matches, weights: np.ndarray) -> np.ndarray:
         runs = _tie_runs(cm)
         for r in range(weights.shape[0]):
             if num_pos[r, c] == 0:
-                continue  # no ground truth drawn: AP nan, as voc_map
+                continue  # no ground truth drawn: AP nan, as map_of_detections
             w = weights[r, cm.image]  # (K,) copies of each ranked detection
             if runs is None:
                 true_positive = np.repeat(cm.true_positive, w)

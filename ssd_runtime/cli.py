@@ -10,7 +10,7 @@ from ssd_runtime import cli_common, options
 from ssd_runtime.backends import BACKENDS, resolve_backend
 from ssd_runtime.bench import benchmark
 from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES, Detector
-from ssd_runtime.evaluate import compare_map
+from ssd_runtime.evaluate import map_report_of_model_file
 from ssd_runtime.metric import AP_METHODS
 from ssd_runtime.options import BATCH_SIZE, BATCH_SIZES, CHECKPOINT, DEVICE, IMAGE_PATHS, MAX_IMAGES, MODEL, default_of
 from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS, PriorConfig
@@ -92,7 +92,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         if args.resume:
             raise ValueError("--resume continues a --detections-out file: pass the file to continue")
-        report = compare_map(
+        report = map_report_of_model_file(
             args.model, args.data, checkpoint=args.checkpoint, split=args.split, backend=args.backend,
             device=args.device, postprocess=args.postprocess, batch_size=args.batch_size, max_images=args.max_images,
             ap_method=args.ap_method, backend_options=_backend_options(args),
@@ -127,11 +127,11 @@ def add_evaluation_flags(p: argparse.ArgumentParser, batch_size: int, data_nargs
     image count, AP method, unknown classes, the detections file and JSON."""
     p.add_argument("--data", required=True, nargs=data_nargs,
                    help="VOC root, VOCdevkit, or a generated dataset folder" + (" (or several)" if data_nargs else ""))
-    p.add_argument("--split", default=default_of(compare_map, "split"))
+    p.add_argument("--split", default=default_of(map_report_of_model_file, "split"))
     options.add(p, BATCH_SIZE, default=batch_size)
-    options.add(p, MAX_IMAGES, default=default_of(compare_map, "max_images"), deprecated=max_images_aliases,
-                help="evaluate the first N images only (0 = all)")
-    p.add_argument("--ap-method", default=default_of(compare_map, "ap_method"), choices=AP_METHODS)
+    options.add(p, MAX_IMAGES, default=default_of(map_report_of_model_file, "max_images"),
+                deprecated=max_images_aliases, help="evaluate the first N images only (0 = all)")
+    p.add_argument("--ap-method", default=default_of(map_report_of_model_file, "ap_method"), choices=AP_METHODS)
     p.add_argument("--skip-unknown-classes", action="store_true", help="drop annotated objects of classes the model lacks")
     add_stream_flags(p, "write each image's detections to FILE as they come (JSON lines; see docs/evaluation.md)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
@@ -140,7 +140,7 @@ def add_evaluation_flags(p: argparse.ArgumentParser, batch_size: int, data_nargs
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="VOC mAP through the runtime, beside the PyTorch checkpoint it came from")
     _add_model_flags(p, required=False)
-    add_evaluation_flags(p, batch_size=default_of(compare_map, "batch_size"))
+    add_evaluation_flags(p, batch_size=default_of(map_report_of_model_file, "batch_size"))
     options.add(p, CHECKPOINT, help="the .pt the model was exported from: its mAP is reported beside (delta in points)")
     p.add_argument("--detections", nargs="+", metavar="FILE",
                    help="evaluate detections files (one, or every part of a sharded run) instead of running --model")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -150,11 +151,18 @@ class Detector:
         """Single images -> the backend's input batch and the images' sizes."""
         return preprocess(images, self.spec, self.backend.input_kind)
 
-    def raw_detections(self, pixels: Any, settings: PostprocessSettings) -> list[Detections]:
-        """A preprocessed batch -> fractional :class:`Detections` per image (inference + postprocess)."""
+    def fractional_detections(self, pixels: Any, settings: PostprocessSettings) -> list[Detections]:
+        """A preprocessed batch (:meth:`prepare`'s pixels) -> fractional :class:`Detections` per image
+        (inference + postprocess at ``settings``; boxes xyxy in fractions of the image)."""
         if self.output_kind == "detections":
             check_settings(self.backend.end2end.settings, settings)  # before the inference, not after
         return self.outputs_to_detections(self.infer(pixels), settings)
+
+    def raw_detections(self, pixels: Any, settings: PostprocessSettings) -> list[Detections]:
+        """Deprecated (goes in the next release): :meth:`fractional_detections`, whose name says what it returns."""
+        warnings.warn("Detector.raw_detections is deprecated: use Detector.fractional_detections (the same "
+                      "postprocessed detections)", DeprecationWarning, stacklevel=2)
+        return self.fractional_detections(pixels, settings)
 
     def infer(self, pixels: Any) -> tuple:
         """``backend.infer``; with the torch postprocess on a CUDA backend a NumPy batch goes to the device
@@ -214,7 +222,7 @@ class Detector:
         batch = self.prepare(image_list)
         results = [
             self.to_image_detections(dets, width, height)
-            for dets, (width, height) in zip(self.raw_detections(batch.pixels, settings), batch.sizes)
+            for dets, (width, height) in zip(self.fractional_detections(batch.pixels, settings), batch.sizes)
         ]
         return results if batched else results[0]
 

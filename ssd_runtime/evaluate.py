@@ -1,26 +1,34 @@
-"""VOC mAP through the runtime, side by side with the PyTorch checkpoint the model came from.
+"""VOC mAP through the runtime: a model file, or a model training holds in memory, on a split of VOC data.
 
-The one metric (:func:`ssd_runtime.metric.voc_map`) and the one data reader
-(:func:`ssd_runtime.voc.read_voc_split` + the safe image loader) serve both columns: the runtime
-model and the checkpoint are run through the same :class:`~ssd_runtime.detector.Detector` pipeline
-(batched preprocess -> backend -> postprocess at the spec's evaluation settings), so "parity"
-compares the networks' detections, never two metrics. Ground truth is taken in fractions of the
-decoded image size, as the PyTorch evaluation (``ssd_train.evaluation.evaluate``) does.
+Every evaluation of the toolkit runs here. A :class:`~ssd_runtime.detector.Detector` (batched
+preprocess -> backend -> postprocess at the spec's evaluation settings) streams the images
+(:mod:`ssd_runtime.streaming`: batches in a fixed grid, the next one decoded in a thread, memory
+bounded by two batches of pixels plus each image's detections); the one data reader
+(:func:`ssd_runtime.voc.read_voc_split` + the safe image loader) gives the ground truth, in fractions
+of the decoded image size; the one metric (:func:`ssd_runtime.metric.map_of_detections`) scores
+them. ``ssd-runtime eval`` loads a model file; ``ssd-train eval`` and training's periodic evaluation
+(:mod:`ssd_train.evaluation`) serve their network in memory as a backend and call the same functions.
 
-Targets (issue 6): |delta mAP| <= 0.05 point for FP32 models and <= 0.1 point for FP16 ones
-(1 point = 0.01 on the 0-1 scale). Every delta carries a paired bootstrap interval over the images
-(:mod:`ssd_runtime.bootstrap`): the same resamples for both models, the mAP's and each class's.
+The names say what each takes: :func:`map_of_detector_on_split` (a detector and a split of VOC
+data), :func:`map_of_detector_on_records` (a detector and records already read),
+:func:`map_of_image_records` (each image's detections records and the images' records),
+:func:`map_of_detections_files` (detections files, one or every part of a sharded run), and
+:func:`map_report_of_model_file` (a model file, and with ``checkpoint`` the PyTorch checkpoint it came
+from beside it: a report dict). Its ``delta_points`` carries a paired bootstrap interval over the
+images (:mod:`ssd_runtime.bootstrap`): the same resamples for both models, the mAP's and each
+class's; targets by precision are :data:`TARGET_POINTS` (from :mod:`ssd_runtime.variants`).
 
-Large sets (``docs/evaluation.md``): images run in batches with the next one decoded in a thread
-(:mod:`ssd_runtime.streaming`), so memory holds two batches of pixels plus each image's detections.
-:func:`evaluate_to_file` writes the detections to a file as they come (resumable; one part per shard
-under ``--shard i/N`` or torchrun) and :func:`detections_report` turns files back into the metric:
-the same detections, the same ground truth, the same mAP to the last bit.
+Large sets (``docs/evaluation.md``): :func:`evaluate_to_file` (a model file) and
+:func:`detect_records_to_file` (a detector: what ``ssd-train eval`` uses) write the detections to a
+file as they come (resumable; one part per shard under ``--shard i/N`` or torchrun), and
+:func:`detections_report` turns files back into the metric: the same detections, the same ground
+truth, the same mAP to the last bit.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,17 +38,17 @@ from ssd_runtime.detections_file import (
     DetectionsFileError, DetectionsHeader, ImageRecord, image_list_sha256, read_header, read_parts,
 )  # fmt: skip
 from ssd_runtime.detector import Detector
-from ssd_runtime.metric import GroundTruth, VOCResult, voc_map
+from ssd_runtime.metric import GroundTruth, VOCResult, map_of_detections
 from ssd_runtime.sharding import Shard, device_for, part_path, wait_for_shards
 from ssd_runtime.streaming import ImageItem, detect_to_file, run_detections
 from ssd_runtime.variants import TARGET_POINTS  # TARGET_POINTS: |delta mAP| targets by precision
-from ssd_runtime.voc import VOCRecord, fit_to_image, read_voc_split, split_roots
+from ssd_runtime.voc import VOCRecord, fit_to_image, read_voc_split
 
 __all__ = [
-    "TARGET_POINTS", "compare_map", "detections_map", "detections_report", "evaluate_to_file", "parts_map",
-    "precision_of", "records_map", "runtime_map",
+    "TARGET_POINTS", "PartsWritten", "compare_map", "detect_records_to_file", "detections_report", "evaluate_to_file",
+    "map_of_detections_files", "map_of_detector_on_records", "map_of_detector_on_split", "map_of_image_records",
+    "map_report_of_model_file", "precision_of", "runtime_map",
 ]  # fmt: skip
-
 
 
 def _ground_truth(record: VOCRecord, size: tuple[int, int]) -> GroundTruth:
@@ -51,7 +59,12 @@ def _ground_truth(record: VOCRecord, size: tuple[int, int]) -> GroundTruth:
     return GroundTruth.create((boxes / scale).astype(np.float32), labels, difficult)
 
 
-def runtime_map(
+def _image_items(records: Sequence[VOCRecord]) -> list[ImageItem]:
+    """The streaming loop's image list: each record's index in ``records``, id and image file."""
+    return [ImageItem(i, r.image_id, r.image_path) for i, r in enumerate(records)]
+
+
+def map_of_detector_on_split(
     detector: Detector,
     data: str | os.PathLike | list[str | os.PathLike],
     split: str = "test",
@@ -65,13 +78,11 @@ def runtime_map(
 
     Returns the :class:`VOCResult` and run facts (images, seconds, images/s).
     """
-    records = read_voc_split(split_roots(data, split), split, detector.spec.class_names, skip_unknown=skip_unknown)
-    if max_images:
-        records = records[:max_images]
-    return records_map(detector, records, batch_size=batch_size, ap_method=ap_method)
+    records = read_voc_split(data, split, detector.spec.class_names, skip_unknown=skip_unknown, max_images=max_images)
+    return map_of_detector_on_records(detector, records, batch_size=batch_size, ap_method=ap_method)
 
 
-def records_map(
+def map_of_detector_on_records(
     detector: Detector,
     records: Sequence[VOCRecord],
     *,
@@ -83,23 +94,24 @@ def records_map(
     Returns the :class:`VOCResult` and run facts (images, seconds, images/s).
     """
     images: list[ImageRecord] = []
-    items = [ImageItem(i, r.image_id, r.image_path) for i, r in enumerate(records)]
-    facts = run_detections(detector, items, detector.spec.evaluation, images.extend, batch_size=batch_size)
-    result = detections_map(records, images, detector.spec.class_names, ap_method=ap_method)
+    facts = run_detections(detector, _image_items(records), detector.spec.evaluation, images.extend,
+                           batch_size=batch_size)
+    result = map_of_image_records(records, images, detector.spec.class_names, ap_method=ap_method)
     return result, {k: facts[k] for k in ("images", "seconds", "images_per_s")}
 
 
-def detections_map(
+def map_of_image_records(
     records: Sequence[VOCRecord],
     images: Sequence[ImageRecord],
     class_names: Sequence[str],
     *,
     ap_method: str = "11point",
 ) -> VOCResult:
-    """VOC mAP of per-image detections (``images[i]`` belongs to ``records[i]``) against the records' ground truth.
+    """VOC mAP of per-image detections records (``images[i]`` belongs to ``records[i]``) against the records'
+    ground truth.
 
     Ground truth is taken in fractions of each image's decoded size (``width`` x ``height`` of its
-    detections record), as the PyTorch evaluation does.
+    detections record), as training's data does.
     """
     if len(records) != len(images):
         raise ValueError(f"{len(images)} detection records for {len(records)} images: pass one per image, in order")
@@ -108,7 +120,7 @@ def detections_map(
             raise DetectionsFileError(f"image {image.index}: detections of {image.image_id!r} for the ground truth of "
                                       f"{record.image_id!r}; the detections come from another image list")
     truths = [_ground_truth(r, (image.width, image.height)) for r, image in zip(records, images)]
-    return voc_map([image.detections for image in images], truths, class_names, ap_method=ap_method)
+    return map_of_detections([image.detections for image in images], truths, class_names, ap_method=ap_method)
 
 
 def precision_of(detector: Detector) -> str:
@@ -135,7 +147,7 @@ def _report(facts: dict[str, Any], data: Any, split: str, ap_method: str, settin
             "interval_wider_than_target": None}
 
 
-def compare_map(
+def map_report_of_model_file(
     model: str | os.PathLike,
     data: str | os.PathLike,
     *,
@@ -159,8 +171,8 @@ def compare_map(
     ``class_deltas``: each class's delta and interval.
     """
     detector = Detector.load(model, backend, device=device, postprocess=postprocess, **(backend_options or {}))
-    result, run = runtime_map(detector, data, split, batch_size=batch_size, max_images=max_images,
-                              ap_method=ap_method)
+    result, run = map_of_detector_on_split(detector, data, split, batch_size=batch_size, max_images=max_images,
+                                           ap_method=ap_method)
     facts = _model_facts(detector, model)
     precision = facts["precision"]
     report = _report(facts, data, split, ap_method, detector.spec.evaluation.to_dict(), result, run)
@@ -168,8 +180,8 @@ def compare_map(
         reference = Detector.load(checkpoint, "torch", device=device, postprocess=postprocess)
         if reference.spec.class_names != detector.spec.class_names or reference.spec.priors_sha256 != detector.spec.priors_sha256:
             raise ValueError(f"{checkpoint} and {model} describe different models (classes or priors differ)")
-        ref_result, ref_facts = runtime_map(reference, data, split, batch_size=batch_size, max_images=max_images,
-                                            ap_method=ap_method)
+        ref_result, ref_facts = map_of_detector_on_split(reference, data, split, batch_size=batch_size,
+                                                         max_images=max_images, ap_method=ap_method)
         delta = (result.map - ref_result.map) * 100.0
         intervals = paired_bootstrap(result.matches, ref_result.matches, bootstrap)
         report.update(
@@ -196,6 +208,44 @@ def _interval_fields(interval: tuple[float, float] | None, target: float) -> dic
             "interval_wider_than_target": interval_wider_than_target(interval, target)}
 
 
+@dataclass(frozen=True)
+class PartsWritten:
+    """What :func:`detect_records_to_file` did: ``run`` (this process's facts, :func:`~ssd_runtime.streaming.detect_to_file`'s),
+    ``parts`` (every shard's part of the output, in shard order) and ``merge_here`` (this process merges
+    them: the single process, or rank 0 under torchrun once every rank has written its part)."""
+
+    run: dict[str, Any]
+    parts: list[str]
+    merge_here: bool
+
+
+def detect_records_to_file(
+    detector: Detector,
+    model: str | os.PathLike,
+    records: Sequence[VOCRecord],
+    out: str | os.PathLike,
+    *,
+    precision: str,
+    batch_size: int = 8,
+    shard: Shard = Shard(),
+    resume: bool = False,
+    source: dict[str, Any] | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> PartsWritten:
+    """Detections of ``shard``'s share of ``records`` (the whole image list) into its part of ``out``, at the
+    model's evaluation settings; then, under torchrun, the wait for every rank (:func:`~ssd_runtime.sharding.wait_for_shards`).
+
+    ``model``: the detector's file (its sha256 names the run in the header; ``source`` and ``precision``
+    describe it there). ``resume`` skips the images already in the part. A shard given by
+    ``--shard i/N`` has nobody to wait for: ``merge_here`` is False and the parts are merged later
+    (:func:`detections_report`, ``ssd-runtime eval --detections``).
+    """
+    run = detect_to_file(detector, model, _image_items(records), out, detector.spec.evaluation, precision=precision,
+                         batch_size=batch_size, shard=shard, resume=resume, source=source, progress=progress)
+    parts = [str(part_path(out, Shard(i, shard.count))) for i in range(shard.count)]
+    wait_for_shards(shard)
+    return PartsWritten(run, parts, merge_here=not shard.sharded or (shard.torchrun and shard.main))
+
 
 def evaluate_to_file(
     model: str | os.PathLike,
@@ -218,29 +268,25 @@ def evaluate_to_file(
     """Detections of ``shard``'s share of ``split`` into its part of ``out``, then the mAP of every part.
 
     The metric is computed by the single process, or under torchrun by rank 0 once every rank has
-    written its part (:func:`~ssd_runtime.sharding.wait_for_shards`); it is :func:`detections_report`
-    of the parts, with ``"run"``: this process's facts. A shard given by ``--shard i/N`` (nobody to
-    wait for) returns ``{"shard", "merged": False, "run", "parts"}``: merge the parts with
+    written its part (:func:`detect_records_to_file`); it is :func:`detections_report` of the parts,
+    with ``"run"``: this process's facts. A shard given by ``--shard i/N`` (nobody to wait for)
+    returns ``{"shard", "merged": False, "run", "parts"}``: merge the parts with
     :func:`detections_report` once all are written. ``resume`` skips images already in the part.
     """
     detector = Detector.load(model, backend, device=device_for(device, shard), postprocess=postprocess,
                              **(backend_options or {}))
-    records = read_voc_split(split_roots(data, split), split, detector.spec.class_names, skip_unknown=skip_unknown)
-    if max_images:
-        records = records[:max_images]
+    records = read_voc_split(data, split, detector.spec.class_names, skip_unknown=skip_unknown, max_images=max_images)
     facts = _model_facts(detector, model)
-    items = [ImageItem(i, r.image_id, r.image_path) for i, r in enumerate(records)]
-    run = detect_to_file(detector, model, items, out, detector.spec.evaluation, precision=facts["precision"],
-                         batch_size=batch_size, shard=shard, resume=resume,
-                         source={**facts, "data": str(data), "split": split}, progress=progress)
-    parts = [str(part_path(out, Shard(i, shard.count))) for i in range(shard.count)]
-    wait_for_shards(shard)
-    if shard.sharded and not (shard.torchrun and shard.main):
-        return {"shard": str(shard), "merged": False, "run": run, "parts": parts}
-    return {**detections_report(parts, data, split=split, ap_method=ap_method, records=records), "run": run}
+    written = detect_records_to_file(detector, model, records, out, precision=facts["precision"],
+                                     batch_size=batch_size, shard=shard, resume=resume,
+                                     source={**facts, "data": str(data), "split": split}, progress=progress)
+    if not written.merge_here:
+        return {"shard": str(shard), "merged": False, "run": written.run, "parts": written.parts}
+    report = detections_report(written.parts, data, split=split, ap_method=ap_method, records=records)
+    return {**report, "run": written.run}
 
 
-def parts_map(
+def map_of_detections_files(
     paths: Sequence[str | os.PathLike],
     records: Sequence[VOCRecord],
     *,
@@ -250,7 +296,7 @@ def parts_map(
     """VOC mAP of detections files (one, or every part of a sharded run) against ``records``' ground truth.
 
     ``records`` must be the image list the files were made from (same ids, same order); ``where``
-    names it in the error otherwise.
+    names it in the error otherwise. Returns the files' header and the result.
     """
     header, images = read_parts(paths)
     if len(records) != header.num_images or image_list_sha256(r.image_id for r in records) != header.image_list_sha256:
@@ -260,7 +306,7 @@ def parts_map(
             f"({len(records)} images); evaluate it on the data and split it was made from "
             f"(its header: data {source.get('data')!r}, split {source.get('split')!r})"
         )
-    return header, detections_map(records, images, header.class_names, ap_method=ap_method)
+    return header, map_of_image_records(records, images, header.class_names, ap_method=ap_method)
 
 
 def detections_report(
@@ -272,20 +318,25 @@ def detections_report(
     skip_unknown: bool = False,
     records: Sequence[VOCRecord] | None = None,
 ) -> dict[str, Any]:
-    """The evaluation report (as :func:`compare_map`'s) of detections files on ``split`` of ``data``.
+    """The evaluation report (as :func:`map_report_of_model_file`'s) of detections files on ``split`` of ``data``.
 
     A ``--max-images`` run's files cover the first images of the split. ``records``: the split already read.
     """
     if records is None:
         header = read_header(paths[0])  # the class names to read the split with, and how many images
-        records = read_voc_split(split_roots(data, split), split, header.class_names, skip_unknown=skip_unknown)
-        records = records[: header.num_images]
-    header, result = parts_map(paths, records, ap_method=ap_method, where=f"split {split!r} of {data}")
+        # the files hold the split's first num_images images (all of them, or a --max-images run's)
+        records = read_voc_split(data, split, header.class_names, skip_unknown=skip_unknown)[: header.num_images]
+    header, result = map_of_detections_files(paths, records, ap_method=ap_method, where=f"split {split!r} of {data}")
     source = header.source or {}
     facts = {key: source.get(key) for key in ("model", "backend", "device", "postprocess")}
     report = _report({**facts, "precision": header.precision}, data, split, ap_method, header.settings, result,
                      {"images": len(records)})
     return {**report, "detections": [str(p) for p in paths]}
+
+
+#: The names README and docs used before the names said what they take (kept: public API).
+compare_map = map_report_of_model_file
+runtime_map = map_of_detector_on_split
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 from ssd_runtime.detections import Detections
 
 __all__ = ["AP_METHODS", "ClassMatches", "ClassResult", "GroundTruth", "Matches", "VOCResult", "average_precision",
-           "class_curve", "mean_ap", "voc_map"]
+           "class_curve", "map_of_detections", "mean_ap", "voc_map"]
 
 AP_METHODS = ("11point", "allpoint")
 
@@ -163,7 +163,7 @@ def average_precision(precision: np.ndarray, recall: np.ndarray, method: str = "
     return float(np.sum((mrec[change + 1] - mrec[change]) * mpre[change + 1]))
 
 
-def voc_map(
+def map_of_detections(
     detections: Sequence[Detections],
     ground_truths: Sequence[GroundTruth],
     class_names: Sequence[str],
@@ -229,6 +229,10 @@ def voc_map(
                       tuple(matched))
     return VOCResult(mean_ap(np.array([r.ap for r in classes], dtype=np.float64)), ap_method, iou_threshold,
                      classes, matches)
+
+
+#: The name docs and README used before the evaluation names said what they take (kept: public API).
+voc_map = map_of_detections
 
 
 def mean_ap(aps: np.ndarray) -> float:

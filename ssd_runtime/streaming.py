@@ -70,7 +70,7 @@ def run_detections(
         for k, chunk in enumerate(pending):
             batch = next_batch.result()
             next_batch = prepare(k + 1)
-            detections = detector.raw_detections(batch.pixels, settings)
+            detections = detector.fractional_detections(batch.pixels, settings)
             records = [ImageRecord(item.index, item.image_id, int(width), int(height), dets)
                        for item, dets, (width, height) in zip(chunk, detections, batch.sizes) if item.index not in done]
             sink(records)

@@ -229,6 +229,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ssd_train.data import VOCDetection
     from ssd_runtime.sharding import device_for, part_path, resolve_shard
 
+    if args.workers is not None:  # DataLoader workers before evaluation ran through the runtime's loop
+        print("ssd-train eval: --workers is deprecated and goes in the next release: it has no effect (images are "
+              "decoded by the runtime's streaming loop)", file=sys.stderr)
     model, spec = load_model(args.model)
     shard = resolve_shard(args.shard, os.environ)
     device = torch.device(device_for(args.device, shard))
@@ -242,7 +245,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"shard {shard}: each process writes its part of a detections file: pass --detections-out FILE")
         result = evaluate_to_file(model.to(device), dataset, spec, args.detections_out, checkpoint=args.model,
                                   device=device, batch_size=args.batch_size, ap_method=args.ap_method, shard=shard,
-                                  resume=args.resume, workers=args.workers, source={"data": args.data, "split": args.split})
+                                  resume=args.resume, source={"data": args.data, "split": args.split})
         if result is None:  # not the merging process; by hand (--shard) the merge comes later
             if not shard.torchrun:
                 print(f"shard {shard}: {part_path(args.detections_out, shard)} written; once every shard is done: "
@@ -251,8 +254,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         if args.resume:
             raise ValueError("--resume continues a --detections-out file: pass the file to continue")
-        result = evaluate(model.to(device), dataset, spec, device, args.batch_size, ap_method=args.ap_method,
-                          workers=args.workers)
+        result = evaluate(model.to(device), dataset, spec, device, args.batch_size, ap_method=args.ap_method)
     report = {"checkpoint": args.model, "split": args.split, "images": len(dataset), **result.to_dict()}
     if args.plot:
         from ssd_train.plots import plot_precision_recall
@@ -276,12 +278,13 @@ EVAL_BATCH_SIZE = 16
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     """``ssd-train eval``: ``ssd-runtime eval``'s model, device and evaluation flags (the same definitions),
-    PyTorch's ``--workers`` and ``--plot``; the runtime's backend flags and its reference ``--checkpoint`` are its own."""
+    ``--plot`` (and the deprecated ``--workers``); the runtime's backend flags and its reference ``--checkpoint`` are its own."""
     p = sub.add_parser("eval", help="VOC mAP of a checkpoint (PyTorch) at the evaluation settings")
     options.add(p, MODEL, help="toolkit checkpoint (.pt)", deprecated=("--checkpoint",))
     options.add(p, DEVICE, default=default_of(evaluate, "device"))
     add_evaluation_flags(p, batch_size=EVAL_BATCH_SIZE, data_nargs="+", max_images_aliases=("--images",))
-    p.add_argument("--workers", type=int, default=default_of(evaluate, "workers"), help="DataLoader worker processes")
+    p.add_argument("--workers", type=int, help="deprecated, no effect: images are decoded by the runtime's streaming "
+                   "loop, a batch ahead of the model")
     p.add_argument("--plot", help="write a precision-recall plot (PNG; needs matplotlib)")
     p.set_defaults(func=_cmd_eval)
 

@@ -1,61 +1,113 @@
 """PyTorch evaluation: the VOC mAP of a model on a VOC-format split (during training and ``ssd-train eval``).
 
+A model in memory is a backend like any other (:class:`ModelBackend`), so it is evaluated by the
+runtime's one path (:mod:`ssd_runtime.evaluate`): the streaming loop over the fixed batch grid, the
+ground truth in fractions of the decoded image, the one metric. The postprocess is the runtime's
+NumPy one on the CPU and its torch one on a GPU (identical detections, tested).
+
 Large splits can be sharded over processes (``--shard i/N`` or torchrun) and written to a resumable
-detections file, the runtime's format (:mod:`ssd_runtime.detections_file`): :func:`evaluate_to_file`.
-Batches are the fixed grid of :func:`evaluate` (whole batches per shard, a batch with an image left to
-do runs whole), and the merge is the runtime's (:func:`ssd_runtime.evaluate.parts_map`), whose ground
-truth equals the dataset's bit for bit; so the merged mAP is the single-process mAP.
+detections file, the runtime's format (:mod:`ssd_runtime.detections_file`): :func:`evaluate_to_file`
+runs :func:`ssd_runtime.evaluate.detect_records_to_file` (header, grid, writer, the wait for the other
+ranks) and merges the parts with :func:`ssd_runtime.evaluate.map_of_detections_files`; so the merged
+mAP is the single-process mAP, and ``ssd-runtime eval --detections`` reads the same files.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from ssd_runtime.detections import Detections
-from ssd_runtime.metric import GroundTruth, VOCResult
+from ssd_runtime.backends import BackendClosedError
+from ssd_runtime.detector import Detector
+from ssd_runtime.evaluate import detect_records_to_file, map_of_detections_files, map_of_detector_on_records
+from ssd_runtime.metric import VOCResult
 from ssd_runtime.sharding import Shard
 from ssd_runtime.spec import ModelSpec
 from ssd_train.config import TrainConfig
-from ssd_train.data import VOCDetection, collate
+from ssd_train.data import VOCDetection
 from ssd_train.model import SSD300
 
+__all__ = ["ModelBackend", "eval_dataset", "evaluate", "evaluate_to_file"]
 
-@torch.no_grad()
-def _batches(
-    model: SSD300, dataset: VOCDetection, spec: ModelSpec, device: torch.device, batches: Sequence[list[int]], *,
-    channels_last: bool, workers: int,
-) -> Iterator[tuple[list[int], list[Detections], list[GroundTruth]]]:
-    """(indices, detections, ground truth) of each batch of dataset indices, at the spec's evaluation settings.
+#: What the detections header names as the backend of a file this module writes.
+BACKEND_NAME = "ssd_train.evaluation"
 
-    The postprocess is the NumPy one on the CPU and the torch reference on a GPU (identical detections).
+
+class ModelBackend:
+    """An :class:`SSD300` in memory served as a runtime backend (:class:`ssd_runtime.backends.Backend`).
+
+    The network runs as it is, in float32 with its BatchNorms (the checkpoint backend,
+    :class:`ssd_train.backend.TorchCheckpointBackend`, folds them into the convolutions, which moves
+    the last bits): what training evaluates is the model it trains. ``infer``: float32 (N, 3, S, S)
+    normalized, NumPy or torch -> (locs (N, P, 4), class_logits (N, P, C)) float32 tensors on ``device``.
+    The caller puts the model on ``device`` and in eval mode.
     """
-    from ssd_runtime.postprocess import postprocess
-    from ssd_runtime.postprocess_torch import postprocess_torch
 
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate)
-    priors = model.priors_cxcy.cpu().numpy()
-    for indices, (images, boxes, labels, difficult) in zip(batches, loader):
-        images = images.to(device)
-        if channels_last:
+    input_kind = "float32-nchw"
+    output_kind = "raw"
+    end2end = None
+    variant = None
+    precision = "fp32"
+
+    def __init__(
+        self, model: SSD300, spec: ModelSpec, device: torch.device | str = "cpu", *, channels_last: bool = False,
+        path: str | os.PathLike | None = None,
+    ) -> None:
+        self.model: SSD300 | None = model
+        self.spec = spec
+        self.path = None if path is None else Path(path)
+        self._torch_device = torch.device(device)
+        self.device = str(self._torch_device)
+        self.channels_last = bool(channels_last)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str = "cpu", channels_last: bool = False) -> ModelBackend:
+        """A checkpoint's model as it was saved (norms not folded), on ``device``, in eval mode."""
+        from ssd_train.checkpoint import load_model
+
+        model, spec = load_model(path)
+        return cls(model.to(device).eval(), spec, device, channels_last=channels_last, path=path)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"channels_last": self.channels_last}
+
+    @torch.no_grad()
+    def infer(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.model is None:
+            raise BackendClosedError("this model backend was closed; make a new one around the model")
+        images = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
+        images = images.to(self._torch_device)
+        if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        locs, logits = model(images)
-        if device.type == "cpu":  # the NumPy implementation: identical detections (tested), much faster on a CPU
-            detections = postprocess(locs.float().numpy(), logits.float().numpy(), priors, spec.evaluation,
-                                     spec.variances)
-        else:
-            detections = postprocess_torch(locs.float(), logits.float(), model.priors_cxcy, spec.evaluation,
-                                           spec.variances)
-        truths = [GroundTruth.create(b.numpy(), lab.numpy(), d.numpy()) for b, lab, d in zip(boxes, labels, difficult)]
-        yield indices, detections, truths
+        locs, class_logits = self.model(images)
+        return locs.float(), class_logits.float()
+
+    def close(self) -> None:
+        """Let go of the model (the caller's object is untouched); ``infer`` refuses afterwards."""
+        self.model = None
 
 
-def _grid(indices: range, batch_size: int) -> list[list[int]]:
-    """``indices`` (starting on a batch boundary) cut into batches of ``batch_size``."""
-    return [list(range(first, min(first + batch_size, indices.stop))) for first in range(indices.start, indices.stop, batch_size)]
+def _postprocess_for(device: torch.device) -> str:
+    """The NumPy postprocess on the CPU (much faster there), the torch one on a GPU: identical detections."""
+    return "numpy" if device.type == "cpu" else "torch"
+
+
+@contextmanager
+def _detector(model: SSD300, spec: ModelSpec, device: torch.device, channels_last: bool) -> Iterator[Detector]:
+    """A runtime :class:`Detector` over ``model`` in eval mode; the model's training mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield Detector(ModelBackend(model, spec, device, channels_last=channels_last),
+                       postprocess=_postprocess_for(device))
+    finally:
+        model.train(was_training)
 
 
 def evaluate(
@@ -67,21 +119,13 @@ def evaluate(
     *,
     ap_method: str = "11point",
     channels_last: bool = False,
-    workers: int = 0,
 ) -> VOCResult:
-    """VOC mAP of ``model`` on ``dataset`` at the spec's evaluation settings (the one NumPy metric)."""
-    from ssd_runtime.metric import voc_map
+    """VOC mAP of ``model`` on the images of ``dataset`` (its records) at the spec's evaluation settings.
 
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    detections, truths = [], []
-    for _, dets, gts in _batches(model, dataset, spec, device, _grid(range(len(dataset)), batch_size),
-                                 channels_last=channels_last, workers=workers):
-        detections.extend(dets)
-        truths.extend(gts)
-    model.train(was_training)
-    return voc_map(detections, truths, spec.class_names, ap_method=ap_method)
+    :func:`ssd_runtime.evaluate.map_of_detector_on_records` with the model as the backend.
+    """
+    with _detector(model, spec, torch.device(device), channels_last) as detector:
+        return map_of_detector_on_records(detector, dataset.records, batch_size=batch_size, ap_method=ap_method)[0]
 
 
 def evaluate_to_file(
@@ -97,7 +141,6 @@ def evaluate_to_file(
     shard: Shard = Shard(),
     resume: bool = False,
     channels_last: bool = False,
-    workers: int = 0,
     source: dict[str, Any] | None = None,
 ) -> VOCResult | None:
     """:func:`evaluate` of ``shard``'s share of ``dataset``, written to its part of ``out``; then the mAP of all parts.
@@ -107,35 +150,15 @@ def evaluate_to_file(
     by ``--shard i/N`` returns None (merge the parts with ``ssd-runtime eval --detections``). ``resume``
     skips the images already in the part.
     """
-    from ssd_runtime.detections_file import DetectionsHeader, DetectionsWriter, ImageRecord, image_list_sha256
-    from ssd_runtime.evaluate import parts_map
-    from ssd_runtime.fileio import sha256_file
-    from ssd_runtime.images import image_size
-    from ssd_runtime.sharding import part_path, shard_range, wait_for_shards
-
     device = torch.device(device)
     records = dataset.records
-    header = DetectionsHeader(
-        model_sha256=sha256_file(checkpoint), class_names=tuple(spec.class_names), settings=spec.evaluation.to_dict(),
-        precision="fp32", batch_size=batch_size, num_images=len(records),
-        image_list_sha256=image_list_sha256(r.image_id for r in records), shard=(shard.index, shard.count),
-        source={"model": str(checkpoint), "backend": "ssd_train.evaluation", "device": str(device),
-                "postprocess": "numpy" if device.type == "cpu" else "torch", **(source or {})},
-    )  # fmt: skip
-    was_training = model.training
-    model.eval()
-    with DetectionsWriter(part_path(out, shard), header, resume=resume) as writer:
-        todo = [b for b in _grid(shard_range(len(records), batch_size, shard), batch_size) if not set(b) <= writer.done]
-        for indices, dets, _ in _batches(model, dataset, spec, device, todo, channels_last=channels_last, workers=workers):
-            # the decoded image's size (header only): the ground truth's frame when the file is evaluated
-            writer.write([ImageRecord(i, records[i].image_id, *image_size(records[i].image_path), d)
-                          for i, d in zip(indices, dets) if i not in writer.done])
-    model.train(was_training)
-    wait_for_shards(shard)
-    if shard.sharded and not (shard.torchrun and shard.main):
+    facts = {"backend": BACKEND_NAME, "device": str(device), "postprocess": _postprocess_for(device)}
+    with _detector(model, spec, device, channels_last) as detector:
+        written = detect_records_to_file(detector, checkpoint, records, out, precision="fp32", batch_size=batch_size,
+                                         shard=shard, resume=resume, source={**facts, **(source or {})})
+    if not written.merge_here:
         return None
-    parts = [part_path(out, Shard(i, shard.count)) for i in range(shard.count)]
-    return parts_map(parts, records, ap_method=ap_method)[1]
+    return map_of_detections_files(written.parts, records, ap_method=ap_method)[1]
 
 
 def eval_dataset(config: TrainConfig, class_names: tuple[str, ...], spec: ModelSpec) -> VOCDetection:

@@ -4,8 +4,8 @@
   against the checkpoint before its file appears), :func:`ssd_export.int8.quantize.quantize_int8` or, with a
   target, :func:`ssd_export.int8.search.search_int8` (int8), ``ssd_export.tensorrt.engine.build_engine``
   (TensorRT engines; the module is imported only when engines are asked for);
-- evaluate: :func:`ssd_runtime.evaluate.records_map` through a :class:`~ssd_runtime.detector.Detector`
-  at the model's evaluation settings (the one metric, :func:`ssd_runtime.metric.voc_map`);
+- evaluate: :func:`ssd_runtime.evaluate.map_of_detector_on_records` through a :class:`~ssd_runtime.detector.Detector`
+  at the model's evaluation settings (the one metric, :func:`ssd_runtime.metric.map_of_detections`);
 - bench: :func:`ssd_runtime.bench.benchmark`;
 - draw: :func:`ssd_runtime.draw.draw_detections`.
 
@@ -28,11 +28,11 @@ from ssd_runtime.bootstrap import save_matches
 from ssd_runtime.detections_file import image_list_sha256
 from ssd_runtime.detector import Detector
 from ssd_runtime.draw import draw_detections
-from ssd_runtime.evaluate import records_map
+from ssd_runtime.evaluate import map_of_detector_on_records
 from ssd_runtime.fileio import atomic_path, sha256_file
 from ssd_runtime.metric import VOCResult
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
-from ssd_runtime.voc import VOCRecord, read_voc_split, split_roots
+from ssd_runtime.voc import VOCRecord, read_voc_split
 
 __all__ = [
     "Artifact",
@@ -56,7 +56,7 @@ __all__ = [
 CURVE_POINTS = 400
 
 
-#: Images per batch of the evaluation (``records_map``'s default; an engine's profile must reach it).
+#: Images per batch of the evaluation (``map_of_detector_on_records``'s default; an engine's profile must reach it).
 EVALUATION_BATCH = 8
 
 
@@ -101,10 +101,10 @@ def report_settings(spec: ModelSpec) -> PostprocessSettings:
 def test_records(data: str | os.PathLike, class_names: tuple[str, ...], split: str = "test",
                  max_images: int = 0) -> list[VOCRecord]:
     """The annotated images of ``split`` of ``data`` (the first ``max_images`` when > 0)."""
-    records = read_voc_split(split_roots(data, split), split, class_names)
+    records = read_voc_split(data, split, class_names, max_images=max_images)
     if not records:
         raise DeployError(f"split {split!r} of {data} lists no image: nothing to evaluate on")
-    return records[:max_images] if max_images else records
+    return records
 
 
 def records_fingerprint(records: list[VOCRecord]) -> str:
@@ -241,10 +241,10 @@ def thin_curve(precision: np.ndarray, recall: np.ndarray, points: int = CURVE_PO
 
 def evaluate_artifact(detector: Detector, records: list[VOCRecord], curves_path: Path, matches_path: Path,
                       batch_size: int = EVALUATION_BATCH) -> dict[str, Any]:
-    """VOC mAP at the evaluation settings (``records_map``); per-class AP, curves saved to ``curves_path``,
-    the matched detections to ``matches_path`` (``ssd_runtime.bootstrap.save_matches``: the report's
-    paired intervals pair them with the reference's)."""
-    result, facts = records_map(detector, records, batch_size=batch_size)
+    """VOC mAP at the evaluation settings (``map_of_detector_on_records``); per-class AP, curves saved to
+    ``curves_path``, the matched detections to ``matches_path`` (``ssd_runtime.bootstrap.save_matches``:
+    the report's paired intervals pair them with the reference's)."""
+    result, facts = map_of_detector_on_records(detector, records, batch_size=batch_size)
     curves = {c.name: dict(zip(("precision", "recall"), thin_curve(c.precision, c.recall))) for c in result.classes}
     with atomic_path(curves_path) as tmp:
         tmp.write_text(json.dumps({"map": result.map, "ap": _ap(result), "curves": curves}) + "\n")
@@ -274,7 +274,7 @@ def draw_artifact(detector: Detector, image_paths: list[Path], folder: Path) -> 
 
     settings = report_settings(detector.spec)
     batch = detector.prepare(image_paths)
-    found = detector.raw_detections(batch.pixels, settings)
+    found = detector.fractional_detections(batch.pixels, settings)
     written, counts = [], []
     for path, dets, (width, height) in zip(image_paths, found, batch.sizes):
         image_dets = detector.to_image_detections(dets, width, height)

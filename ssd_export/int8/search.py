@@ -8,8 +8,8 @@ the training split** (never the test split):
    calibration manifest (same file, or same sha256) nor in D's ``test`` split (same file, id or sha256),
    chosen class-balanced and deterministically by :func:`ssd_export.int8.calibration.select_images`;
 2. the INT8 model as ``ssd-export int8`` builds it (the baseline), and the held-out mAP of the fp32
-   source and of the baseline (``runtime_map`` through the runtime's ``Detector`` at the evaluation
-   settings); drop = (fp32 - int8) mAP in points; within the target when drop <= ``max_drop``
+   source and of the baseline (``map_of_detector_on_records`` through the runtime's ``Detector`` at the
+   evaluation settings); drop = (fp32 - int8) mAP in points; within the target when drop <= ``max_drop``
    (one-sided: an INT8 model better than fp32 on the held-out images needs no float layer);
 3. when the baseline misses the target, every quantized Conv is scored by measurement
    (:func:`layer_sensitivity`): the baseline with only that Conv in float
@@ -71,7 +71,7 @@ from ssd_export.parity import write_report
 from ssd_runtime.backends.onnxruntime import OrtBackend
 from ssd_runtime.detector import Detector
 from ssd_runtime.errors import DatasetError
-from ssd_runtime.evaluate import records_map
+from ssd_runtime.evaluate import map_of_detector_on_records
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import read_onnx_info
 from ssd_runtime.preprocess import preprocess
@@ -130,7 +130,7 @@ def heldout_images(
     (:class:`HeldOutWarning`) when fewer are left; raises :class:`Int8Error` when none is.
     """
     base = Path(data).resolve()
-    records = read_voc_split(split_roots(base, HOLDOUT_SPLIT), HOLDOUT_SPLIT, tuple(class_names), warn=False)
+    records = read_voc_split(base, HOLDOUT_SPLIT, tuple(class_names), warn=False)
     calib_files = {p.resolve() for p in calibration.image_paths}
     calib_hashes = {str(entry["sha256"]) for entry in calibration.manifest["images"]}
     try:
@@ -223,7 +223,7 @@ def trial_sizes(max_trials: int, candidates: int) -> list[int]:
 
 def _heldout_map(model: Path, records: Sequence[VOCRecord]) -> float:
     """Held-out mAP (0-1) of an ONNX model at its evaluation settings, as ``ssd-runtime eval`` measures it."""
-    result, _ = records_map(Detector(OrtBackend(model)), records)
+    result, _ = map_of_detector_on_records(Detector(OrtBackend(model)), records)
     return float(result.map)
 
 

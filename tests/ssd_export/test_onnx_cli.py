@@ -68,7 +68,7 @@ def test_cli_choices_and_defaults_come_from_the_library():
 def test_cli_end2end_with_the_evaluation_settings_is_evaluated_by_the_runtime(runtime_checkpoint, voc_root, tmp_path,
                                                                                capsys):
     from ssd_runtime.cli import main as runtime_main
-    from ssd_runtime.evaluate import compare_map
+    from ssd_runtime.evaluate import map_report_of_model_file
     from ssd_runtime.onnx_model import read_onnx_info
 
     out = tmp_path / "e2e.onnx"
@@ -80,7 +80,7 @@ def test_cli_end2end_with_the_evaluation_settings_is_evaluated_by_the_runtime(ru
     # the graph's NMS at the evaluation settings gives the NumPy postprocess's mAP
     assert runtime_main(["eval", "--model", str(out), "--data", str(voc_root), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["runtime"]["map"] == compare_map(runtime_checkpoint, voc_root)["runtime"]["map"]
+    assert report["runtime"]["map"] == map_report_of_model_file(runtime_checkpoint, voc_root)["runtime"]["map"]
 
 
 def test_the_engine_rebuild_command_parses_back_to_its_settings(capsys):

@@ -129,11 +129,11 @@ def test_thin_curve_keeps_the_ends():
 
 
 def _evaluated(tmp: Path, name: str, detections: list, truths: list) -> dict:
-    """An evaluate step's result from a real ``voc_map`` (its matches file written as the deploy does)."""
+    """An evaluate step's result from a real ``map_of_detections`` (its matches file written as the deploy does)."""
     from ssd_runtime.bootstrap import save_matches
-    from ssd_runtime.metric import voc_map
+    from ssd_runtime.metric import map_of_detections
 
-    result = voc_map(detections, truths, ["background", *CLASSES])
+    result = map_of_detections(detections, truths, ["background", *CLASSES])
     entry = _evaluation(tmp, name, [c.ap for c in result.classes])
     entry.update(map=result.map, matches=str(tmp / "eval" / f"{name}.matches.npz"))
     save_matches(entry["matches"], result.matches, "12" * 32)

@@ -206,7 +206,7 @@ def test_uint8_nhwc_variant_gives_identical_detections(runtime_checkpoint, runti
     images = sorted((voc_root / "JPEGImages").glob("*.jpg"))[:3]
     fp32 = Detector.load(runtime_onnx)
     settings = fp32.spec.evaluation
-    a = fp32.raw_detections(fp32.prepare(images).pixels, settings)
-    b = uint8.raw_detections(uint8.prepare(images).pixels, settings)
+    a = fp32.fractional_detections(fp32.prepare(images).pixels, settings)
+    b = uint8.fractional_detections(uint8.prepare(images).pixels, settings)
     comparison = compare_detections(a, b, settings)
     assert comparison.identical, comparison.mismatches[:5]

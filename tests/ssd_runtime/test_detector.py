@@ -36,18 +36,26 @@ def _assert_identical(a, b, settings):
 def test_ort_and_torch_backends_give_identical_detections(ort, torch_detector, images, settings_name):
     settings = getattr(ort.spec, settings_name)
     batch = ort.prepare(images).pixels
-    a = ort.raw_detections(batch, settings)
-    b = torch_detector.raw_detections(batch, settings)
+    a = ort.fractional_detections(batch, settings)
+    b = torch_detector.fractional_detections(batch, settings)
     assert sum(len(d) for d in a) > 0
     _assert_identical(a, b, settings)
+
+
+def test_raw_detections_is_a_deprecated_alias_of_fractional_detections(ort, images):
+    batch = ort.prepare(images[:2]).pixels
+    settings = ort.spec.evaluation
+    with pytest.warns(DeprecationWarning, match="fractional_detections"):
+        old = ort.raw_detections(batch, settings)
+    _assert_identical(old, ort.fractional_detections(batch, settings), settings)
 
 
 def test_numpy_and_torch_postprocess_agree(runtime_onnx, runtime_checkpoint, ort, images):
     batch = ort.prepare(images[:3]).pixels
     settings = ort.spec.evaluation
-    reference = ort.raw_detections(batch, settings)
+    reference = ort.fractional_detections(batch, settings)
     for path in (runtime_onnx, runtime_checkpoint):
-        _assert_identical(reference, Detector.load(path, postprocess="torch").raw_detections(batch, settings), settings)
+        _assert_identical(reference, Detector.load(path, postprocess="torch").fractional_detections(batch, settings), settings)
 
 
 def test_detect_input_forms(ort, images):
@@ -67,8 +75,8 @@ def test_detect_input_forms(ort, images):
     # batch 1 vs 2: float rounding only (ONNX Runtime's kernels may sum in another order for another batch),
     # so identical detections up to threshold edges and near-tied swaps, not the same arrays
     settings = ort.settings
-    one_by_one = [d for p in images[:2] for d in ort.raw_detections(ort.prepare([p]).pixels, settings)]
-    _assert_identical(one_by_one, ort.raw_detections(ort.prepare(images[:2]).pixels, settings), settings)
+    one_by_one = [d for p in images[:2] for d in ort.fractional_detections(ort.prepare([p]).pixels, settings)]
+    _assert_identical(one_by_one, ort.fractional_detections(ort.prepare(images[:2]).pixels, settings), settings)
     # a uint8 (N, H, W, 3) batch of same-sized images
     same = np.stack([arrays[0], arrays[0]])
     out = ort.detect(same)
@@ -83,7 +91,7 @@ def test_results_are_pixels_names_and_default_settings(ort, images):
     assert result.labels.dtype == np.int64 and result.scores.dtype == np.float32
     assert result.class_names == tuple(ort.spec.class_names[i] for i in result.labels)
     assert np.all(result.scores > ort.spec.detection.min_score)
-    frac = ort.raw_detections(ort.prepare([images[0]]).pixels, ort.spec.detection)[0]
+    frac = ort.fractional_detections(ort.prepare([images[0]]).pixels, ort.spec.detection)[0]
     np.testing.assert_allclose(result.boxes, frac.boxes * [width, height, width, height], rtol=1e-6)
     assert len(ort.detect(images[0], top_k=3)) == min(3, len(result))
     entry = result.to_dict()

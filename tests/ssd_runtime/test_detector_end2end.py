@@ -18,7 +18,7 @@ from ssd_runtime.end2end import (
     end2end_detections,
     padded_to_detections,
 )
-from ssd_runtime.evaluate import compare_map
+from ssd_runtime.evaluate import map_report_of_model_file
 from ssd_runtime.spec import EVALUATION_SETTINGS, PostprocessSettings
 
 BAKED = EVALUATION_SETTINGS  # min_score 0.01, max_overlap 0.45, top_k 200
@@ -68,8 +68,8 @@ def test_backend_reports_detections_and_baked_settings(e2e):
     PostprocessSettings(0.35, 0.45, 2),
 ], ids=["baked", "min_score", "top_k", "both"])
 def test_end2end_equals_raw_model_with_numpy_postprocess(e2e, raw, pixels, settings):
-    a = raw.raw_detections(pixels, settings)
-    b = e2e.raw_detections(pixels, settings)
+    a = raw.fractional_detections(pixels, settings)
+    b = e2e.fractional_detections(pixels, settings)
     assert sum(len(d) for d in a) > 0
     _assert_identical(a, b, settings)
 
@@ -85,7 +85,7 @@ def test_settings_the_model_cannot_honour_are_refused_before_inference(e2e, pixe
     e2e.backend.infer = lambda batch: calls.append(1) or infer(batch)  # instance attribute: this test only
     try:
         with pytest.raises(End2EndSettingsError, match=problem):
-            e2e.raw_detections(pixels, settings)
+            e2e.fractional_detections(pixels, settings)
     finally:
         del e2e.backend.infer
     assert not calls
@@ -102,7 +102,7 @@ def test_detect_scales_to_each_image(e2e, raw, voc_root):
 
 def test_torch_postprocess_setting_reads_the_same_detections(end2end_onnx, e2e, pixels):
     torch_e2e = Detector.load(end2end_onnx, postprocess="torch")
-    _assert_identical(e2e.raw_detections(pixels, BAKED), torch_e2e.raw_detections(pixels, BAKED), BAKED)
+    _assert_identical(e2e.fractional_detections(pixels, BAKED), torch_e2e.fractional_detections(pixels, BAKED), BAKED)
 
 
 def test_padded_outputs_from_numpy_and_torch():
@@ -129,8 +129,8 @@ def test_check_settings_accepts_exactly_what_can_be_applied():
 
 
 def test_evaluate_and_bench_run_end2end_models(end2end_onnx, runtime_onnx, voc_root):
-    ours = compare_map(end2end_onnx, voc_root)
-    reference = compare_map(runtime_onnx, voc_root)
+    ours = map_report_of_model_file(end2end_onnx, voc_root)
+    reference = map_report_of_model_file(runtime_onnx, voc_root)
     assert ours["runtime"]["map"] == pytest.approx(reference["runtime"]["map"], abs=1e-9)
     report = benchmark(Detector.load(end2end_onnx), (2,), warmup=0, iterations=1)
     assert report["results"][0]["detections_per_image"] >= 0

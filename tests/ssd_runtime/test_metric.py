@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssd_runtime.metric import GroundTruth, average_precision, voc_map
+from ssd_runtime.metric import GroundTruth, average_precision, map_of_detections
 from ssd_runtime.postprocess import Detections
 from tests.helpers.metric_cases import NAMES, dets, random_set
 
@@ -73,7 +73,7 @@ def slow_voc_map(detections, ground_truths, num_classes, method):
 def test_matches_slow_reference(method, seed):
     rng = np.random.default_rng(seed)
     d, g = random_set(rng, 60, len(NAMES))
-    result = voc_map(d, g, NAMES, ap_method=method)
+    result = map_of_detections(d, g, NAMES, ap_method=method)
     expected = slow_voc_map(d, g, len(NAMES), method)
     np.testing.assert_allclose([c.ap for c in result.classes], expected, rtol=0, atol=1e-12)
     assert result.map == pytest.approx(np.nanmean(expected), abs=1e-12)
@@ -89,7 +89,7 @@ def test_hand_worked_difficult_and_duplicates():
             [0.9, 0.8, 0.7, 0.6],
         )
     ]
-    r = voc_map(d, gt, NAMES[:2], ap_method="allpoint")
+    r = map_of_detections(d, gt, NAMES[:2], ap_method="allpoint")
     cls = r.classes[0]
     # ranked: TP, duplicate FP, ignored (difficult), FP -> 3 curve points
     assert cls.num_positives == 1 and cls.num_true_positives == 1 and cls.num_detections == 4
@@ -103,9 +103,9 @@ def test_iou_threshold_is_strict():
     # IoU exactly 0.5: not a match
     gt = [GroundTruth.create([[0, 0, 2, 1]], [1])]
     d = [dets([[0, 0, 1, 1]], [1], [0.9])]
-    assert voc_map(d, gt, NAMES[:2]).classes[0].num_true_positives == 0
+    assert map_of_detections(d, gt, NAMES[:2]).classes[0].num_true_positives == 0
     d = [dets([[0, 0, 1.001, 1]], [1], [0.9])]
-    assert voc_map(d, gt, NAMES[:2]).classes[0].num_true_positives == 1
+    assert map_of_detections(d, gt, NAMES[:2]).classes[0].num_true_positives == 1
 
 
 def test_11point_vs_allpoint_known_curve():
@@ -119,17 +119,17 @@ def test_11point_vs_allpoint_known_curve():
 
 def test_empty_inputs_and_class_without_ground_truth():
     gt = [GroundTruth.create(np.zeros((0, 4)), [])]
-    r = voc_map([Detections.empty()], gt, NAMES)
+    r = map_of_detections([Detections.empty()], gt, NAMES)
     assert all(np.isnan(c.ap) for c in r.classes) and np.isnan(r.map)
     gt = [GroundTruth.create([[0, 0, 1, 1]], [2])]
-    r = voc_map([dets([[0, 0, 1, 1]], [1], [0.5])], gt, NAMES)
+    r = map_of_detections([dets([[0, 0, 1, 1]], [1], [0.5])], gt, NAMES)
     assert np.isnan(r.ap["a"]) and r.ap["b"] == 0.0 and r.map == 0.0
     assert r.to_dict()["classes"][0]["ap"] is None
 
 
 def test_mismatched_lengths_raise():
     with pytest.raises(ValueError, match="same order"):
-        voc_map([Detections.empty()], [], NAMES)
+        map_of_detections([Detections.empty()], [], NAMES)
 
 
 def test_rank_descending_is_a_stable_sort():

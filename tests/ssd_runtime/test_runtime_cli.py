@@ -128,7 +128,7 @@ def test_flag_defaults_are_the_api_defaults():
     from ssd_runtime.bench import benchmark
     from ssd_runtime.cli import build_parser
     from ssd_runtime.detector import Detector
-    from ssd_runtime.evaluate import compare_map
+    from ssd_runtime.evaluate import map_report_of_model_file
     from ssd_runtime.priors import PriorConfig
 
     def default(func, name):
@@ -137,7 +137,7 @@ def test_flag_defaults_are_the_api_defaults():
     parser = build_parser()
     ev = parser.parse_args(["eval", "--model", "m.onnx", "--data", "d"])
     assert (ev.split, ev.batch_size, ev.max_images, ev.ap_method) == tuple(
-        default(compare_map, n) for n in ("split", "batch_size", "max_images", "ap_method"))
+        default(map_report_of_model_file, n) for n in ("split", "batch_size", "max_images", "ap_method"))
     assert (ev.backend, ev.device, ev.postprocess) == tuple(
         default(Detector.load, n) for n in ("backend", "device", "postprocess"))
     bench = parser.parse_args(["bench", "--model", "m.onnx"])

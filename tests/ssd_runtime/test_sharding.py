@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ssd_runtime.cli import main
-from ssd_runtime.evaluate import compare_map
+from ssd_runtime.evaluate import map_report_of_model_file
 from ssd_runtime.sharding import (
     Shard,
     device_for,
@@ -62,7 +62,7 @@ def test_part_paths():
 
 @pytest.mark.slow
 def test_shards_in_separate_processes_merge_to_the_identical_map(runtime_onnx, voc_root, tmp_path, capsys):
-    single = compare_map(runtime_onnx, voc_root, **SINGLE)["runtime"]
+    single = map_report_of_model_file(runtime_onnx, voc_root, **SINGLE)["runtime"]
     out = tmp_path / "d.jsonl"
     args = ["eval", "--model", str(runtime_onnx), "--data", str(voc_root), "--batch-size", "2", "--threads", "1",
             "--detections-out", str(out), "--json"]
@@ -86,7 +86,7 @@ def test_shards_in_separate_processes_merge_to_the_identical_map(runtime_onnx, v
 
 @pytest.mark.slow
 def test_torchrun_rank_0_merges_to_the_identical_map(runtime_onnx, voc_root, tmp_path):
-    single = compare_map(runtime_onnx, voc_root, **SINGLE)["runtime"]
+    single = map_report_of_model_file(runtime_onnx, voc_root, **SINGLE)["runtime"]
     out = tmp_path / "d.jsonl"
     proc = run_process_group(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

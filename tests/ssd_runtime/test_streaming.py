@@ -13,8 +13,8 @@ from ssd_runtime.detections_file import (
     DetectionsFileError, DetectionsHeader, DetectionsWriter, ImageRecord, read_detections, read_parts,
 )  # fmt: skip
 from ssd_runtime.detector import Detector
-from ssd_runtime.evaluate import _ground_truth, compare_map, detections_report, evaluate_to_file
-from ssd_runtime.metric import voc_map
+from ssd_runtime.evaluate import _ground_truth, map_report_of_model_file, detections_report, evaluate_to_file
+from ssd_runtime.metric import map_of_detections
 from ssd_runtime.preprocess import PreparedBatch
 from ssd_runtime.streaming import ImageItem, run_detections
 from ssd_runtime.voc import read_voc_split
@@ -123,10 +123,10 @@ class _CountingDetector:
         self.batches.append([p.stem for p in paths])
         return self.real.prepare(paths)
 
-    def raw_detections(self, pixels, settings):
+    def fractional_detections(self, pixels, settings):
         with self.lock:
             self.ahead -= 1
-        return self.real.raw_detections(pixels, settings)
+        return self.real.fractional_detections(pixels, settings)
 
 
 def test_batches_follow_the_grid_and_at_most_one_is_decoded_ahead(runtime_onnx, voc_root):
@@ -148,16 +148,16 @@ def _reference_map(detector: Detector, records, batch_size: int = 8):
     for first in range(0, len(records), batch_size):
         chunk = records[first : first + batch_size]
         batch = detector.prepare([r.image_path for r in chunk])
-        detections.extend(detector.raw_detections(batch.pixels, detector.spec.evaluation))
+        detections.extend(detector.fractional_detections(batch.pixels, detector.spec.evaluation))
         truths.extend(_ground_truth(r, size) for r, size in zip(chunk, batch.sizes))
-    return voc_map(detections, truths, detector.spec.class_names)
+    return map_of_detections(detections, truths, detector.spec.class_names)
 
 
 def test_streamed_file_and_in_memory_maps_are_identical_to_the_reference(runtime_onnx, voc_root, tmp_path):
     detector = Detector.load(runtime_onnx)
     records = read_voc_split(voc_root, "test", detector.spec.class_names)
     reference = _reference_map(detector, records, batch_size=3)
-    in_memory = compare_map(runtime_onnx, voc_root, batch_size=3)["runtime"]
+    in_memory = map_report_of_model_file(runtime_onnx, voc_root, batch_size=3)["runtime"]
     out = tmp_path / "dets.jsonl"
     streamed = evaluate_to_file(runtime_onnx, voc_root, out, batch_size=3)
     from_file = detections_report([out], voc_root)
@@ -243,7 +243,7 @@ class _SyntheticDetector:
     def prepare(self, paths) -> PreparedBatch:
         return PreparedBatch(np.full((len(paths), 3, 300, 300), 0.5, np.float32), [(300, 300)] * len(paths))
 
-    def raw_detections(self, pixels, settings):
+    def fractional_detections(self, pixels, settings):
         return [Detections.empty() for _ in range(len(pixels))]
 
 

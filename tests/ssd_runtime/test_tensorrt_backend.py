@@ -135,7 +135,7 @@ def test_detector_runs_engines_like_onnx_models(engine, runtime_onnx, batch):
     ours = Detector.load(engine, device="cuda", memory=HostMemory())
     theirs = Detector.load(runtime_onnx)
     settings = theirs.spec.evaluation
-    a, b = theirs.raw_detections(batch, settings), ours.raw_detections(batch, settings)
+    a, b = theirs.fractional_detections(batch, settings), ours.fractional_detections(batch, settings)
     assert sum(len(d) for d in a) > 0
     assert compare_detections(a, b, settings).identical
 
@@ -148,7 +148,7 @@ def test_end2end_engine_gives_detections(fake_trt, end2end_onnx, batch, tmp_path
     assert boxes.shape == (2, 200, 4) and labels.dtype == np.int64 and num.dtype == np.int64
     reference = Detector.load(end2end_onnx)
     settings = reference.settings
-    assert compare_detections(reference.raw_detections(batch, settings), detector.raw_detections(batch, settings),
+    assert compare_detections(reference.fractional_detections(batch, settings), detector.fractional_detections(batch, settings),
                               settings).identical
 
 

@@ -96,10 +96,10 @@ def test_threads_each_get_a_context(engines, batch):
 @pytest.mark.parametrize("postprocess", ["numpy", "torch"])
 def test_detector_on_engines_equals_onnx_runtime(engines, runtime_onnx, batch, postprocess):
     settings = EVALUATION_SETTINGS
-    reference = Detector.load(runtime_onnx).raw_detections(batch, settings)
+    reference = Detector.load(runtime_onnx).fractional_detections(batch, settings)
     for name in ("raw", "e2e"):
         detector = Detector.load(engines[name], device="cuda", postprocess=postprocess)
-        comparison = compare_detections(reference, detector.raw_detections(batch, settings), settings, atol=ATOL)
+        comparison = compare_detections(reference, detector.fractional_detections(batch, settings), settings, atol=ATOL)
         assert comparison.identical, (name, comparison.mismatches[:5])
 
 
