@@ -209,7 +209,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 def _detect_to_file(args: argparse.Namespace, shard: Shard) -> int:
     """``detect --detections-out FILE``: the images' detections streamed to FILE (or this shard's part of it)."""
     from ssd_runtime.evaluate import precision_of
-    from ssd_runtime.sharding import device_for, wait_for_shards
+    from ssd_runtime.sharding import device_for
     from ssd_runtime.streaming import ImageItem
 
     if not args.detections_out:
@@ -223,7 +223,6 @@ def _detect_to_file(args: argparse.Namespace, shard: Shard) -> int:
     run = detect_to_file(detector, args.model, items, args.detections_out, settings, precision=precision_of(detector),
                          batch_size=args.batch_size, shard=shard, resume=args.resume,
                          source={"backend": type(detector.backend).__name__, "device": detector.backend.device})
-    wait_for_shards(shard)
     print(json.dumps(run) if args.json else
           f"shard {shard}: {run['images']} images written ({run['skipped']} already there) to {run['path']}")
     return 0

@@ -18,17 +18,16 @@ from beside it: a report dict). Its ``delta_points`` carries a paired bootstrap 
 images (:mod:`ssd_runtime.bootstrap`): the same resamples for both models, the mAP's and each
 class's; targets by precision are :data:`TARGET_POINTS` (from :mod:`ssd_runtime.variants`).
 
-Large sets (``docs/evaluation.md``): :func:`evaluate_to_file` (a model file) and
-:func:`detect_records_to_file` (a detector: what ``ssd-train eval`` uses) write the detections to a
-file as they come (resumable; one part per shard under ``--shard i/N`` or torchrun), and
-:func:`detections_report` turns files back into the metric: the same detections, the same ground
-truth, the same mAP to the last bit.
+Large sets (``docs/evaluation.md``): :func:`evaluate_to_file` (a model file; ``ssd-train eval`` does
+the same with its detector) writes the detections to a file as they come
+(:func:`~ssd_runtime.streaming.detect_to_file`: resumable; one part per shard under ``--shard i/N`` or
+torchrun), and :func:`detections_report` / :func:`map_of_detections_files` turn files back into the
+metric: the same detections, the same ground truth, the same mAP to the last bit.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,14 +38,13 @@ from ssd_runtime.detections_file import (
 )  # fmt: skip
 from ssd_runtime.detector import Detector
 from ssd_runtime.metric import GroundTruth, VOCResult, map_of_detections
-from ssd_runtime.sharding import Shard, device_for, part_path, wait_for_shards
+from ssd_runtime.sharding import Shard, device_for, part_paths
 from ssd_runtime.streaming import ImageItem, detect_to_file, run_detections
 from ssd_runtime.variants import TARGET_POINTS  # TARGET_POINTS: |delta mAP| targets by precision
 from ssd_runtime.voc import VOCRecord, fit_to_image, read_voc_split
 
 __all__ = [
-    "TARGET_POINTS", "PartsWritten", "compare_map", "detect_records_to_file", "detections_report", "evaluate_to_file",
-    "map_of_detections_files", "map_of_detector_on_records", "map_of_detector_on_split", "map_of_image_records",
+    "TARGET_POINTS", "compare_map", "detections_report", "evaluate_to_file", "image_items", "map_of_detections_files", "map_of_detector_on_records", "map_of_detector_on_split", "map_of_image_records",
     "map_report_of_model_file", "precision_of", "runtime_map",
 ]  # fmt: skip
 
@@ -59,8 +57,8 @@ def _ground_truth(record: VOCRecord, size: tuple[int, int]) -> GroundTruth:
     return GroundTruth.create((boxes / scale).astype(np.float32), labels, difficult)
 
 
-def _image_items(records: Sequence[VOCRecord]) -> list[ImageItem]:
-    """The streaming loop's image list: each record's index in ``records``, id and image file."""
+def image_items(records: Sequence[VOCRecord]) -> list[ImageItem]:
+    """The streaming loop's image list of ``records``: each one's index in them, image id and image file."""
     return [ImageItem(i, r.image_id, r.image_path) for i, r in enumerate(records)]
 
 
@@ -94,7 +92,7 @@ def map_of_detector_on_records(
     Returns the :class:`VOCResult` and run facts (images, seconds, images/s).
     """
     images: list[ImageRecord] = []
-    facts = run_detections(detector, _image_items(records), detector.spec.evaluation, images.extend,
+    facts = run_detections(detector, image_items(records), detector.spec.evaluation, images.extend,
                            batch_size=batch_size)
     result = map_of_image_records(records, images, detector.spec.class_names, ap_method=ap_method)
     return result, {k: facts[k] for k in ("images", "seconds", "images_per_s")}
@@ -208,45 +206,6 @@ def _interval_fields(interval: tuple[float, float] | None, target: float) -> dic
             "interval_wider_than_target": interval_wider_than_target(interval, target)}
 
 
-@dataclass(frozen=True)
-class PartsWritten:
-    """What :func:`detect_records_to_file` did: ``run`` (this process's facts, :func:`~ssd_runtime.streaming.detect_to_file`'s),
-    ``parts`` (every shard's part of the output, in shard order) and ``merge_here`` (this process merges
-    them: the single process, or rank 0 under torchrun once every rank has written its part)."""
-
-    run: dict[str, Any]
-    parts: list[str]
-    merge_here: bool
-
-
-def detect_records_to_file(
-    detector: Detector,
-    model: str | os.PathLike,
-    records: Sequence[VOCRecord],
-    out: str | os.PathLike,
-    *,
-    precision: str,
-    batch_size: int = 8,
-    shard: Shard = Shard(),
-    resume: bool = False,
-    source: dict[str, Any] | None = None,
-    progress: Callable[[int], Any] | None = None,
-) -> PartsWritten:
-    """Detections of ``shard``'s share of ``records`` (the whole image list) into its part of ``out``, at the
-    model's evaluation settings; then, under torchrun, the wait for every rank (:func:`~ssd_runtime.sharding.wait_for_shards`).
-
-    ``model``: the detector's file (its sha256 names the run in the header; ``source`` and ``precision``
-    describe it there). ``resume`` skips the images already in the part. A shard given by
-    ``--shard i/N`` has nobody to wait for: ``merge_here`` is False and the parts are merged later
-    (:func:`detections_report`, ``ssd-runtime eval --detections``).
-    """
-    run = detect_to_file(detector, model, _image_items(records), out, detector.spec.evaluation, precision=precision,
-                         batch_size=batch_size, shard=shard, resume=resume, source=source, progress=progress)
-    parts = [str(part_path(out, Shard(i, shard.count))) for i in range(shard.count)]
-    wait_for_shards(shard)
-    return PartsWritten(run, parts, merge_here=not shard.sharded or (shard.torchrun and shard.main))
-
-
 def evaluate_to_file(
     model: str | os.PathLike,
     data: str | os.PathLike,
@@ -268,22 +227,23 @@ def evaluate_to_file(
     """Detections of ``shard``'s share of ``split`` into its part of ``out``, then the mAP of every part.
 
     The metric is computed by the single process, or under torchrun by rank 0 once every rank has
-    written its part (:func:`detect_records_to_file`); it is :func:`detections_report` of the parts,
-    with ``"run"``: this process's facts. A shard given by ``--shard i/N`` (nobody to wait for)
-    returns ``{"shard", "merged": False, "run", "parts"}``: merge the parts with
-    :func:`detections_report` once all are written. ``resume`` skips images already in the part.
+    written its part (:func:`~ssd_runtime.streaming.detect_to_file` waits); it is
+    :func:`detections_report` of the parts, with ``"run"``: this process's facts. A shard given by
+    ``--shard i/N`` (nobody to wait for) returns ``{"shard", "merged": False, "run", "parts"}``: merge
+    the parts with :func:`detections_report` once all are written. ``resume`` skips images already in
+    the part.
     """
     detector = Detector.load(model, backend, device=device_for(device, shard), postprocess=postprocess,
                              **(backend_options or {}))
     records = read_voc_split(data, split, detector.spec.class_names, skip_unknown=skip_unknown, max_images=max_images)
     facts = _model_facts(detector, model)
-    written = detect_records_to_file(detector, model, records, out, precision=facts["precision"],
-                                     batch_size=batch_size, shard=shard, resume=resume,
-                                     source={**facts, "data": str(data), "split": split}, progress=progress)
-    if not written.merge_here:
-        return {"shard": str(shard), "merged": False, "run": written.run, "parts": written.parts}
-    report = detections_report(written.parts, data, split=split, ap_method=ap_method, records=records)
-    return {**report, "run": written.run}
+    run = detect_to_file(detector, model, image_items(records), out, detector.spec.evaluation,
+                         precision=facts["precision"], batch_size=batch_size, shard=shard, resume=resume,
+                         source={**facts, "data": str(data), "split": split}, progress=progress)
+    parts = [str(p) for p in part_paths(out, shard.count)]
+    if not shard.merges:
+        return {"shard": str(shard), "merged": False, "run": run, "parts": parts}
+    return {**detections_report(parts, data, split=split, ap_method=ap_method, records=records), "run": run}
 
 
 def map_of_detections_files(

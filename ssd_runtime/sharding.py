@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-__all__ = ["Shard", "device_for", "parse_shard", "part_path", "resolve_shard", "shard_range", "wait_for_shards"]
+__all__ = [
+    "Shard", "device_for", "parse_shard", "part_path", "part_paths", "resolve_shard", "shard_range", "wait_for_shards",
+]
 
 #: How long rank 0 waits at the end for the other ranks under torchrun. A rank whose share was already
 #: written before a ``--resume`` finishes at once and waits for the others' whole run, hence hours, not
@@ -45,6 +47,12 @@ class Shard:
     def main(self) -> bool:
         """Shard 0: under torchrun, the process that merges the parts and reports the metric."""
         return self.index == 0
+
+    @property
+    def merges(self) -> bool:
+        """This process merges every part (once they are written): the single process, or rank 0 under
+        torchrun; a shard given by ``--shard i/N`` leaves the merge to a later command."""
+        return not self.sharded or (self.torchrun and self.main)
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -107,6 +115,11 @@ def part_path(path: str | os.PathLike, shard: Shard) -> Path:
     if not shard.sharded:
         return path
     return path.with_name(f"{path.stem}.part{shard.index}of{shard.count}{path.suffix}")
+
+
+def part_paths(path: str | os.PathLike, count: int) -> list[Path]:
+    """Every shard's part of the output ``path`` for ``count`` shards, in shard order (``path`` itself for one)."""
+    return [part_path(path, Shard(i, count)) for i in range(count)]
 
 
 def wait_for_shards(shard: Shard) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from ssd_runtime.detections_file import DetectionsHeader, DetectionsWriter, ImageRecord, image_list_sha256
 from ssd_runtime.detector import Detector
 from ssd_runtime.fileio import sha256_file
-from ssd_runtime.sharding import Shard, part_path, shard_range
+from ssd_runtime.sharding import Shard, part_path, shard_range, wait_for_shards
 from ssd_runtime.spec import PostprocessSettings
 
 __all__ = ["ImageItem", "detect_to_file", "run_detections"]
@@ -97,11 +97,13 @@ def detect_to_file(
     source: dict[str, Any] | None = None,
     progress: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
-    """Detect ``shard``'s share of ``items`` (the whole image list) into its part of ``out``.
+    """Detect ``shard``'s share of ``items`` (the whole image list) into its part of ``out``; under torchrun,
+    then wait until every rank has written its part (:func:`~ssd_runtime.sharding.wait_for_shards`).
 
     ``model`` is the detector's file (its sha256 goes into the header). With ``resume`` the images
     already in the file are skipped. Returns run facts with ``path`` (the file written), ``shard``
-    and ``resumed_images``.
+    and ``resumed_images``. Once it returns, a process whose ``shard.merges`` holds every part
+    (:func:`~ssd_runtime.sharding.part_paths`); a shard given by ``--shard i/N`` has nobody to wait for.
     """
     path = part_path(out, shard)
     header = DetectionsHeader(
@@ -115,5 +117,7 @@ def detect_to_file(
     with DetectionsWriter(path, header, resume=resume) as writer:
         facts = run_detections(detector, share, settings, writer.write, batch_size=batch_size, done=writer.done,
                                progress=progress)
-        return {**facts, "path": str(path), "shard": str(shard), "resumed_images": len(writer.done),
-                "torn_line_dropped": writer.torn}
+        facts = {**facts, "path": str(path), "shard": str(shard), "resumed_images": len(writer.done),
+                 "torn_line_dropped": writer.torn}
+    wait_for_shards(shard)  # the part is closed: the other ranks may read it
+    return facts

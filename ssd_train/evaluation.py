@@ -7,7 +7,7 @@ NumPy one on the CPU and its torch one on a GPU (identical detections, tested).
 
 Large splits can be sharded over processes (``--shard i/N`` or torchrun) and written to a resumable
 detections file, the runtime's format (:mod:`ssd_runtime.detections_file`): :func:`evaluate_to_file`
-runs :func:`ssd_runtime.evaluate.detect_records_to_file` (header, grid, writer, the wait for the other
+runs :func:`ssd_runtime.streaming.detect_to_file` (header, grid, writer, the wait for the other
 ranks) and merges the parts with :func:`ssd_runtime.evaluate.map_of_detections_files`; so the merged
 mAP is the single-process mAP, and ``ssd-runtime eval --detections`` reads the same files.
 """
@@ -24,9 +24,10 @@ import torch
 
 from ssd_runtime.backends import BackendClosedError
 from ssd_runtime.detector import Detector
-from ssd_runtime.evaluate import detect_records_to_file, map_of_detections_files, map_of_detector_on_records
+from ssd_runtime.evaluate import image_items, map_of_detections_files, map_of_detector_on_records
 from ssd_runtime.metric import VOCResult
-from ssd_runtime.sharding import Shard
+from ssd_runtime.sharding import Shard, part_paths
+from ssd_runtime.streaming import detect_to_file
 from ssd_runtime.spec import ModelSpec
 from ssd_train.config import TrainConfig
 from ssd_train.data import VOCDetection
@@ -154,11 +155,11 @@ def evaluate_to_file(
     records = dataset.records
     facts = {"backend": BACKEND_NAME, "device": str(device), "postprocess": _postprocess_for(device)}
     with _detector(model, spec, device, channels_last) as detector:
-        written = detect_records_to_file(detector, checkpoint, records, out, precision="fp32", batch_size=batch_size,
-                                         shard=shard, resume=resume, source={**facts, **(source or {})})
-    if not written.merge_here:
+        detect_to_file(detector, checkpoint, image_items(records), out, spec.evaluation, precision="fp32",
+                       batch_size=batch_size, shard=shard, resume=resume, source={**facts, **(source or {})})
+    if not shard.merges:
         return None
-    return map_of_detections_files(written.parts, records, ap_method=ap_method)[1]
+    return map_of_detections_files(part_paths(out, shard.count), records, ap_method=ap_method)[1]
 
 
 def eval_dataset(config: TrainConfig, class_names: tuple[str, ...], spec: ModelSpec) -> VOCDetection:

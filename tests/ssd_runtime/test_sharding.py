@@ -15,6 +15,7 @@ from ssd_runtime.sharding import (
     device_for,
     parse_shard,
     part_path,
+    part_paths,
     resolve_shard,
     shard_range,
 )
@@ -57,6 +58,14 @@ def test_shares_are_whole_batches_that_cover_the_list_once():
 def test_part_paths():
     assert part_path("out/d.jsonl", Shard()) == Path("out/d.jsonl")
     assert part_path("out/d.jsonl", Shard(2, 3)) == Path("out/d.part2of3.jsonl")
+    assert part_paths("out/d.jsonl", 1) == [Path("out/d.jsonl")]
+    assert part_paths("out/d.jsonl", 2) == [Path("out/d.part0of2.jsonl"), Path("out/d.part1of2.jsonl")]
+
+
+def test_who_merges_the_parts():
+    # the single process and torchrun's rank 0 merge; every other rank, and every --shard by hand, does not
+    assert Shard().merges and Shard(0, 1, torchrun=True).merges and Shard(0, 4, torchrun=True).merges
+    assert not Shard(1, 4, torchrun=True).merges and not Shard(0, 4).merges and not Shard(3, 4).merges
 
 
 
