@@ -335,7 +335,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
             calibration_images=args.calibration_images, engines=args.engines, bench_batches=args.bench_batches,
             bench_warmup=args.bench_warmup, bench_iterations=args.bench_iterations, draw_images=args.draw_images,
             max_drop=args.max_drop, int8_method=args.method, int8_parity=not args.no_int8_parity,
-            max_images=args.max_images, targets=targets,
+            max_images=args.max_images, targets=targets, backends=args.backends,
             progress=not args.no_progress,
         )
     except KeyboardInterrupt:
@@ -353,7 +353,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _add_deploy(sub: argparse._SubParsersAction) -> None:
-    from ssd_export.deploy.run import deploy
+    from ssd_export.deploy.run import RUNTIMES, deploy
     from ssd_runtime.evaluate import TARGET_POINTS
 
     def default(name: str):
@@ -367,6 +367,9 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artifacts", nargs="+", choices=defaults.DEPLOY_ARTIFACTS, default=list(default("artifacts")),
                    metavar="NAME", help=f"what to build, of {', '.join(defaults.DEPLOY_ARTIFACTS)} (default: "
                    f"{' '.join(defaults.DEFAULT_DEPLOY_ARTIFACTS)}; engines: a TensorRT engine of each ONNX artifact)")
+    p.add_argument("--backends", nargs="+", choices=RUNTIMES, default=default("backends"), metavar="RUNTIME",
+                   help=f"runtimes each ONNX artifact is verified, evaluated and timed in, one report row each, of "
+                   f"{', '.join(RUNTIMES)} (onnxruntime among them; default: onnxruntime, plus openvino where installed)")
     p.add_argument("--engines", choices=defaults.ENGINE_MODES, default=default("engines"),
                    help="auto: build engines where TensorRT and a GPU exist, else say why in the report; "
                    "require: fail without them; skip (default %(default)s)")

@@ -8,10 +8,14 @@ minus PyTorch, judged against the target of the artifact's precision.
 ``report.json`` (``format`` "ssd300-deploy-report", ``schema_version`` :data:`REPORT_SCHEMA`):
 ``created_at`` (UTC), ``machine`` (cpu, cores, platform, gpu), ``versions``, the run's facts (``command``,
 ``checkpoint`` and its sha256, ``data``, ``split``, ``images``, ``data_sha256``, ``out``, ``engines``
-(mode, built, reason), ``targets``, ``bench`` settings, ``calibration``, ``seconds``, ``interrupted``),
-``reference`` (the PyTorch mAP), ``artifacts`` (one row each: name, kind, variant, precision, path,
-source, status ok/failed/interrupted/not run, error, traceback, reused and finished_at per step,
-size_bytes, sha256, build, verified, map, delta_points, delta_points_interval, target_points,
+(mode, built, reason), ``runtimes`` (used: the runtimes reading the ONNX artifacts, default: whether the
+list was the default one, left_out: runtime -> why not used), ``targets``, ``bench`` settings, ``calibration``, ``seconds``, ``interrupted``),
+``reference`` (the PyTorch mAP), ``artifacts`` (one row per artifact per runtime: name, kind, variant,
+precision, runtime (the backend reading it: torch, onnxruntime, openvino, tensorrt), reads_file_of (a
+second runtime's row: the row that builds the file it reads; None otherwise), path, source, status
+ok/failed/interrupted/not run, error, traceback, reused and finished_at per step, size_bytes, sha256,
+build, verify (a second runtime's parity check), verified, runtime_options (the backend's ``options``:
+OpenVINO's inference precision, threads and version), map, delta_points, delta_points_interval, target_points,
 within_target, interval_wider_than_target, interval_error, evaluation, classes (per-class AP, and
 beside PyTorch each class's delta_points and delta_points_interval), bench
 (:func:`ssd_runtime.bench.benchmark`'s results), drawings), ``bootstrap`` (method, resamples,
@@ -49,7 +53,7 @@ __all__ = ["REPORT_FORMAT", "REPORT_SCHEMA", "build_report", "machine_info", "re
 REPORT_FORMAT = DEPLOY_REPORT.name
 #: Bumped when a field changes meaning or is removed (adding fields keeps it: the intervals were added at 1).
 REPORT_SCHEMA = DEPLOY_REPORT.version
-STEPS = ("build", "evaluate", "bench", "draw")
+STEPS = ("build", "verify", "evaluate", "bench", "draw")
 
 
 def machine_info() -> dict[str, Any]:
@@ -79,7 +83,7 @@ def machine_info() -> dict[str, Any]:
 def versions() -> dict[str, str | None]:
     """Versions of Python and of the packages the artifacts went through (None: not installed)."""
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for package in ("ssd300-toolkit", "torch", "onnxruntime", "onnx", "numpy", "tensorrt"):
+    for package in ("ssd300-toolkit", "torch", "onnxruntime", "openvino", "onnx", "numpy", "tensorrt"):
         try:
             out[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -92,21 +96,27 @@ def _row(artifact: Any, entry: dict[str, Any], reference: dict[str, Any] | None,
     """One artifact's line of the report from its step results (``reference``: the reference's evaluation)."""
     reference_map = reference["map"] if reference else None
     steps = entry.get("steps", {})
-    build, evaluation, bench, draw = (steps.get(s) for s in STEPS)
+    build, verify, evaluation, bench, draw = (steps.get(s) for s in STEPS)
     row: dict[str, Any] = {
         "name": artifact.name, "kind": artifact.kind, "variant": artifact.variant, "precision": artifact.precision,
+        "runtime": artifact.backend, "reads_file_of": None if artifact.builds else artifact.source,
         "path": str(artifact.path), "source": artifact.source, "status": entry.get("status", "not run"),
         "error": entry.get("error"), "traceback": entry.get("traceback"),
         "reused": {s: steps[s]["reused"] for s in STEPS if s in steps},
         "finished_at": {s: steps[s]["finished_at"] for s in STEPS if s in steps},
         "size_bytes": build["size_bytes"] if build else None, "sha256": build["sha256"] if build else None,
-        "build": None, "verified": None, "map": None, "delta_points": None, "delta_points_interval": None,
+        "build": None, "verify": None, "verified": None, "runtime_options": None, "map": None, "delta_points": None, "delta_points_interval": None,
         "target_points": None if artifact.kind == "checkpoint" else targets[artifact.precision],
         "within_target": None, "interval_wider_than_target": None, "interval_error": None, "evaluation": None, "classes": None, "bench": None, "drawings": None,
     }
     if build:
         row["build"] = {k: v for k, v in build.items() if k not in ("reused", "finished_at", "sha256", "size_bytes")}
         row["verified"] = build["verification"]["passed"]
+    if verify:
+        row["verify"] = {k: v for k, v in verify.items() if k not in ("reused", "finished_at")}
+        row["verified"] = verify["verification"]["passed"]
+    if evaluation or bench:  # the backend's run options (OpenVINO: its inference precision, threads, version)
+        row["runtime_options"] = (evaluation or {}).get("backend_options") or (bench or {}).get("options")
     if evaluation:
         row["map"] = evaluation["map"]
         row["classes"] = [{"name": c["name"], "ap": c["ap"]} for c in evaluation["classes"]]
@@ -245,6 +255,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                      + "".join(f"; warning: {w}" for w in calibration.get("warnings", [])))
     engines = report["engines"]
     lines.append(f"- TensorRT engines: {'built' if engines['built'] else 'skipped: ' + str(engines['reason'])}")
+    lines += _runtime_lines(report.get("runtimes"), rows)  # absent from reports written before the runtimes
     evaluated = next((r["evaluation"] for r in rows if r["evaluation"]), None)
     bootstrap = report.get("bootstrap")  # absent from reports written before the intervals
     level = f"{bootstrap['interval_level']:.0%} interval" if bootstrap else "interval"
@@ -253,7 +264,8 @@ def render_markdown(report: dict[str, Any]) -> str:
               ("delta: artifact minus PyTorch in mAP points (1 point = 0.01 mAP); target: the largest |delta| "
                "allowed for its precision; verified: its checks at build (FP32/FP16/end2end and their engines: "
                "parity with the checkpoint; INT8: TensorRT's Q/DQ rules, its engine: parity with the Q/DQ ONNX; "
-               "INT8 accuracy is judged by the mAP)."), ""]
+               "INT8 accuracy is judged by the mAP; a second runtime's row, e.g. openvino-fp32: the same file's parity "
+               "with the checkpoint as that runtime reads it); runtime: the backend that read the file."), ""]
     if bootstrap:
         lines += [(f"{level}: where the delta would lie on other test sets like this one (paired bootstrap over "
                    f"the {report['images']} images: {bootstrap['resamples']} resamples, the same for the artifact "
@@ -270,9 +282,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             verdict += " (interval wider than the target)"
         interval = "-" if r["kind"] == "checkpoint" else format_interval(r.get("delta_points_interval"))
         verified = {True: "yes", False: "**no**", None: "-"}[r["verified"]]
-        table.append([r["name"], r["precision"], _fmt(r["map"]), _fmt(r["delta_points"], "+.3f"), interval, target,
+        table.append([r["name"], r.get("runtime", "-"), r["precision"], _fmt(r["map"]), _fmt(r["delta_points"], "+.3f"), interval, target,
                       verdict, verified, "yes" if r["reused"] and all(r["reused"].values()) else "no"])
-    lines += _table(["artifact", "precision", "mAP", "delta (points)", level, "target", "result", "verified",
+    lines += _table(["artifact", "runtime", "precision", "mAP", "delta (points)", level, "target", "result", "verified",
                      "reused"], table)
     lines += [f"- {r['name']}: no interval ({r['interval_error']})" for r in rows if r.get("interval_error")]
     worst = next((r for r in rows if r["name"] == report["worst"]), None)
@@ -290,7 +302,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _table(["artifact", "file", "size (MB)", "sha256", "build (s)"], [
         [r["name"], f"`{Path(r['path']).name}`", _fmt(r["size_bytes"] and r["size_bytes"] / 1e6, ".2f"),
          f"`{r['sha256'][:16]}`" if r["sha256"] else "-",
-         _fmt(r["build"] and r["build"].get("seconds"), ".1f")] for r in rows if r["kind"] != "checkpoint"])
+         _fmt(r["build"] and r["build"].get("seconds"), ".1f")]
+        for r in rows if r["kind"] != "checkpoint" and not r.get("reads_file_of")])
     figures = report.get("figures") or {}
     if figures:
         lines += ["", "## Figures", ""]
@@ -303,6 +316,21 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["failures"]:
         lines += ([] if lines[-1] == "" else [""]) + ["## Problems", ""] + [f"- {f}" for f in report["failures"]]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _runtime_lines(runtimes: dict[str, Any] | None, rows: list[dict[str, Any]]) -> list[str]:
+    """Which runtimes read the ONNX artifacts (and why one was left out), and each one's options."""
+    if not runtimes:
+        return []
+    how = "the default: ONNX Runtime plus those installed" if runtimes["default"] else "asked for"
+    lines = [f"- ONNX runtimes: {', '.join(runtimes['used'])} ({how})"]
+    lines += [f"- {name} left out: {reason}" for name, reason in runtimes["left_out"].items()]
+    for runtime in runtimes["used"]:
+        options = next((r["runtime_options"] for r in rows if r.get("runtime") == runtime and r.get("runtime_options")),
+                       None)
+        if options and set(options) - {"variant"}:  # ONNX Runtime's options name the variant only
+            lines.append(f"- {runtime} options: " + _settings({k: v for k, v in options.items() if k != "variant"}))
+    return lines
 
 
 def _latency_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -11,6 +11,12 @@ in order - build (with its verification), evaluate (VOC mAP on the test split th
 the evaluation settings), bench (latency per stage), draw - and the report (:mod:`ssd_export.deploy.report`)
 puts each mAP beside PyTorch's with its target (:data:`ssd_runtime.variants.TARGET_POINTS`).
 
+Runtimes (``backends``, ``--backends``): each ONNX artifact is built and verified in ONNX Runtime and
+read again by every other runtime listed (OpenVINO: a row ``openvino-X`` whose first step, verify, is the
+same parity check on its backend), so the report holds one row per artifact per runtime: the INT8 mAP
+as a fusing runtime reads the Q/DQ model sits beside ONNX Runtime's. The default list, decided in
+:func:`runtime_support` only: ONNX Runtime, plus OpenVINO where it imports (the report says why not).
+
 Reruns: every finished step is recorded in ``DIR/deploy_state.json`` (written atomically after each
 step) with its inputs (source sha256s, data fingerprint, settings) and the sha256 of the files it
 wrote; a rerun reuses a step whose inputs and files still match and redoes the rest (the report says
@@ -20,6 +26,7 @@ after writing the report of what finished.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import os
 import sys
@@ -47,6 +54,7 @@ from ssd_export.deploy.steps import (
     load_detector,
     records_fingerprint,
     test_records,
+    verify_on_runtime,
 )
 from ssd_runtime.bench import benchmark
 from ssd_runtime.bootstrap import MATCHES_SCHEMA, BootstrapSettings
@@ -61,8 +69,52 @@ __all__ = ["DeployError", "deploy", "plan_artifacts"]
 STATE_NAME = "deploy_state.json"
 
 
-def plan_artifacts(out: Path, checkpoint: Path, artifacts: Sequence[str], engines: bool) -> list[Artifact]:
-    """The reference checkpoint, the ONNX artifacts asked for (fp32 added when int8 needs it), their engines."""
+#: The runtimes that read the ONNX artifacts, in the report's order: ONNX Runtime (every ONNX file is built
+#: and verified through it: always listed) and OpenVINO (fuses the Q/DQ model into INT8 kernels, as TensorRT does).
+RUNTIMES = ("onnxruntime", "openvino")
+#: The runtime each ONNX artifact is built and verified with; the others read its file as a row of their own.
+BUILD_RUNTIME = "onnxruntime"
+
+
+def runtime_support(backends: Sequence[str] | None) -> tuple[list[str], dict[str, Any]]:
+    """(the runtimes to evaluate and time each ONNX artifact in, the report's runtime line).
+
+    ``backends`` None: the default, ONNX Runtime plus every other runtime of :data:`RUNTIMES` whose
+    package imports here (one left out is named with the reason). A list is taken as asked: an unknown
+    name, one without ``onnxruntime`` (the builds' verification runs in it) or one that does not import
+    raises :class:`DeployError`.
+    """
+    if backends is not None:
+        unknown = sorted(set(backends) - set(RUNTIMES))
+        if unknown or BUILD_RUNTIME not in backends:
+            raise DeployError(f"backends must include {BUILD_RUNTIME} (every ONNX artifact is built and verified in "
+                              f"it) and be of {', '.join(RUNTIMES)}; got {', '.join(backends) or 'none'}")
+    asked = RUNTIMES if backends is None else [r for r in RUNTIMES if r in backends]
+    used, left_out = [], {}
+    for runtime in asked:
+        reason = _unavailable(runtime)
+        if reason is None:
+            used.append(runtime)
+        elif backends is None:
+            left_out[runtime] = reason
+        else:
+            raise DeployError(f"--backends {runtime}: {reason}")
+    return used, {"used": used, "default": backends is None, "left_out": left_out}
+
+
+def _unavailable(runtime: str) -> str | None:
+    """Why ``runtime``'s package does not import here (with what to install), or None."""
+    try:
+        importlib.import_module(runtime)  # the runtimes' packages bear their backend names
+    except ImportError as exc:
+        return f"not installed ({exc}): pip install 'ssd300-toolkit[{'ort' if runtime == BUILD_RUNTIME else runtime}]'"
+    return None
+
+
+def plan_artifacts(out: Path, checkpoint: Path, artifacts: Sequence[str], engines: bool,
+                   runtimes: Sequence[str] = (BUILD_RUNTIME,)) -> list[Artifact]:
+    """The reference checkpoint, the ONNX artifacts asked for (fp32 added when int8 needs it), each followed by
+    its rows in the other ``runtimes`` (``openvino-fp32``: the same file), then their engines."""
     unknown = sorted(set(artifacts) - set(defaults.DEPLOY_ARTIFACTS))
     if unknown:
         raise DeployError(f"unknown artifact(s) {', '.join(unknown)}; choose from {', '.join(defaults.DEPLOY_ARTIFACTS)}")
@@ -70,8 +122,10 @@ def plan_artifacts(out: Path, checkpoint: Path, artifacts: Sequence[str], engine
     if "int8" in onnx and "fp32" not in onnx:
         onnx.insert(0, "fp32")  # the INT8 model is quantized from the fp32 export
     plan = [Artifact("pytorch", "checkpoint", "fp32", "fp32", checkpoint)]
-    plan += [Artifact(v, "onnx", v, VARIANT_PRECISION[v], out / f"ssd300_{v}.onnx", "fp32" if v == "int8" else None)
-             for v in onnx]
+    for v in onnx:
+        plan.append(Artifact(v, "onnx", v, VARIANT_PRECISION[v], out / f"ssd300_{v}.onnx", "fp32" if v == "int8" else None))
+        plan += [Artifact(f"{r}-{v}", "onnx", v, VARIANT_PRECISION[v], out / f"ssd300_{v}.onnx", v, runtime=r)
+                 for r in runtimes if r != BUILD_RUNTIME]
     if engines:
         plan += [Artifact(f"trt-{v}", "engine", v, VARIANT_PRECISION[v], out / f"ssd300_{v}.engine", v)
                  for v in onnx if v in defaults.ENGINE_SOURCES]
@@ -117,6 +171,7 @@ def deploy(
     int8_parity: bool = True,
     max_images: int = 0,
     targets: dict[str, float] | None = None,
+    backends: Sequence[str] | None = None,
     bootstrap: BootstrapSettings = BootstrapSettings(),
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -136,6 +191,10 @@ def deploy(
             informative comparison with the fp32 source).
         max_images: evaluate the first N test images only (0: all).
         targets: |delta mAP| targets in points by precision, over :data:`ssd_runtime.variants.TARGET_POINTS`.
+        backends: the runtimes each ONNX artifact is verified (parity), evaluated, timed and drawn in, one
+            report row each (:data:`RUNTIMES`; ``onnxruntime`` among them); None: :func:`runtime_support`'s
+            default, ONNX Runtime plus OpenVINO where it is installed. OpenVINO runs at its backend's
+            defaults (float parts at f32), recorded in each row's ``runtime_options``.
         bootstrap: resamples, level and seed of the paired bootstrap interval beside every delta
             (:mod:`ssd_runtime.bootstrap`; recorded in the report).
 
@@ -155,7 +214,8 @@ def deploy(
     if not bench_batches or min(bench_batches) < 1 or bench_iterations < 1 or bench_warmup < 0:
         raise DeployError("bench batches and iterations must be >= 1 (warm-up >= 0)")
     engine_module, engine_line = _engine_support(engines, "engines" in artifacts)
-    plan = plan_artifacts(out, checkpoint, artifacts, engine_module is not None)
+    runtimes, runtime_line = runtime_support(backends)
+    plan = plan_artifacts(out, checkpoint, artifacts, engine_module is not None, runtimes)
     out.mkdir(parents=True, exist_ok=True)
     reference = load_detector(plan[0])
     records = test_records(data, reference.spec.class_names, max_images=max_images)
@@ -177,9 +237,10 @@ def deploy(
     command += [f"--{k}={v}" for k, v in (("max-drop", max_drop), ("method", int8_method)) if v is not None]
     command += [f"--max-images={max_images}"] if max_images else []
     command += [f"--target={k}={v}" for k, v in targets.items() if v != TARGET_POINTS[k]]
+    command += [] if backends is None else ["--backends", *runtimes]
     run.meta = {"command": command, "checkpoint": str(checkpoint), "checkpoint_sha256": run.checkpoint_sha256,
                 "data": str(data), "split": "test", "images": len(records), "data_sha256": run.data_sha256,
-                "out": str(out), "engines": engine_line, "targets": targets, "bench": bench, "calibration": None}
+                "out": str(out), "engines": engine_line, "runtimes": runtime_line, "targets": targets, "bench": bench, "calibration": None}
     results: dict[str, dict[str, Any]] = {}
     tqdm = _tqdm(progress)
     bar = tqdm(plan, desc="deploy", unit="artifact", position=0)
@@ -235,10 +296,12 @@ def _tqdm(enabled: bool) -> Callable[..., Any]:
 
 def _run_artifact(artifact: Artifact, run: _Run, results: dict[str, dict[str, Any]],
                   tqdm: Callable[..., Any]) -> dict[str, Any]:
-    """The artifact's steps (build, evaluate, bench, draw); a failure is recorded, not raised."""
+    """The artifact's steps (build, or a second runtime's verify; evaluate, bench, draw); a failure is recorded,
+    not raised."""
     steps: dict[str, Any] = {}
     entry: dict[str, Any] = {"status": "ok", "steps": steps}
-    names = (["build"] if artifact.kind != "checkpoint" else []) + ["evaluate", "bench", "draw"]
+    first = ["build"] if artifact.builds else ["verify"] if artifact.kind != "checkpoint" else []
+    names = first + ["evaluate", "bench", "draw"]
     bar = tqdm(names, desc=f"  {artifact.name}", unit="step", position=1, leave=False)
     current = names[0]
     try:
@@ -276,6 +339,14 @@ def _step(state: DeployState, key: str, inputs: dict[str, Any], work: Callable[[
 
 def _model_sha(artifact: Artifact, run: _Run) -> str:
     return run.checkpoint_sha256 if artifact.kind == "checkpoint" else run.state.sha256(artifact.path)
+
+
+def _runtime_inputs(artifact: Artifact) -> dict[str, Any]:
+    """A second runtime's name and version, inputs of each of its steps (none for a file kind's own runtime:
+    its steps' inputs stay as they were before other runtimes were added, so their records stay reusable)."""
+    if artifact.runtime is None:
+        return {}
+    return {"runtime": artifact.runtime, "runtime_version": importlib.metadata.version(artifact.runtime)}
 
 
 def _detector(artifact: Artifact, run: _Run):
@@ -330,11 +401,25 @@ def _build(artifact: Artifact, run: _Run) -> dict[str, Any]:
     return result
 
 
+def _verify(artifact: Artifact, run: _Run) -> dict[str, Any]:
+    """A second runtime's parity check of the file another row built (``verify_on_runtime``)."""
+    report = run.out / f"ssd300_{artifact.variant}.onnx.{artifact.runtime}.verify.json"
+    inputs = {"model_sha256": _model_sha(artifact, run), "checkpoint_sha256": run.checkpoint_sha256,
+              "int8_parity": run.int8_parity, **_runtime_inputs(artifact)}
+    result = _step(run.state, f"{artifact.name}/verify", inputs,
+                   lambda: verify_on_runtime(_detector(artifact, run), run.checkpoint, artifact, report,
+                                             int8_parity=run.int8_parity),
+                   lambda r: [report] if r["verification"]["report"] else [])
+    if result["verification"]["passed"] is False:
+        raise DeployError(f"verification in {artifact.runtime} failed: {'; '.join(result['verification']['failures'])}")
+    return result
+
+
 def _evaluate(artifact: Artifact, run: _Run) -> dict[str, Any]:
     # the matches file's schema is an input: an evaluation recorded before it existed (or of another
     # schema) is redone, so every reused evaluation has the file the report's intervals need
     inputs = {"model_sha256": _model_sha(artifact, run), "data_sha256": run.data_sha256,
-              "matches_schema": MATCHES_SCHEMA}
+              "matches_schema": MATCHES_SCHEMA, **_runtime_inputs(artifact)}
     curves = run.out / "eval" / f"{artifact.name}.json"
     matches = run.out / "eval" / f"{artifact.name}.matches.npz"
     result = _step(run.state, f"{artifact.name}/evaluate", inputs,
@@ -348,7 +433,7 @@ def _evaluate(artifact: Artifact, run: _Run) -> dict[str, Any]:
 def _bench(artifact: Artifact, run: _Run) -> dict[str, Any]:
     images = [r.image_path for r in run.records[:max(run.bench["batches"])]]
     inputs = {"model_sha256": _model_sha(artifact, run), "cpu": run.cpu, **run.bench,
-              "images": [[p.name, run.state.sha256(p)] for p in images]}
+              "images": [[p.name, run.state.sha256(p)] for p in images], **_runtime_inputs(artifact)}
     return _step(run.state, f"{artifact.name}/bench", inputs,
                  lambda: bench_artifact(_detector(artifact, run), run.bench["batches"], images,
                                         warmup=run.bench["warmup"], iterations=run.bench["iterations"]),
@@ -356,7 +441,8 @@ def _bench(artifact: Artifact, run: _Run) -> dict[str, Any]:
 
 
 def _draw(artifact: Artifact, run: _Run) -> dict[str, Any]:
-    inputs = {"model_sha256": _model_sha(artifact, run), "images": [[p.name, run.state.sha256(p)] for p in run.draw]}
+    inputs = {"model_sha256": _model_sha(artifact, run), "images": [[p.name, run.state.sha256(p)] for p in run.draw],
+              **_runtime_inputs(artifact)}
     folder = run.out / "detections" / artifact.name
     result = _step(run.state, f"{artifact.name}/draw", inputs,
                    lambda: draw_artifact(_detector(artifact, run), run.draw, folder), lambda r: r["images"])
@@ -365,4 +451,4 @@ def _draw(artifact: Artifact, run: _Run) -> dict[str, Any]:
 
 
 _STEPS: dict[str, Callable[[Artifact, _Run], dict[str, Any]]] = {
-    "build": _build, "evaluate": _evaluate, "bench": _bench, "draw": _draw}
+    "build": _build, "verify": _verify, "evaluate": _evaluate, "bench": _bench, "draw": _draw}

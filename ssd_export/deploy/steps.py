@@ -1,5 +1,7 @@
 """The steps of ``ssd-export deploy``, one function each; every one is a call of the toolkit's own API.
 
+- verify (a second runtime's row, e.g. OpenVINO on an ONNX file): :func:`ssd_export.parity.check_parity` on
+  that runtime's backend;
 - build: :func:`ssd_export.onnx.export.export_onnx` (fp32, fp16, uint8-nhwc, end2end; each verified
   against the checkpoint before its file appears), :func:`ssd_export.int8.quantize.quantize_int8` or, with a
   target, :func:`ssd_export.int8.search.search_int8` (int8), ``ssd_export.tensorrt.engine.build_engine``
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ssd_export.defaults import DEFAULT_VERIFY_BATCH, VERIFY_SEED
 from ssd_runtime.bench import benchmark
 from ssd_runtime.bootstrap import save_matches
 from ssd_runtime.detections_file import image_list_sha256
@@ -32,6 +36,7 @@ from ssd_runtime.evaluate import map_of_detector_on_records
 from ssd_runtime.fileio import atomic_path, sha256_file
 from ssd_runtime.metric import VOCResult
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
+from ssd_runtime.variants import PRECISIONS, VARIANT_PRECISION
 from ssd_runtime.voc import VOCRecord, read_voc_split
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "report_settings",
     "test_records",
     "thin_curve",
+    "verify_on_runtime",
 ]
 
 #: Points kept per precision-recall curve in the saved evaluation (plots need no more; the full curve of
@@ -68,10 +74,13 @@ class DeployError(ValueError):
 class Artifact:
     """One thing the deploy builds (or the checkpoint it starts from).
 
-    name: its name in the report (``pytorch``, ``fp32``, ``trt-int8``, ...); kind: ``checkpoint``,
-    ``onnx`` or ``engine``; variant: the ONNX variant (an engine's: its source's); precision: the key of
-    :data:`ssd_runtime.variants.TARGET_POINTS`; path: the file; source: the artifact it is built from
-    (int8 from fp32, ``trt-X`` from X), None for those built from the checkpoint.
+    name: its name in the report (``pytorch``, ``fp32``, ``trt-int8``, ``openvino-int8``, ...); kind:
+    ``checkpoint``, ``onnx`` or ``engine``; variant: the ONNX variant (an engine's: its source's);
+    precision: the key of :data:`ssd_runtime.variants.TARGET_POINTS`; path: the file; source: the artifact
+    it is built from (int8 from fp32, ``trt-X`` from X; for a second runtime's row, the row that builds
+    the file it reads), None for those built from the checkpoint; runtime: the backend that reads a file
+    another row builds (``openvino`` on an ONNX file), None for the file kind's own (the checkpoint in
+    PyTorch, ONNX in ONNX Runtime, an engine in TensorRT).
     """
 
     name: str
@@ -80,10 +89,25 @@ class Artifact:
     precision: str
     path: Path
     source: str | None = None
+    runtime: str | None = None
 
     @property
     def device(self) -> str:
         return "cuda" if self.kind == "engine" else "cpu"
+
+    @property
+    def backend(self) -> str:
+        """The backend name it runs in (the report's runtime column)."""
+        return self.runtime or FILE_KIND_RUNTIMES[self.kind]
+
+    @property
+    def builds(self) -> bool:
+        """Whether this row writes its file (the checkpoint is given; a second runtime reads another row's file)."""
+        return self.kind != "checkpoint" and self.runtime is None
+
+
+#: The backend of each artifact kind's own row.
+FILE_KIND_RUNTIMES = {"checkpoint": "torch", "onnx": "onnxruntime", "engine": "tensorrt"}
 
 
 def report_settings(spec: ModelSpec) -> PostprocessSettings:
@@ -222,12 +246,50 @@ def build_engine(engine_module: Any, source: Path, checkpoint: Path, artifact: A
     }
 
 
+def verify_on_runtime(detector: Detector, checkpoint: Path, artifact: Artifact, report_path: Path, *,
+                      int8_parity: bool = True) -> dict[str, Any]:
+    """The parity of an ONNX file with its checkpoint as a second runtime reads it (``artifact.runtime``).
+
+    The one check (:func:`ssd_export.parity.check_parity` on the detector's backend; the end2end model's
+    detections: :func:`~ssd_export.parity.check_end2end`) at the variant's tolerance, on the scenes its
+    build was verified on; INT8's is reported, not judged (its accuracy is judged by mAP), and skipped
+    with ``int8_parity`` False as at its build. The file's own checks (TensorRT rules, source checkpoint,
+    spec) are its build's. Writes the full report, with the backend's options, to ``report_path``.
+    """
+    from ssd_export.parity import check_end2end, check_parity, reference_outputs, write_report
+    from ssd_runtime.onnx_model import read_onnx_info
+
+    start = time.perf_counter()
+    backend = detector.backend
+    failures: list[str] = []
+    if artifact.variant == "int8" and not int8_parity:
+        return {"seconds": 0.0, "verification": {"passed": None, "failures": [], "report": None, "checks": {},
+                                                 "skipped": "INT8 parity off (--no-int8-parity)"}}
+    if artifact.variant == "end2end":
+        report: dict[str, Any] = {"backend": type(backend).__name__, "batch_size": DEFAULT_VERIFY_BATCH}
+        reference = reference_outputs(checkpoint, DEFAULT_VERIFY_BATCH, VERIFY_SEED)
+        check_end2end(read_onnx_info(artifact.path), backend, reference, report, failures)
+    else:
+        tolerance = PRECISIONS["int8"].tolerance if artifact.variant == "int8" else VARIANT_PRECISION[artifact.variant]
+        report = check_parity(backend, checkpoint, tolerance, batch_size=DEFAULT_VERIFY_BATCH, seed=VERIFY_SEED)
+        if artifact.variant == "int8":  # informative, as at its build
+            report.update(judged=False, outside_tolerance=report.pop("failures"))
+        else:
+            failures = report.pop("failures")
+    report.update(passed=not failures, failures=failures, runtime=artifact.runtime, options=backend.options)
+    write_report(report, report_path)
+    return {"seconds": round(time.perf_counter() - start, 3),
+            "verification": {"passed": not failures, "failures": failures, "report": str(report_path),
+                             "checks": _verification_summary(report)}}
+
+
 # ------------------------------------------------------------------------------- run the artifact
 
 
 def load_detector(artifact: Artifact) -> Detector:
-    """The runtime's Detector on the artifact (the checkpoint through the PyTorch backend, in FP32 on the CPU)."""
-    backend = "torch" if artifact.kind == "checkpoint" else "auto"
+    """The runtime's Detector on the artifact (the checkpoint through the PyTorch backend, in FP32 on the CPU;
+    a second runtime's row through that backend at its default options: OpenVINO's float parts at f32)."""
+    backend = "torch" if artifact.kind == "checkpoint" else artifact.runtime or "auto"
     return Detector.load(artifact.path, backend, device=artifact.device)
 
 
@@ -250,7 +312,7 @@ def evaluate_artifact(detector: Detector, records: list[VOCRecord], curves_path:
         tmp.write_text(json.dumps({"map": result.map, "ap": _ap(result), "curves": curves}) + "\n")
     save_matches(matches_path, result.matches, image_list_sha256(r.image_id for r in records))
     return {**result.to_dict(), **facts, "settings": detector.spec.evaluation.to_dict(), "curves": str(curves_path),
-            "matches": str(matches_path)}
+            "matches": str(matches_path), "backend_options": detector.backend.options}
 
 
 def _ap(result: VOCResult) -> dict[str, float | None]:

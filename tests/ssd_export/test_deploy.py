@@ -6,14 +6,16 @@ interruption run on copies of its folder, so each reuses what it can and takes a
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import sys
 import warnings
 
 import pytest
 
 from ssd_export.deploy import run as deploy_module
-from ssd_export.deploy.run import DeployError, deploy, plan_artifacts
+from ssd_export.deploy.run import DeployError, deploy, plan_artifacts, runtime_support
 from ssd_runtime.bootstrap import BootstrapSettings, format_interval, paired_bootstrap
 from ssd_runtime.detector import Detector
 from ssd_runtime.evaluate import TARGET_POINTS, map_of_detector_on_records
@@ -28,12 +30,14 @@ from ssd_runtime.voc import read_voc_split, split_roots
 # (FP16 measured within 0.005 points of FP32 on every CPU path, against 0.1).
 TARGETS = {**TARGET_POINTS, "int8": 100.0}
 # few images, few iterations: the run takes ~30 s on 2 cores, each rerun a few seconds
-# (the INT8 parity, informative, takes 13 s on this barely trained model's near-tied scores)
+# (the INT8 parity, informative, takes 13 s on this barely trained model's near-tied scores); ONNX Runtime
+# only (the default adds OpenVINO where installed): test_a_second_runtime_* adds it on a copy
 FAST = {"calibration_images": 8, "bench_batches": (1, 2), "bench_warmup": 0, "bench_iterations": 2,
         "draw_images": 2, "int8_parity": False, "progress": False,
-        "targets": {"int8": 100.0}}
+        "targets": {"int8": 100.0}, "backends": ["onnxruntime"]}
 CLI_FAST = ["--calibration-images", "8", "--bench-batch-sizes", "1", "2", "--bench-warmup", "0", "--bench-iterations",
-            "2", "--draw-images", "2", "--no-int8-parity", "--no-progress", "--target", "int8=100"]
+            "2", "--draw-images", "2", "--no-int8-parity", "--no-progress", "--target", "int8=100",
+            "--backends", "onnxruntime"]
 ONNX = ["fp32", "fp16", "int8", "end2end"]
 
 
@@ -281,3 +285,85 @@ def test_engines_through_the_fake_tensorrt(fake_trt, stand_in_gpu, deployed, run
     # a rerun reuses the engines too (plan and sidecar unchanged)
     again = _rows(deploy(runtime_checkpoint, voc_root, copy, artifacts=["fp32", "int8", "engines"], **FAST))
     assert all(again["trt-int8"]["reused"].values())
+
+
+def test_a_second_runtime_reads_every_onnx_artifact_beside_onnxruntime(deployed, runtime_checkpoint, voc_root,
+                                                                       tmp_path):
+    """``backends=["onnxruntime", "openvino"]`` on a copy: ONNX Runtime's rows reused as they were, one OpenVINO
+    row per ONNX artifact (the same file) verified, evaluated, timed and drawn in OpenVINO, its mAP its own."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'ssd300-toolkit[openvino]'")
+    _, first = deployed
+    copy = _copy(deployed, tmp_path)
+    both = {**FAST, "backends": ["onnxruntime", "openvino"]}
+    report = deploy(runtime_checkpoint, voc_root, copy, **both)
+    rows, before = _rows(report), _rows(first)
+    assert list(rows) == ["pytorch", *(name for v in ONNX for name in (v, f"openvino-{v}"))]
+    assert report["runtimes"] == {"used": ["onnxruntime", "openvino"], "default": False, "left_out": {}}
+    assert report["command"][-3:] == ["--backends", "onnxruntime", "openvino"] and report["passed"], report["failures"]
+    reference = Detector.load(runtime_checkpoint, "torch")
+    records = read_voc_split(split_roots(voc_root, "test"), "test", reference.spec.class_names)
+    for v in ONNX:
+        ort, ov = rows[v], rows[f"openvino-{v}"]
+        assert ort["runtime"] == "onnxruntime" and all(ort["reused"].values())
+        assert (ort["map"], ort["bench"], ort["verified"]) == (before[v]["map"], before[v]["bench"], before[v]["verified"])
+        assert ov["status"] == "ok", ov["error"]
+        assert (ov["runtime"], ov["reads_file_of"], ov["path"], ov["precision"]) == (
+            "openvino", v, ort["path"], ort["precision"])
+        assert ov["reused"] == {"verify": False, "evaluate": False, "bench": False, "draw": False}
+        assert ov["runtime_options"]["inference_precision"] == "f32"  # FP32 artifacts checked at FP32
+        assert ov["bench"]["backend"] == "OpenVinoBackend" and ov["size_bytes"] is None  # the file is ort's
+        assert len(ov["drawings"]["images"]) == 2
+    # each row's mAP is its runtime's: OpenVINO's equals an evaluation in OpenVINO outside the deploy
+    for v in ("fp32", "int8"):
+        result, _ = map_of_detector_on_records(Detector.load(copy / f"ssd300_{v}.onnx", "openvino"), records)
+        assert rows[f"openvino-{v}"]["map"] == result.map
+        assert rows[f"openvino-{v}"]["delta_points"] == pytest.approx((result.map - rows["pytorch"]["map"]) * 100.0)
+    # the parity check ran in OpenVINO (fp32: identical detections required); INT8's is off here, as at its build
+    for v in ("fp32", "fp16", "end2end"):
+        assert rows[f"openvino-{v}"]["verified"] is True
+        saved = json.loads((copy / f"ssd300_{v}.onnx.openvino.verify.json").read_text())
+        assert saved["passed"] is True and saved["options"]["inference_precision"] == "f32"
+    assert rows["openvino-int8"]["verified"] is None
+    markdown = (copy / "report.md").read_text()
+    assert f"| openvino-int8 | openvino | int8 | {rows['openvino-int8']['map']:.4f} |" in markdown
+    assert f"| int8 | onnxruntime | int8 | {rows['int8']['map']:.4f} |" in markdown
+    assert "- ONNX runtimes: onnxruntime, openvino (asked for)" in markdown and "- openvino options: " in markdown
+    # the runtime list is an input: a rerun with both reuses every step of both
+    again = _rows(deploy(runtime_checkpoint, voc_root, copy, **both))
+    assert all(all(row["reused"].values()) for row in again.values())
+    assert again["openvino-int8"]["map"] == rows["openvino-int8"]["map"]
+
+
+def test_default_runtimes_add_openvino_where_it_imports(monkeypatch):
+    used, line = runtime_support(None)
+    if importlib.util.find_spec("openvino") is not None:
+        assert used == ["onnxruntime", "openvino"] and line == {"used": used, "default": True, "left_out": {}}
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError, as where it is absent
+    used, line = runtime_support(None)
+    assert used == ["onnxruntime"] and line["default"] is True
+    assert "pip install 'ssd300-toolkit[openvino]'" in line["left_out"]["openvino"]
+    # asked for by name, a missing runtime is an error, not a row left out
+    with pytest.raises(DeployError, match="--backends openvino: not installed"):
+        runtime_support(["onnxruntime", "openvino"])
+    with pytest.raises(DeployError, match="must include onnxruntime"):
+        runtime_support(["openvino"])
+    with pytest.raises(DeployError, match="must include onnxruntime"):
+        runtime_support(["onnxruntime", "tensorrt"])
+
+
+def test_backends_flag_and_the_plan_of_two_runtimes(tmp_path):
+    from ssd_export.cli import build_parser
+
+    args = ["deploy", "--model", "m.pt", "--data", "d", "--out", "o"]
+    parser = build_parser()
+    assert parser.parse_args(args).backends is None  # deploy's default: runtime_support decides
+    assert parser.parse_args([*args, "--backends", "onnxruntime", "openvino"]).backends == ["onnxruntime", "openvino"]
+    with pytest.raises(SystemExit):
+        parser.parse_args([*args, "--backends", "tensorrt"])
+    plan = plan_artifacts(tmp_path, tmp_path / "m.pt", ["int8", "engines"], engines=True,
+                          runtimes=["onnxruntime", "openvino"])
+    assert [(a.name, a.backend, a.builds) for a in plan] == [
+        ("pytorch", "torch", False), ("fp32", "onnxruntime", True), ("openvino-fp32", "openvino", False),
+        ("int8", "onnxruntime", True), ("openvino-int8", "openvino", False), ("trt-fp32", "tensorrt", True),
+        ("trt-int8", "tensorrt", True)]
+    assert plan[4].path == plan[3].path and plan[4].source == "int8"

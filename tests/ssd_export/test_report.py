@@ -91,9 +91,10 @@ def test_markdown_has_the_tables_the_engine_line_and_the_problems(report_parts):
     text = render_markdown(report)
     assert text.startswith("# Deployment report\n\nFAILED: 1 problem(s)")
     # these evaluations recorded no matches file: no interval, and the report says why
-    assert "| fp32 | fp32 | 0.5000 | +0.000 | n/a | <= 0.05 | pass | yes | no |" in text
-    assert "| int8 | int8 | 0.4975 | -0.250 | n/a | <= 0.5 | pass | - | no |" in text
-    assert "| fp16 | fp16 | n/a | n/a | n/a | <= 0.1 | **FAILED** | - | no |" in text
+    assert "| fp32 | onnxruntime | fp32 | 0.5000 | +0.000 | n/a | <= 0.05 | pass | yes | no |" in text
+    assert "| int8 | onnxruntime | int8 | 0.4975 | -0.250 | n/a | <= 0.5 | pass | - | no |" in text
+    assert "| fp16 | onnxruntime | fp16 | n/a | n/a | n/a | <= 0.1 | **FAILED** | - | no |" in text
+    assert "| pytorch | torch | fp32 |" in text
     assert "- int8: no interval (MatchesFileError: no matches file recorded by the evaluation)" in text
     assert "- TensorRT engines: skipped: no TensorRT here" in text
     assert "## Per-class AP of the artifact furthest from PyTorch: int8" in text
@@ -101,6 +102,43 @@ def test_markdown_has_the_tables_the_engine_line_and_the_problems(report_parts):
     assert "| fp32 | OrtBackend (cpu) | 1 | 10.00 | 10.00 | 10.00 | 10.00 | 11.00 | 12.00 | 100.0 |" in text
     assert "![Precision-recall per class](figures/pr_curves.png)" in text and "Latency per stage" not in text
     assert text.rstrip().endswith("- fp16: failed (build: RuntimeError: boom)")
+
+
+def test_a_second_runtime_has_its_own_row_beside_onnxruntime(report_parts, tmp_path):
+    """An OpenVINO row reads the int8 row's file: its own mAP, runtime column and options; the file listed once."""
+    plan, results, meta = report_parts
+    plan.insert(3, Artifact("openvino-int8", "onnx", "int8", "int8", tmp_path / "ssd300_int8.onnx", "int8",
+                            runtime="openvino"))
+    options = {"variant": "int8", "inference_precision": "f32", "intra_op_threads": 2}
+    verify = {"seconds": 1.0, "reused": False, "finished_at": "2026-01-01T00:00:02Z",
+              "verification": {"passed": True, "failures": [], "report": None, "checks": {}}}
+    # 0.6 / 0.4: mAP 0.5, as PyTorch's: the fusing reader's INT8 mAP beside ONNX Runtime's 0.4975
+    results["openvino-int8"] = {"status": "ok", "steps": {
+        "verify": verify, "evaluate": {**_evaluation(tmp_path, "openvino-int8", [0.6, 0.4]), "backend_options": options},
+        "bench": {**_bench(5.0), "backend": "OpenVinoBackend", "options": options}}}
+    meta["runtimes"] = {"used": ["onnxruntime", "openvino"], "default": False, "left_out": {}}
+    report = build_report(plan, results, meta)
+    rows = {r["name"]: r for r in report["artifacts"]}
+    row = rows["openvino-int8"]
+    assert (row["runtime"], row["reads_file_of"], row["verified"], row["runtime_options"]) == (
+        "openvino", "int8", True, options)
+    assert row["map"] == pytest.approx(0.5) and row["delta_points"] == pytest.approx(0.0)
+    assert row["reused"] == {"verify": False, "evaluate": False, "bench": True}  # _bench says reused
+    assert (rows["int8"]["runtime"], rows["int8"]["reads_file_of"], rows["pytorch"]["runtime"]) == (
+        "onnxruntime", None, "torch")
+    text = render_markdown(report)
+    assert "| int8 | onnxruntime | int8 | 0.4975 | -0.250 |" in text
+    assert "| openvino-int8 | openvino | int8 | 0.5000 | +0.000 | n/a | <= 0.5 | pass | yes | no |" in text
+    assert "- ONNX runtimes: onnxruntime, openvino (asked for)" in text
+    assert "- openvino options: inference_precision f32, intra_op_threads 2" in text
+    assert "| openvino-int8 | OpenVinoBackend (cpu) | 1 | 5.00 |" in text
+    files = text.split("## Files")[1]
+    assert "| int8 | `ssd300_int8.onnx` |" in files and "openvino-int8" not in files  # one file, listed once
+    # the default list, with the runtime left out and why
+    meta["runtimes"] = {"used": ["onnxruntime"], "default": True, "left_out": {"openvino": "not installed (x)"}}
+    text = render_markdown(build_report(plan, results, meta))
+    assert "- ONNX runtimes: onnxruntime (the default: ONNX Runtime plus those installed)" in text
+    assert "- openvino left out: not installed (x)" in text
 
 
 def test_written_report_and_figures(report_parts, tmp_path):
@@ -115,7 +153,8 @@ def test_written_report_and_figures(report_parts, tmp_path):
 def test_machine_and_versions():
     machine = machine_info()
     assert machine["cpu"] and machine["cores"] >= 1 and machine["platform"]
-    assert set(versions()) == {"python", "ssd300-toolkit", "torch", "onnxruntime", "onnx", "numpy", "tensorrt"}
+    assert set(versions()) == {"python", "ssd300-toolkit", "torch", "onnxruntime", "openvino", "onnx", "numpy",
+                               "tensorrt"}
 
 
 def test_thin_curve_keeps_the_ends():
