@@ -138,6 +138,11 @@ def benchmark(
 def format_summary(report: dict[str, Any]) -> str:
     """A trtexec-like text summary of :func:`benchmark`'s report."""
     lines = []
+    if "cores" in report:  # set by ``ssd-runtime bench``: the threads asked for, of the cores here
+        lines.append(f"Threads: {report['threads'] or 'the runtime default (every core)'}, {report['cores']} cores")
+    options = {k: v for k, v in (report.get("options") or {}).items() if k != "variant"}
+    if options:  # e.g. OpenVINO's inference precision and thread count in force
+        lines.append("Options: " + ", ".join(f"{k} {v}" for k, v in options.items()))
     for entry in report["results"]:
         lines.append(f"=== Performance summary: {report['backend']} on {report['device']}, postprocess "
                      f"{report['postprocess']}, batch {entry['batch_size']} ({report['iterations']} iterations "

@@ -154,7 +154,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                              **_backend_options(args))
     images = image_files(args.image_paths) if args.image_paths else None
     report = benchmark(detector, args.batch_sizes, warmup=args.warmup, iterations=args.iterations, images=images)
-    report["model"] = args.model
+    # threads stated: the count asked for (--threads), else None: the runtime's default, every core counted here
+    report.update(model=args.model, threads=args.threads, cores=os.cpu_count())
     print(json.dumps(report, indent=1) if args.json else format_summary(report))
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from PIL import Image
@@ -91,6 +92,23 @@ def test_bench_on_given_images_times_those_images(runtime_onnx, voc_root, capsys
     found = [len(detector.detect(str(p))) for p in images]
     # a batch of 3 from 2 images cycles: a, b, a
     assert report["results"][0]["detections_per_image"] == round((found[0] + found[1] + found[0]) / 3, 2)
+
+
+def test_bench_states_threads_and_the_backend_options(runtime_onnx, capsys):
+    """The same artifact timed in OpenVINO (one backend per run; benchmarks/openvino.py compares runtimes):
+    threads and the inference precision in force are in the report and the summary."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'ssd300-toolkit[openvino]'")
+    args = ["bench", "--model", str(runtime_onnx), "--batch-sizes", "1", "--warmup", "0", "--iterations", "1"]
+    assert main([*args, "--backend", "openvino", "--threads", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["backend"] == "OpenVinoBackend" and (report["threads"], report["cores"]) == (1, os.cpu_count())
+    assert report["options"]["inference_precision"] == "f32" and report["options"]["intra_op_threads"] == 1
+    assert main(args) == 0  # ONNX Runtime at its default pool
+    summary = capsys.readouterr().out
+    assert f"Threads: the runtime default (every core), {os.cpu_count()} cores" in summary
+    assert main([*args, "--backend", "openvino", "--threads", "1"]) == 0
+    summary = capsys.readouterr().out
+    assert f"Threads: 1, {os.cpu_count()} cores" in summary and "inference_precision f32" in summary
 
 
 def test_detect_writes_images_and_json(runtime_onnx, voc_root, tmp_path, capsys):
