@@ -8,6 +8,7 @@ import sys
 
 from ssd_runtime import cli_common, options
 from ssd_runtime.backends import BACKENDS, resolve_backend
+from ssd_runtime.backends.openvino import INFERENCE_PRECISIONS as OV_PRECISIONS
 from ssd_runtime.bench import benchmark
 from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES, Detector
 from ssd_runtime.evaluate import map_report_of_model_file
@@ -48,7 +49,13 @@ def _add_model_flags(p: argparse.ArgumentParser, required: bool = True, model_al
     p.add_argument("--cuda-graph", action="store_true",
                    help="PyTorch or TensorRT backend on CUDA: capture once per batch size, then replay CUDA graphs")
     p.add_argument("--threads", type=int, default=None,
-                   help="ONNX Runtime: intra-op threads (default: every core; several processes on one CPU: cores / processes)")
+                   help="ONNX Runtime or OpenVINO: inference threads (default: every core; several processes on one CPU: "
+                   "cores / processes)")
+    p.add_argument("--openvino-device", default=None, metavar="OV_DEVICE",
+                   help="OpenVINO backend: the Intel device that computes, CPU (default), GPU, GPU.N or AUTO")
+    p.add_argument("--inference-precision", default=None, choices=OV_PRECISIONS,
+                   help="OpenVINO backend: the float parts' precision hint (default f32; bf16 is faster on CPUs with "
+                   "AMX or AVX-512 BF16)")
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
@@ -58,9 +65,14 @@ def _backend_options(args: argparse.Namespace) -> dict:
     if args.cuda_graph:
         options["cuda_graph"] = True
     if args.threads:
-        if resolve_backend(args.model, args.backend) != "onnxruntime":
-            raise ValueError("--threads sizes ONNX Runtime's thread pool: it applies to ONNX models only")
+        if resolve_backend(args.model, args.backend) not in ("onnxruntime", "openvino"):
+            raise ValueError("--threads sizes ONNX Runtime's or OpenVINO's thread pool: it applies to ONNX models only")
         options["intra_op_threads"] = args.threads
+    for flag, name in (("--openvino-device", "openvino_device"), ("--inference-precision", "inference_precision")):
+        if getattr(args, name) is not None:
+            if resolve_backend(args.model, args.backend) != "openvino":
+                raise ValueError(f"{flag} is an OpenVINO option: add --backend openvino")
+            options[name] = getattr(args, name)
     return options
 
 

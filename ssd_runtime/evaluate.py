@@ -130,9 +130,11 @@ def precision_of(detector: Detector) -> str:
 
 
 def _model_facts(detector: Detector, model: str | os.PathLike) -> dict[str, Any]:
-    """The report's description of the model run: path, backend, device, postprocess, precision."""
+    """The report's description of the model run: path, backend, device, postprocess, precision and the
+    backend's run options (OpenVINO's inference precision hint among them)."""
     return {"model": str(model), "backend": type(detector.backend).__name__, "device": detector.backend.device,
-            "postprocess": detector.postprocess, "precision": precision_of(detector)}  # postprocess: aliases resolved
+            "postprocess": detector.postprocess, "precision": precision_of(detector),  # postprocess: aliases resolved
+            "backend_options": detector.backend.options}
 
 
 def _report(facts: dict[str, Any], data: Any, split: str, ap_method: str, settings: dict[str, Any],
@@ -288,7 +290,7 @@ def detections_report(
         records = read_voc_split(data, split, header.class_names, skip_unknown=skip_unknown)[: header.num_images]
     header, result = map_of_detections_files(paths, records, ap_method=ap_method, where=f"split {split!r} of {data}")
     source = header.source or {}
-    facts = {key: source.get(key) for key in ("model", "backend", "device", "postprocess")}
+    facts = {key: source.get(key) for key in ("model", "backend", "device", "postprocess", "backend_options")}
     report = _report({**facts, "precision": header.precision}, data, split, ap_method, header.settings, result,
                      {"images": len(records)})
     return {**report, "detections": [str(p) for p in paths]}
@@ -299,6 +301,12 @@ compare_map = map_report_of_model_file
 runtime_map = map_of_detector_on_split
 
 
+def _hint(backend_options: dict[str, Any] | None) -> str:
+    """", inference precision f32" where the backend states one (OpenVINO), else nothing."""
+    hint = (backend_options or {}).get("inference_precision")
+    return f", inference precision {hint}" if hint else ""
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The comparison as a text table (class, runtime AP, checkpoint AP, delta in points and its interval)."""
     runtime = report["runtime"]
@@ -306,7 +314,7 @@ def format_report(report: dict[str, Any]) -> str:
     bootstrap = report.get("bootstrap")
     level = f"{bootstrap['interval_level']:.0%} interval" if bootstrap else "interval"
     lines = [f"model {report['model']} ({report['backend']}, {report['device']}, {report['precision']}, "
-             f"postprocess {report['postprocess']}) on {report['data']} [{report['split']}], "
+             f"postprocess {report['postprocess']}{_hint(report.get('backend_options'))}) on {report['data']} [{report['split']}], "
              f"{runtime['images']} images, {report['ap_method']} AP at {report['settings']}"]
     header = f"{'class':<16} {'runtime':>9}" + (f" {'checkpoint':>10} {'delta pt':>9}  {level:<18}" if reference else "")
     header = header.rstrip()

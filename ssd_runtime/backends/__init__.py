@@ -65,11 +65,13 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "ssd_runtime.backends.onnxruntime:OrtBackend",
     "torch": "ssd_train.backend:TorchCheckpointBackend",
     "tensorrt": "ssd_runtime.backends.tensorrt:TensorRTBackend",
+    "openvino": "ssd_runtime.backends.openvino:OpenVinoBackend",  # .onnx files too, by name only
 }
 #: What to install when a backend's module cannot be imported.
 _INSTALL_HINTS = {
     "onnxruntime": "pip install 'ssd300-toolkit[ort]' (or onnxruntime-gpu for CUDA)",
     "torch": "pip install 'ssd300-toolkit[train]' (torch, torchvision)",
+    "openvino": "pip install 'ssd300-toolkit[openvino]'",
     "tensorrt": "pip install 'ssd300-toolkit[tensorrt-cu13]' on a CUDA 13 driver, '[tensorrt-cu12]' on a CUDA 12 "
     "one (TensorRT 10/11 with cuda-bindings of that major; nvidia-smi shows the driver's); on Jetson TensorRT "
     "comes with JetPack",

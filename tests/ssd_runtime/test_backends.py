@@ -128,6 +128,17 @@ def test_ort_backend_provides_the_protocol_and_close_ends_it(runtime_onnx):
         backend.infer(np.zeros((1, 3, 300, 300), np.float32))
 
 
+def test_openvino_backend_provides_the_protocol_and_close_ends_it(runtime_onnx):
+    pytest.importorskip("openvino", reason="needs OpenVINO: pip install 'ssd300-toolkit[openvino]'")
+    backend = backend_class("openvino").load(runtime_onnx)
+    _check_instance(backend, "openvino")
+    assert (backend.path, backend.variant, backend.precision, backend.device) == (runtime_onnx, "fp32", "fp32", "cpu")
+    assert backend.options["variant"] == "fp32" and backend.options["inference_precision"] == "f32"
+    backend.close()
+    with pytest.raises(BackendClosedError, match="was closed"):
+        backend.infer(np.zeros((1, 3, 300, 300), np.float32))
+
+
 def test_torch_backend_provides_the_protocol_and_close_ends_it(runtime_checkpoint):
     backend = backend_class("torch").load(runtime_checkpoint)
     _check_instance(backend, "torch")
