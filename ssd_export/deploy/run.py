@@ -191,10 +191,9 @@ def deploy(
             informative comparison with the fp32 source).
         max_images: evaluate the first N test images only (0: all).
         targets: |delta mAP| targets in points by precision, over :data:`ssd_runtime.variants.TARGET_POINTS`.
-        backends: the runtimes each ONNX artifact is verified (parity), evaluated, timed and drawn in, one
-            report row each (:data:`RUNTIMES`; ``onnxruntime`` among them); None: :func:`runtime_support`'s
-            default, ONNX Runtime plus OpenVINO where it is installed. OpenVINO runs at its backend's
-            defaults (float parts at f32), recorded in each row's ``runtime_options``.
+        backends: the runtimes (:data:`RUNTIMES`, onnxruntime among them) each ONNX artifact is verified,
+            evaluated, timed and drawn in, a report row each; None: :func:`runtime_support`'s default.
+            OpenVINO runs at its backend's defaults (f32), recorded in each row's ``runtime_options``.
         bootstrap: resamples, level and seed of the paired bootstrap interval beside every delta
             (:mod:`ssd_runtime.bootstrap`; recorded in the report).
 
@@ -207,12 +206,7 @@ def deploy(
     checkpoint, out = Path(checkpoint), Path(out)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    targets = {**TARGET_POINTS, **(targets or {})}
-    bad = {k: v for k, v in targets.items() if k not in TARGET_POINTS or not v >= 0}
-    if bad:
-        raise DeployError(f"targets must be >= 0 points for precisions {', '.join(TARGET_POINTS)}, got {bad}")
-    if not bench_batches or min(bench_batches) < 1 or bench_iterations < 1 or bench_warmup < 0:
-        raise DeployError("bench batches and iterations must be >= 1 (warm-up >= 0)")
+    targets = _checked_settings(targets, bench_batches, bench_warmup, bench_iterations)
     engine_module, engine_line = _engine_support(engines, "engines" in artifacts)
     runtimes, runtime_line = runtime_support(backends)
     plan = plan_artifacts(out, checkpoint, artifacts, engine_module is not None, runtimes)
@@ -240,7 +234,8 @@ def deploy(
     command += [] if backends is None else ["--backends", *runtimes]
     run.meta = {"command": command, "checkpoint": str(checkpoint), "checkpoint_sha256": run.checkpoint_sha256,
                 "data": str(data), "split": "test", "images": len(records), "data_sha256": run.data_sha256,
-                "out": str(out), "engines": engine_line, "runtimes": runtime_line, "targets": targets, "bench": bench, "calibration": None}
+                "out": str(out), "engines": engine_line, "runtimes": runtime_line, "targets": targets, "bench": bench,
+                "calibration": None}
     results: dict[str, dict[str, Any]] = {}
     tqdm = _tqdm(progress)
     bar = tqdm(plan, desc="deploy", unit="artifact", position=0)
@@ -258,6 +253,19 @@ def deploy(
         bar.close()
     run.meta["seconds"] = round(time.perf_counter() - start, 3)
     return write_deploy_report(out, build_report(plan, results, run.meta, bootstrap))
+
+
+def _checked_settings(targets: dict[str, float] | None, bench_batches: Sequence[int], bench_warmup: int,
+                      bench_iterations: int) -> dict[str, float]:
+    """The targets by precision (the defaults updated by ``targets``); :class:`DeployError` for a bad one or bad
+    bench settings."""
+    targets = {**TARGET_POINTS, **(targets or {})}
+    bad = {k: v for k, v in targets.items() if k not in TARGET_POINTS or not v >= 0}
+    if bad:
+        raise DeployError(f"targets must be >= 0 points for precisions {', '.join(TARGET_POINTS)}, got {bad}")
+    if not bench_batches or min(bench_batches) < 1 or bench_iterations < 1 or bench_warmup < 0:
+        raise DeployError("bench batches and iterations must be >= 1 (warm-up >= 0)")
+    return targets
 
 
 @dataclass
