@@ -25,22 +25,23 @@ from typing import Any
 import numpy as np
 
 from ssd_runtime.backends import BackendClosedError
+from ssd_runtime.backends.onnx_file import OnnxFileBackend
 from ssd_runtime.onnx_model import OnnxModelError, read_onnx_info
-from ssd_runtime.preprocess import InputError
-from ssd_runtime.variants import DETECTION_OUTPUTS, VARIANT_TABLE
+from ssd_runtime.variants import DETECTION_OUTPUTS
 
 __all__ = ["OrtBackend"]
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 
 
-class OrtBackend:
+class OrtBackend(OnnxFileBackend):
     """One ``onnxruntime.InferenceSession`` over a toolkit ONNX export (see the module docstring).
 
     Attributes: the :class:`~ssd_runtime.backends.Backend` members - spec (from the file), path, variant,
     precision (the variant's), input_kind, output_kind ("raw" | "detections"), end2end (the baked
-    :class:`~ssd_runtime.onnx_model.End2EndConfig` of an end2end model, else None), device, options -
-    and providers (as the session reports).
+    :class:`~ssd_runtime.onnx_model.End2EndConfig` of an end2end model, else None; these six from
+    :class:`~ssd_runtime.backends.onnx_file.OnnxFileBackend`), device, options - and providers (as the
+    session reports).
     """
 
     def __init__(
@@ -59,12 +60,6 @@ class OrtBackend:
             raise OnnxModelError(f"running {path} needs onnxruntime: pip install 'ssd300-toolkit[ort]'") from exc
         self.path = path
         self.info = info
-        self.spec = info.spec
-        self.variant = info.variant
-        self.end2end = info.end2end
-        record = VARIANT_TABLE[info.variant]
-        self.precision = record.precision
-        self.output_kind = record.output_kind
         self.device = _normalize_device(device)
         if self.output_kind == "detections" and self.device != "cpu":
             raise OnnxModelError(f"{path}: the end2end variant runs in ONNX Runtime on the CPU only (device='cpu'); "
@@ -93,9 +88,8 @@ class OrtBackend:
         self.input_dtype = _ORT_DTYPES.get(graph_input.type)
         if self.input_dtype is None:
             raise OnnxModelError(f"{path}: unsupported graph input type {graph_input.type}")
-        self.input_kind = record.input_kind
         self.output_names = [o.name for o in self.session.get_outputs()]
-        expected = list(record.output_names)
+        expected = list(self.record.output_names)
         if self.output_names[: len(expected)] != expected:
             raise OnnxModelError(f"{path}: expected outputs {', '.join(expected)}; the graph has {self.output_names}")
         self.batch_dim = graph_input.shape[0]  # int (static) or a name (dynamic)
@@ -118,26 +112,6 @@ class OrtBackend:
     @property
     def _device_id(self) -> int:
         return int(self.device.partition(":")[2] or 0)
-
-    def expected_shape(self, batch: int) -> tuple[int, ...]:
-        size = self.spec.input_size
-        return (batch, size, size, 3) if self.input_kind == "uint8-nhwc" else (batch, 3, size, size)
-
-    def check_batch(self, shape: tuple[int, ...], dtype: Any) -> None:
-        """Raise :class:`InputError` naming expected vs received shape/dtype unless the batch fits."""
-        expected_dtype = np.uint8 if self.input_kind == "uint8-nhwc" else np.float32
-        n = shape[0] if len(shape) == 4 else "N"
-        ok = len(shape) == 4 and tuple(shape) == self.expected_shape(shape[0]) and np.dtype(dtype) == expected_dtype
-        if isinstance(self.batch_dim, int) and len(shape) == 4 and shape[0] != self.batch_dim:
-            raise InputError(
-                f"{self.path} has a static batch of {self.batch_dim}; received a batch of {shape[0]} "
-                "(re-export with a dynamic batch)"
-            )
-        if not ok:
-            raise InputError(
-                f"{self.path} ({self.variant}) expects {np.dtype(expected_dtype).name} {self.expected_shape(n)} "
-                f"({self.input_kind}); received {np.dtype(dtype).name} {tuple(shape)}"
-            )
 
     def infer(self, batch: Any) -> tuple[Any, ...]:
         """(N, ...) batch -> (locs (N, P, 4), class_logits (N, P, C)) float32: NumPy on the CPU, torch on CUDA.

@@ -43,9 +43,8 @@ from typing import Any
 import numpy as np
 
 from ssd_runtime.backends import BackendClosedError, BackendError
-from ssd_runtime.backends.onnxruntime import OrtBackend
+from ssd_runtime.backends.onnx_file import OnnxFileBackend
 from ssd_runtime.onnx_model import OnnxModelError, read_onnx_info
-from ssd_runtime.variants import VARIANT_TABLE
 
 __all__ = ["INFERENCE_PRECISIONS", "INSTALL_HINT", "OpenVinoBackend", "OpenVinoDeviceError"]
 
@@ -61,18 +60,15 @@ class OpenVinoDeviceError(BackendError):
     """The OpenVINO device asked for is not present (the message names the ones that are)."""
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(OnnxFileBackend):
     """One compiled OpenVINO model over a toolkit ONNX export (see the module docstring).
 
     Attributes: the :class:`~ssd_runtime.backends.Backend` members - spec (from the file), path, variant,
-    precision (the variant's), input_kind, output_kind, end2end, device ("cpu": outputs on the host),
-    options (variant, openvino_device, execution_devices, inference_precision, intra_op_threads).
+    precision (the variant's), input_kind, output_kind, end2end (these six, and the batch check, from
+    :class:`~ssd_runtime.backends.onnx_file.OnnxFileBackend`, as for ONNX Runtime), device ("cpu":
+    outputs on the host), options (variant, openvino_device, execution_devices, inference_precision,
+    intra_op_threads, openvino: its version).
     """
-
-    # the batch checks of a toolkit ONNX file, shared with ONNX Runtime (they read spec, input_kind,
-    # path, variant and batch_dim, which both set)
-    expected_shape = OrtBackend.expected_shape
-    check_batch = OrtBackend.check_batch
 
     def __init__(
         self,
@@ -99,13 +95,6 @@ class OpenVinoBackend:
             raise BackendError(f"running {path} with OpenVINO needs the openvino package: {INSTALL_HINT}") from exc
         self.path = path
         self.info = info
-        self.spec = info.spec
-        self.variant = info.variant
-        self.end2end = info.end2end
-        record = VARIANT_TABLE[info.variant]
-        self.precision = record.precision
-        self.output_kind = record.output_kind
-        self.input_kind = record.input_kind
         self.device = "cpu"
         core = ov.Core()
         _check_present(openvino_device, core.available_devices)
@@ -118,7 +107,7 @@ class OpenVinoBackend:
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types
             raise OnnxModelError(f"OpenVINO {ov.__version__} cannot compile {path} for {openvino_device}: "
                                  f"{type(exc).__name__}: {exc}") from exc
-        self._outputs = _ports_by_name(model.outputs, self.compiled.outputs, record.output_names, path)
+        self._outputs = _ports_by_name(model.outputs, self.compiled.outputs, self.record.output_names, path)
         batch = model.inputs[0].get_partial_shape()[0]
         self.batch_dim: int | str = batch.get_length() if batch.is_static else "N"  # int (static) or dynamic
         self._options = {
