@@ -127,6 +127,7 @@ class Detector:
         """Load a model file; the backend comes from its kind (``.onnx``, ``.pt``/``.pth``, ``.engine``/``.plan``).
 
         options go to the backend (PyTorch: ``fp16``, ``channels_last``, ``cuda_graph``; ONNX Runtime:
+        ``intra_op_threads``; OpenVINO (``backend="openvino"``): ``openvino_device``, ``inference_precision``,
         ``intra_op_threads``; TensorRT: ``cuda_graph``, ``trust_plan`` and ``spec``).
         """
         postprocess = resolve_postprocess(postprocess)  # before loading: a bad name fails fast

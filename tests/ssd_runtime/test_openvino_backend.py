@@ -117,6 +117,18 @@ def test_fp16_outputs_are_found_by_their_declared_names(engine_sources):
 
 
 @needs_openvino
+def test_batch_checks_are_onnx_runtimes(engine_sources):
+    from ssd_runtime.preprocess import InputError
+
+    static = backend_class("openvino").load(engine_sources["static"])
+    assert static.infer(np.zeros((2, 3, 300, 300), np.float32))[0].shape[0] == 2
+    with pytest.raises(InputError, match="static batch of 2; received a batch of 3"):
+        static.infer(np.zeros((3, 3, 300, 300), np.float32))
+    with pytest.raises(InputError, match=r"expects uint8 \(1, 300, 300, 3\).*received float32 \(1, 3, 300, 300\)"):
+        backend_class("openvino").load(engine_sources["uint8-nhwc"]).infer(np.zeros((1, 3, 300, 300), np.float32))
+
+
+@needs_openvino
 def test_options_record_precision_threads_and_device(runtime_onnx):
     import openvino as ov
 
