@@ -31,6 +31,14 @@ its first call, kept in a ``threading.local``): a compiled model may hand out re
 while a request itself is not re-entrant, and separate requests let OpenVINO's streams run calls side
 by side where a lock would serialise them.
 
+One ``openvino.Core`` per process (:func:`_core`), never released. OpenVINO's CPU plugin gives the
+thread that first compiles for it an alternate signal stack (its AMX support) and unmaps it when the plugin
+is destroyed, restoring the old one on whichever thread runs the destructor: a backend built on the main
+thread and garbage-collected on another left the main thread's signal stack pointing at unmapped memory,
+and the next Python signal handler on it (SIGCHLD under torch's DataLoader, SIGINT) killed the process
+with SIGSEGV (seen in the test suite; reproduced in ``tests/ssd_runtime/test_openvino_backend.py``). A
+plugin that lives as long as the process keeps that stack mapped.
+
 ``openvino`` is imported when a backend is created, never at module import.
 """
 from __future__ import annotations
@@ -96,7 +104,7 @@ class OpenVinoBackend(OnnxFileBackend):
         self.path = path
         self.info = info
         self.device = "cpu"
-        core = ov.Core()
+        core = _core(ov)
         _check_present(openvino_device, core.available_devices)
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": inference_precision}
         if intra_op_threads:
@@ -159,6 +167,19 @@ class OpenVinoBackend(OnnxFileBackend):
             return (boxes.astype(np.float32, copy=False), scores.astype(np.float32, copy=False),
                     labels.astype(np.int64, copy=False), count.astype(np.int64, copy=False))
         return tuple(out.astype(np.float32, copy=False) for out in outputs)
+
+
+_CORE: Any = None
+_CORE_LOCK = threading.Lock()
+
+
+def _core(ov: Any) -> Any:
+    """The process's one ``openvino.Core`` (made on first use, kept: see the module docstring)."""
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = ov.Core()
+        return _CORE
 
 
 def _ports_by_name(graph: list, ports: list, names: tuple[str, ...], path: Path) -> list:

@@ -186,6 +186,27 @@ def test_auto_device_runs_on_what_is_present(runtime_onnx, images):
     assert backend.infer(_batch(backend, images[:1]))[0].shape == (1, backend.spec.num_priors, 4)
 
 
+FREED_ELSEWHERE = """
+import gc, os, signal, sys, threading
+from ssd_runtime.backends.openvino import OpenVinoBackend
+held = [OpenVinoBackend(sys.argv[1]) for _ in range(2)]  # built on the main thread
+worker = threading.Thread(target=lambda: (held.clear(), gc.collect()))  # freed on another
+worker.start(); worker.join()
+signal.signal(signal.SIGUSR1, lambda *_: print("handler ran"))
+os.kill(os.getpid(), signal.SIGUSR1)  # a Python handler runs on the main thread's signal stack
+print("alive")
+"""
+
+
+@needs_openvino
+def test_a_backend_freed_on_another_thread_leaves_the_signal_stack_valid(runtime_onnx):
+    # with a Core per backend this process died of SIGSEGV (-11): the CPU plugin's signal stack, unmapped
+    out = subprocess.run([sys.executable, "-c", FREED_ELSEWHERE, str(runtime_onnx)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.split() == ["handler", "ran", "alive"]
+
+
 BLOCKED = """
 import sys
 sys.modules["openvino"] = None  # as if not installed: `import openvino` raises ImportError
