@@ -280,8 +280,73 @@ def add_detect_command(sub: argparse._SubParsersAction, help: str = "detect obje
     return p
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from ssd_runtime.video import JsonLinesSink, VideoFileSink, open_source
+    from ssd_runtime.video.report import format_progress, format_stream_report
+
+    detector = Detector.load(args.model, args.backend, device=args.device, postprocess=args.postprocess,
+                             **_backend_options(args))
+    source = open_source(args.source, live=True if args.live else None, realtime=args.realtime,
+                         reconnect=args.reconnect, read_timeout=args.read_timeout, fps=args.fps)
+    sinks: list = []
+    try:
+        if args.video_out:
+            sinks.append(VideoFileSink(args.video_out, (source.fps or 25.0) / args.every))
+        if args.jsonl_out:
+            sinks.append(JsonLinesSink(args.jsonl_out))
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        source.close()
+        raise
+    stream = detector.stream(source, every=args.every, max_frames=args.max_frames, duration=args.duration,
+                             batch_size=args.batch_size, min_score=args.min_score, max_overlap=args.max_overlap,
+                             top_k=args.top_k, sinks=sinks)
+    progress = None if args.quiet else (lambda report: print(format_progress(report), file=sys.stderr, flush=True))
+    interrupted = False
+    try:
+        report = stream.run(progress=progress)
+    except KeyboardInterrupt:  # Ctrl-C: the files are finished with what was processed; say what was done
+        stream.ended_by = stream.ended_by or "interrupted"
+        stream.close()
+        interrupted, report = True, stream.report()
+    report.update(model=args.model, video_out=args.video_out, jsonl_out=args.jsonl_out)
+    print(json.dumps(report, indent=1) if args.json else format_stream_report(report))
+    return 130 if interrupted else 0
+
+
+def _add_stream(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stream", help="detect objects in a video file, image sequence, camera or network stream")
+    p.add_argument("source", help="video file, frames/%%06d.png, /dev/video0 or a camera index, rtsp:// rtmp:// "
+                   "http(s):// udp:// tcp:// URL, a GStreamer pipeline or csi://N (Jetson)")
+    _add_model_flags(p)
+    p.add_argument("--video-out", metavar="FILE", help="write the annotated video (.mp4, .mkv, .mov: H.264; .avi: MPEG-4)")
+    p.add_argument("--jsonl-out", metavar="FILE", help="write each processed frame's detections as a JSON line")
+    p.add_argument("--every", type=int, default=default_of(Detector.stream, "every"), metavar="N",
+                   help="process every N-th frame")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="stop after this much of the source (a file's own time; wall-clock time for a live source)")
+    options.add(p, BATCH_SIZE, default=default_of(Detector.stream, "batch_size"),
+                help="frames per inference for a file (live sources run one frame at a time)")
+    p.add_argument("--live", action="store_true", help="treat the source as live: the newest frame wins, drops counted")
+    p.add_argument("--realtime", action="store_true",
+                   help="read a file at its frame rate, as a camera would deliver it (implies --live)")
+    p.add_argument("--reconnect", type=int, default=0, metavar="N",
+                   help="reopen a live source that stalls or disconnects up to N times (default: end the run)")
+    p.add_argument("--read-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="a network source that sends nothing for this long has stalled")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of an image sequence (default 25)")
+    p.add_argument("--min-score", type=float, default=None, help="default: the model's detection setting")
+    p.add_argument("--max-overlap", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--json", action="store_true", help="print the final report as JSON")
+    p.set_defaults(func=_cmd_stream)
+
+
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS = [_add_priors, _add_eval, _add_bench, add_detect_command]
+COMMANDS = [_add_priors, _add_eval, _add_bench, add_detect_command, _add_stream]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Detections", "float32_threshold"]
+__all__ = ["Detections", "ImageDetections", "float32_threshold"]
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,34 @@ def float32_threshold(threshold: float) -> np.float32:
     if float(value) > float(threshold):
         value = np.nextafter(value, np.float32(-np.inf))
     return value
+
+
+@dataclass(frozen=True)
+class ImageDetections:
+    """Detections of one image, score-sorted (ties: class asc, then prior asc).
+
+    boxes: float32 (K, 4) xyxy in pixels of the image as given (not clipped to it); labels: int64 (K,)
+    class indices (1..C-1); class_names: the K names; scores: float32 (K,); width, height: the image size.
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    scores: np.ndarray
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to_dict(self) -> dict:
+        """JSON-able: image size and one entry per detection (box in pixels, label, class name, score)."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "detections": [
+                {"box": [round(float(v), 3) for v in box], "label": int(label), "class_name": name,
+                 "score": round(float(score), 6)}
+                for box, label, name, score in zip(self.boxes, self.labels, self.class_names, self.scores)
+            ],
+        }

@@ -28,13 +28,12 @@ import os
 import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ssd_runtime.backends import Backend, backend_class, resolve_backend, to_numpy
-from ssd_runtime.detections import Detections
+from ssd_runtime.detections import Detections, ImageDetections
 from ssd_runtime.end2end import check_settings, end2end_detections
 from ssd_runtime.postprocess import postprocess
 from ssd_runtime.preprocess import ImageInput, PreparedBatch, as_image_list, preprocess
@@ -58,37 +57,6 @@ def resolve_postprocess(name: str) -> str:
             f"postprocess must be one of {POSTPROCESSES} (or an alias in {sorted(POSTPROCESS_ALIASES)}), got {name!r}"
         )
     return name
-
-
-@dataclass(frozen=True)
-class ImageDetections:
-    """Detections of one image, score-sorted (ties: class asc, then prior asc).
-
-    boxes: float32 (K, 4) xyxy in pixels of the image as given (not clipped to it); labels: int64 (K,)
-    class indices (1..C-1); class_names: the K names; scores: float32 (K,); width, height: the image size.
-    """
-
-    boxes: np.ndarray
-    labels: np.ndarray
-    class_names: tuple[str, ...]
-    scores: np.ndarray
-    width: int
-    height: int
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def to_dict(self) -> dict:
-        """JSON-able: image size and one entry per detection (box in pixels, label, class name, score)."""
-        return {
-            "width": self.width,
-            "height": self.height,
-            "detections": [
-                {"box": [round(float(v), 3) for v in box], "label": int(label), "class_name": name,
-                 "score": round(float(score), 6)}
-                for box, label, name, score in zip(self.boxes, self.labels, self.class_names, self.scores)
-            ],
-        }
 
 
 class Detector:
@@ -226,6 +194,39 @@ class Detector:
             for dets, (width, height) in zip(self.fractional_detections(batch.pixels, settings), batch.sizes)
         ]
         return results if batched else results[0]
+
+    def stream(
+        self,
+        source: Any,
+        *,
+        every: int = 1,
+        max_frames: int | None = None,
+        duration: float | None = None,
+        batch_size: int = 1,
+        min_score: float | None = None,
+        max_overlap: float | None = None,
+        top_k: int | None = None,
+        sinks: Sequence[Any] = (),
+        callback: Any = None,
+        **source_options: Any,
+    ) -> Any:
+        """Detections on a video source, frame by frame: a :class:`ssd_runtime.video.Stream`, which yields
+        one :class:`ssd_runtime.video.FrameResult` per processed frame (iterate it, or call its ``run``).
+
+        source: a video file, an image-sequence pattern (``frames/%06d.png``), a camera (``/dev/video0``
+        or an index), a network URL (``rtsp://``, ``rtmp://``, ``http(s)://``, ``udp://``, ``tcp://``), a
+        GStreamer pipeline or ``csi://N`` (Jetson), or an opened :class:`ssd_runtime.video.Source`.
+        every: process every N-th frame; max_frames / duration (seconds): stop after that many processed
+        frames / that much of the source; batch_size: frames per inference for a file (live sources run
+        one at a time); sinks: :mod:`ssd_runtime.video.sinks` objects, ``callback(result)`` one more;
+        source_options: :func:`ssd_runtime.video.open_source`'s (``live``, ``realtime``, ``reconnect``, ...).
+        """
+        from ssd_runtime.video import CallbackSink, Source, Stream, open_source
+
+        opened = source if isinstance(source, Source) else open_source(source, **source_options)
+        sinks = [*sinks, *([CallbackSink(callback)] if callback is not None else [])]
+        return Stream(self, opened, settings=self.settings_with(min_score, max_overlap, top_k), batch_size=batch_size,
+                      every=every, max_frames=max_frames, duration=duration, sinks=sinks)
 
     def to_image_detections(self, dets: Detections, width: int, height: int) -> ImageDetections:
         names = tuple(self.spec.class_names[int(label)] for label in dets.labels)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ssd_runtime.detector import ImageDetections
+from ssd_runtime.detections import ImageDetections
 
-__all__ = ["color_for", "draw_detections"]
+__all__ = ["color_for", "draw_detections", "draw_label"]
 
 # distinct, saturated colours (Tableau 10), cycled by class index
 _PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -39,6 +39,16 @@ def draw_detections(image: Image.Image, detections: ImageDetections, *, line_wid
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tx = min(max(x0, 0.0), max(canvas.size[0] - (right - left) - 2, 0))
         ty = y0 - (bottom - top) - 4 if y0 - (bottom - top) - 4 >= 0 else max(y0, 0.0)
-        draw.rectangle((tx, ty, tx + (right - left) + 4, ty + (bottom - top) + 4), fill=color)
-        draw.text((tx + 2 - left, ty + 2 - top), text, fill=(255, 255, 255), font=font)
+        draw_label(canvas, text, (tx, ty), color, draw=draw, font=font)
     return canvas
+
+
+def draw_label(image: Image.Image, text: str, xy: tuple[float, float], color: tuple[int, int, int] = (0, 0, 0), *,
+               draw: ImageDraw.ImageDraw | None = None, font: ImageFont.ImageFont | None = None) -> None:
+    """Draw ``text`` in white on a ``color`` box whose top-left corner is ``xy`` (pixels), in place."""
+    draw = draw or ImageDraw.Draw(image)
+    font = font or ImageFont.load_default()
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    tx, ty = xy
+    draw.rectangle((tx, ty, tx + (right - left) + 4, ty + (bottom - top) + 4), fill=color)
+    draw.text((tx + 2 - left, ty + 2 - top), text, fill=(255, 255, 255), font=font)

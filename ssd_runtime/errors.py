@@ -29,5 +29,10 @@ class DatasetError(FileNotFoundError):
     """A dataset folder is not in the expected layout, or files listed by a split are missing."""
 
 
+class SourceError(ValueError):
+    """A video source cannot be opened or read: a missing file or camera, an unknown codec, corrupt or
+    truncated data, an unreachable stream. The message names the source."""
+
+
 class FormatError(ValueError):
     """A versioned file is not of the expected format, or of a version this toolkit does not read."""
