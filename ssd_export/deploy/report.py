@@ -9,7 +9,10 @@ minus PyTorch, judged against the target of the artifact's precision.
 ``created_at`` (UTC), ``machine`` (cpu, cores, platform, gpu), ``versions``, the run's facts (``command``,
 ``checkpoint`` and its sha256, ``data``, ``split``, ``images``, ``data_sha256``, ``out``, ``engines``
 (mode, built, reason), ``runtimes`` (used: the runtimes reading the ONNX artifacts, default: whether the
-list was the default one, left_out: runtime -> why not used), ``targets``, ``bench`` settings, ``calibration``, ``seconds``, ``interrupted``),
+list was the default one, left_out: runtime -> why not used), ``targets``, ``bench`` settings, ``calibration``,
+``video`` (the annotated video: status ok/skipped/failed, reason or error, artifact, runtime, and
+:func:`ssd_export.deploy.steps.stream_video`'s video, link (relative to the report), frames, fps, size,
+throughput_fps, latency and stages (ms), detections per frame, seconds; reused), ``seconds``, ``interrupted``),
 ``reference`` (the PyTorch mAP), ``artifacts`` (one row per artifact per runtime: name, kind, variant,
 precision, runtime (the backend reading it: torch, onnxruntime, openvino, tensorrt), reads_file_of (a
 second runtime's row: the row that builds the file it reads; None otherwise), path, source, status
@@ -197,6 +200,9 @@ def build_report(plan: list[Any], results: dict[str, dict[str, Any]], meta: dict
         elif row["within_target"] is False:
             failures.append(f"{row['name']}: |delta mAP| {abs(row['delta_points']):.3f} points, over its "
                             f"{row['precision']} target of {row['target_points']}")
+    video = meta.get("video") or {}
+    if video.get("status") == "failed":
+        failures.append(f"annotated video ({video['artifact']}): {video['error']}")
     judged = [r for r in rows if r["delta_points"] is not None]
     worst = max(judged, key=lambda r: abs(r["delta_points"]))["name"] if judged else None
     return {
@@ -298,6 +304,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              format_interval(c.get("delta_points_interval"))]
             for c in worst["classes"]])
     lines += _latency_lines(rows)
+    lines += _video_lines(report.get("video"))  # absent from reports written before the video step
     lines += ["", "## Files", ""]
     lines += _table(["artifact", "file", "size (MB)", "sha256", "build (s)"], [
         [r["name"], f"`{Path(r['path']).name}`", _fmt(r["size_bytes"] and r["size_bytes"] / 1e6, ".2f"),
@@ -351,6 +358,31 @@ def _latency_lines(rows: list[dict[str, Any]]) -> list[str]:
                           _fmt(e2e["p99_ms"], ".2f"), _fmt(e2e["images_per_s"], ".1f")])
     return lines + _table(["artifact", "backend", "batch", "preprocess p50", "inference p50", "postprocess p50",
                            "end to end p50", "p90", "p99", "images/s"], table)
+
+
+def _video_lines(video: dict[str, Any] | None) -> list[str]:
+    """The annotated video: its link, what it shows and through which model, its frame rate, latency and stages."""
+    if not video:
+        return []
+    lines = ["", "## Annotated video", ""]
+    if video["status"] != "ok":
+        return lines + [f"Not rendered: {video['status']}: {video.get('reason') or video.get('error')}"]
+    latency = video["latency"]
+    lines += [
+        (f"[{video['link']}]({video['link']}): {video['source']}, through `{video['artifact']}` ({video['runtime']}, "
+         f"{video['device']}) with `Detector.stream` (every frame, in order, batch {video['batch_size']}; "
+         f"{_settings(video['settings'])}): {video['frames']} frames, {sum(video['detections'])} detections drawn, "
+         f"{_fmt(video['throughput_fps'], '.1f')} frames/s; the step took {video['seconds']:.1f} s"
+         + (" (reused from an earlier run)." if video.get("reused") else ".")),
+        "",
+        (f"Latency, decode to detections: p50 {_fmt(latency['p50_ms'], '.0f')} ms, p90 {_fmt(latency['p90_ms'], '.0f')} "
+         f"ms, p99 {_fmt(latency['p99_ms'], '.0f')} ms (a file is read ahead of the model, so its frames wait in the "
+         "pipeline's queues: a camera's latency is the stages' sum, see docs/streams.md). Per stage (ms per frame):"),
+        "",
+    ]
+    return lines + _table(["stage", "mean", "p50", "p90", "p99"], [
+        [name, *(_fmt(row[k], ".1f") for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms"))]
+        for name, row in video["stages"].items() if row["count"]])
 
 
 def write_deploy_report(out: Path, report: dict[str, Any]) -> dict[str, Any]:

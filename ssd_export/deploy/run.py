@@ -9,7 +9,9 @@ For each artifact (the checkpoint itself as the ``pytorch`` reference, the ONNX 
 model, TensorRT engines where TensorRT and a GPU exist) the steps of :mod:`ssd_export.deploy.steps` run
 in order - build (with its verification), evaluate (VOC mAP on the test split through the runtime at
 the evaluation settings), bench (latency per stage), draw - and the report (:mod:`ssd_export.deploy.report`)
-puts each mAP beside PyTorch's with its target (:data:`ssd_runtime.variants.TARGET_POINTS`).
+puts each mAP beside PyTorch's with its target (:data:`ssd_runtime.variants.TARGET_POINTS`). Last, the
+video step renders the first test images as a short annotated video through the deployed model
+(:func:`ssd_export.deploy.steps.stream_video`, on the artifact :func:`video_artifact` picks).
 
 Runtimes (``backends``, ``--backends``): each ONNX artifact is built and verified in ONNX Runtime and
 read again by every other runtime listed (OpenVINO: a row ``openvino-X`` whose first step, verify, is the
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import sys
@@ -42,6 +45,9 @@ from ssd_export.int8.calibration import CALIBRATION_IMAGES
 from ssd_export.deploy.state import DeployState
 from ssd_export.deploy.steps import (
     EVALUATION_BATCH,
+    VIDEO_FPS,
+    VIDEO_FRAMES,
+    VIDEO_SIZE,
     Artifact,
     DeployError,
     bench_artifact,
@@ -53,6 +59,7 @@ from ssd_export.deploy.steps import (
     evaluate_artifact,
     load_detector,
     records_fingerprint,
+    stream_video,
     test_records,
     verify_on_runtime,
 )
@@ -64,7 +71,7 @@ from ssd_runtime.spec import ModelSpec
 from ssd_runtime.variants import TARGET_POINTS, VARIANT_PRECISION  # a variant's precision: key of TARGET_POINTS
 from ssd_runtime.voc import VOCRecord
 
-__all__ = ["DeployError", "deploy", "plan_artifacts"]
+__all__ = ["DeployError", "deploy", "plan_artifacts", "video_artifact"]
 
 STATE_NAME = "deploy_state.json"
 
@@ -153,6 +160,7 @@ def _engine_support(mode: str, wanted: bool) -> tuple[Any, dict[str, Any]]:
     return None, {"mode": mode, "built": False, "reason": reason}
 
 
+# long: the command in order (checks, plan, run facts, each artifact's steps, the video, the report) in one place
 def deploy(
     checkpoint: str | os.PathLike,
     data: str | os.PathLike,
@@ -173,6 +181,7 @@ def deploy(
     targets: dict[str, float] | None = None,
     backends: Sequence[str] | None = None,
     bootstrap: BootstrapSettings = BootstrapSettings(),
+    video_frames: int = VIDEO_FRAMES,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Build, verify, evaluate, time and draw every artifact of ``checkpoint``; write the report into ``out``.
@@ -196,6 +205,7 @@ def deploy(
             OpenVINO runs at its backend's defaults (f32), recorded in each row's ``runtime_options``.
         bootstrap: resamples, level and seed of the paired bootstrap interval beside every delta
             (:mod:`ssd_runtime.bootstrap`; recorded in the report).
+        video_frames: the annotated video's frames (the first test images; 0: none), the report's ``video``.
 
     Returns the report (also in ``out/report.json``); ``report["passed"]`` is False when an artifact
     failed or missed its target. KeyboardInterrupt is re-raised after the report of what finished is written.
@@ -206,7 +216,7 @@ def deploy(
     checkpoint, out = Path(checkpoint), Path(out)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    targets = _checked_settings(targets, bench_batches, bench_warmup, bench_iterations)
+    targets = _checked_settings(targets, bench_batches, bench_warmup, bench_iterations, video_frames)
     engine_module, engine_line = _engine_support(engines, "engines" in artifacts)
     runtimes, runtime_line = runtime_support(backends)
     plan = plan_artifacts(out, checkpoint, artifacts, engine_module is not None, runtimes)
@@ -219,8 +229,8 @@ def deploy(
         data_sha256=records_fingerprint(records), spec=reference.spec, engine_module=engine_module,
         calibration=None if calibration is None else Path(calibration), calibration_images=calibration_images,
         max_drop=max_drop, int8_method=int8_method, int8_parity=int8_parity, bench=bench,
-        draw=[r.image_path for r in records[:draw_images]], cpu=machine_info()["cpu"],
-        state=DeployState(out / STATE_NAME), detectors={plan[0].name: reference},
+        draw=[r.image_path for r in records[:draw_images]], video=[r.image_path for r in records[:video_frames]],
+        cpu=machine_info()["cpu"], state=DeployState(out / STATE_NAME), detectors={plan[0].name: reference},
     )
     command = ["ssd-export", "deploy", "--model", str(checkpoint), "--data", str(data), "--out", str(out),
                "--artifacts", *artifacts, "--engines", engines, "--bench-batch-sizes", *map(str, bench_batches),
@@ -235,7 +245,7 @@ def deploy(
     run.meta = {"command": command, "checkpoint": str(checkpoint), "checkpoint_sha256": run.checkpoint_sha256,
                 "data": str(data), "split": "test", "images": len(records), "data_sha256": run.data_sha256,
                 "out": str(out), "engines": engine_line, "runtimes": runtime_line, "targets": targets, "bench": bench,
-                "calibration": None}
+                "calibration": None, "video": None}
     results: dict[str, dict[str, Any]] = {}
     tqdm = _tqdm(progress)
     bar = tqdm(plan, desc="deploy", unit="artifact", position=0)
@@ -243,6 +253,7 @@ def deploy(
         for artifact in bar:
             bar.set_postfix_str(artifact.name)
             results[artifact.name] = _run_artifact(artifact, run, results, tqdm)
+        run.meta["video"] = _video(plan, results, run)
     except KeyboardInterrupt:
         for artifact in plan:
             results.setdefault(artifact.name, {"status": "not run", "steps": {}})
@@ -256,13 +267,15 @@ def deploy(
 
 
 def _checked_settings(targets: dict[str, float] | None, bench_batches: Sequence[int], bench_warmup: int,
-                      bench_iterations: int) -> dict[str, float]:
+                      bench_iterations: int, video_frames: int = VIDEO_FRAMES) -> dict[str, float]:
     """The targets by precision (the defaults updated by ``targets``); :class:`DeployError` for a bad one or bad
-    bench settings."""
+    bench or video settings."""
     targets = {**TARGET_POINTS, **(targets or {})}
     bad = {k: v for k, v in targets.items() if k not in TARGET_POINTS or not v >= 0}
     if bad:
         raise DeployError(f"targets must be >= 0 points for precisions {', '.join(TARGET_POINTS)}, got {bad}")
+    if video_frames < 0:
+        raise DeployError(f"video_frames must be >= 0 (0: no annotated video), got {video_frames}")
     if not bench_batches or min(bench_batches) < 1 or bench_iterations < 1 or bench_warmup < 0:
         raise DeployError("bench batches and iterations must be >= 1 (warm-up >= 0)")
     return targets
@@ -287,6 +300,7 @@ class _Run:
     int8_parity: bool
     bench: dict[str, Any]  # batches, warmup, iterations
     draw: list[Path]  # the drawn test images
+    video: list[Path]  # the annotated video's frames: the first test images
     cpu: str  # the bench results are this CPU's
     state: DeployState
     detectors: dict[str, Any]  # loaded Detectors by artifact name (the reference and the current one)
@@ -460,3 +474,40 @@ def _draw(artifact: Artifact, run: _Run) -> dict[str, Any]:
 
 _STEPS: dict[str, Callable[[Artifact, _Run], dict[str, Any]]] = {
     "build": _build, "verify": _verify, "evaluate": _evaluate, "bench": _bench, "draw": _draw}
+
+
+#: The artifact the annotated video goes through, the first of these that built and ran: what a user puts on an
+#: edge device, a TensorRT engine where one was built, INT8 first; else the ONNX model ONNX Runtime runs.
+VIDEO_PREFERENCE = ("trt-int8", "trt-fp16", "trt-fp32", "trt-end2end", "int8", "fp16", "fp32", "end2end",
+                    "uint8-nhwc")
+
+
+def video_artifact(plan: Sequence[Artifact], results: dict[str, dict[str, Any]]) -> Artifact | None:
+    """The first artifact of :data:`VIDEO_PREFERENCE` in the plan whose steps all finished; None if none did."""
+    ran = {a.name: a for a in plan if results.get(a.name, {}).get("status") == "ok"}
+    return next((ran[name] for name in VIDEO_PREFERENCE if name in ran), None)
+
+
+def _video(plan: Sequence[Artifact], results: dict[str, dict[str, Any]], run: _Run) -> dict[str, Any]:
+    """The video step: ``status`` ok (with :func:`stream_video`'s result, ``artifact`` and ``reused``), skipped
+    (with the reason: no frames asked, no PyAV, no artifact ran) or failed (with the error; a report failure)."""
+    if not run.video:
+        return {"status": "skipped", "reason": "not asked for (video_frames 0)"}
+    if importlib.util.find_spec("av") is None:
+        return {"status": "skipped", "reason": "PyAV is not installed: pip install 'ssd300-toolkit[video]'"}
+    artifact = video_artifact(plan, results)
+    if artifact is None:
+        return {"status": "skipped", "reason": "no artifact built and ran"}
+    output = run.out / "video" / "detections.mp4"
+    inputs = {"artifact": artifact.name, "model_sha256": _model_sha(artifact, run), "fps": VIDEO_FPS,
+              "size": list(VIDEO_SIZE), "images": [[p.name, run.state.sha256(p)] for p in run.video], "cpu": run.cpu}
+    try:
+        result = _step(run.state, "video", inputs,
+                       lambda: stream_video(load_detector(artifact), run.video, output, VIDEO_FPS), lambda r: [output])
+    except Exception as exc:  # noqa: BLE001 - the report says what broke; the artifacts' results stand
+        print(f"ssd-export deploy: the annotated video failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return {"status": "failed", "artifact": artifact.name, "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=8)}
+    # where it is now (the folder may have moved since it was recorded), and as the report links it
+    result.update(video=str(output), link=output.relative_to(run.out).as_posix())
+    return {"status": "ok", "artifact": artifact.name, "runtime": artifact.backend, **result}

@@ -16,11 +16,13 @@ import pytest
 
 from ssd_export.deploy import run as deploy_module
 from ssd_export.deploy.run import DeployError, deploy, plan_artifacts, runtime_support
+from ssd_export.deploy.steps import VIDEO_FPS, VIDEO_SIZE, report_settings, write_video
 from ssd_runtime.bootstrap import BootstrapSettings, format_interval, paired_bootstrap
 from ssd_runtime.detector import Detector
 from ssd_runtime.evaluate import TARGET_POINTS, map_of_detector_on_records
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import read_onnx_info
+from ssd_runtime.video.stats import STAGES
 from ssd_runtime.voc import read_voc_split, split_roots
 
 # The INT8 target is opened wide (100 points: any delta is within it): on 8 generated images the briefly
@@ -161,6 +163,10 @@ def test_rerun_reuses_matching_steps_and_redoes_changed_ones(deployed, runtime_c
     assert third["end2end"]["finished_at"]["build"] > before["end2end"]["finished_at"]["build"]
     for name in ("pytorch", "fp32", "fp16", "int8"):
         assert all(third[name]["reused"].values()), name
+    assert again["video"]["reused"] and again["video"]["detections"] == first["video"]["detections"]
+    skipped = deploy(runtime_checkpoint, voc_root, copy, **{**FAST, "video_frames": 0})
+    assert skipped["video"] == {"status": "skipped", "reason": "not asked for (video_frames 0)"} and skipped["passed"]
+    assert "Not rendered: skipped: not asked for (video_frames 0)" in (copy / "report.md").read_text()
 
 
 def test_cli_exit_code_is_1_when_an_artifact_misses_its_target(deployed, runtime_checkpoint, voc_root, tmp_path,
@@ -208,6 +214,8 @@ def test_a_failing_artifact_leaves_the_others(deployed, runtime_checkpoint, voc_
     for name in ("pytorch", "fp16", "end2end"):
         assert rows[name]["status"] == "ok" and all(rows[name]["reused"].values())
     assert report["passed"] is False
+    # the video goes through the next artifact that ran, and says so
+    assert report["video"]["status"] == "ok" and report["video"]["artifact"] == "fp16" and not report["video"]["reused"]
     markdown = (copy / "report.md").read_text()
     assert "- fp32: failed (build: RuntimeError: exporter crashed)" in markdown
 
@@ -260,6 +268,40 @@ def test_bad_targets_and_bench_settings_are_refused(runtime_checkpoint, voc_root
         deploy(runtime_checkpoint, voc_root, tmp_path / "a", **{**FAST, "targets": {"fp8": 1.0}})
     with pytest.raises(DeployError, match="bench"):
         deploy(runtime_checkpoint, voc_root, tmp_path / "b", **{**FAST, "bench_batches": (0,)})
+    with pytest.raises(DeployError, match="video_frames must be >= 0"):
+        deploy(runtime_checkpoint, voc_root, tmp_path / "c", **{**FAST, "video_frames": -1})
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_annotated_video_streams_the_test_images_through_the_deployed_model(deployed, voc_root, tmp_path):
+    """The last step: the test split's 8 images (fewer than the 48 asked) as a 12 fps clip through the INT8 model
+    (the preferred artifact without engines) into video/detections.mp4; the detections drawn on each frame are
+    Detector.detect's on the same frame of the same clip, decoded here, at the drawing settings."""
+    av = pytest.importorskip("av", reason="PyAV is not installed: pip install 'ssd300-toolkit[video]'")
+    out, report = deployed
+    video = report["video"]
+    assert (video["status"], video["artifact"], video["runtime"], video["reused"]) == ("ok", "int8", "onnxruntime", False)
+    assert video["frames"] == len(video["detections"]) == 8 and video["link"] == "video/detections.mp4"
+    assert video["video"] == str(out / "video" / "detections.mp4") and video["batch_size"] == 1
+    assert video["latency"]["count"] == 8 and all(video["stages"][stage]["count"] == 8 for stage in STAGES)
+    assert video["throughput_fps"] > 0 and video["seconds"] >= video["encode_seconds"] > 0
+    with av.open(video["video"]) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height, stream.average_rate, stream.codec_context.name) == (*VIDEO_SIZE, 12, "h264")
+        assert sum(1 for _ in container.decode(stream)) == 8
+    detector = Detector.load(out / "ssd300_int8.onnx")
+    records = read_voc_split(split_roots(voc_root, "test"), "test", detector.spec.class_names)
+    clip = tmp_path / "clip.mp4"
+    assert write_video([r.image_path for r in records[:8]], clip, VIDEO_FPS) == 8
+    with av.open(str(clip)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    settings = report_settings(detector.spec)
+    assert video["detections"] == [len(detector.detect(f, settings.min_score, settings.max_overlap, settings.top_k))
+                                   for f in frames]
+    assert sum(video["detections"]) > 0  # something is drawn: the check above is not of empty frames
+    markdown = (out / "report.md").read_text()
+    assert "## Annotated video" in markdown and "[video/detections.mp4](video/detections.mp4): the first 8 test" in markdown
+    assert report["passed"]
 
 
 @pytest.mark.parametrize("fake_trt", ["11.1"], indirect=True)

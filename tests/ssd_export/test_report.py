@@ -217,3 +217,29 @@ def test_intervals_from_the_matches_files(report_parts, tmp_path):
     row = {r["name"]: r for r in build_report(plan, results, meta, settings)["artifacts"]}["int8"]
     assert row["delta_points_interval"] is None and row["interval_error"].startswith("MatchesFileError")
     assert row["delta_points"] is not None
+
+
+def test_the_annotated_video_section_and_its_failure(report_parts):
+    plan, results, meta = report_parts
+    stage = {"count": 4, "mean_ms": 5.0, "p50_ms": 4.0, "p90_ms": 6.0, "p99_ms": 7.0}
+    meta["video"] = {"status": "ok", "artifact": "int8", "runtime": "onnxruntime", "reused": False,
+                     "video": "/out/video/detections.mp4", "link": "video/detections.mp4", "frames": 4, "fps": 12.0,
+                     "source": "the first 4 test images as a 500x376 H.264 clip at 12 fps", "device": "cpu",
+                     "batch_size": 1, "throughput_fps": 30.04, "seconds": 1.25, "detections": [1, 0, 2, 3],
+                     "settings": {"min_score": 0.2, "max_overlap": 0.45, "top_k": 200},
+                     "latency": {**stage, "p50_ms": 120.0, "p90_ms": 150.0, "p99_ms": 161.0},
+                     "stages": {"decode": stage, "infer": {**stage, "mean_ms": 25.0}, "sink": {**stage, "count": 0}}}
+    report = build_report(plan, results, meta)
+    assert report["failures"] == ["fp16: failed (build: RuntimeError: boom)"]  # a rendered video adds none
+    text = render_markdown(report)
+    assert ("[video/detections.mp4](video/detections.mp4): the first 4 test images as a 500x376 H.264 clip at 12 fps, "
+            "through `int8` (onnxruntime, cpu) with `Detector.stream` (every frame, in order, batch 1; min_score 0.2, "
+            "max_overlap 0.45, top_k 200): 4 frames, 6 detections drawn, 30.0 frames/s; the step took 1.2 s.") in text
+    assert "p50 120 ms, p90 150 ms, p99 161 ms" in text
+    assert "| decode | 5.0 | 4.0 | 6.0 | 7.0 |" in text and "| infer | 25.0 |" in text and "| sink |" not in text
+    meta["video"] = {"status": "failed", "artifact": "int8", "error": "SourceError: cannot decode", "traceback": "..."}
+    report = build_report(plan, results, meta)
+    assert report["failures"][-1] == "annotated video (int8): SourceError: cannot decode" and not report["passed"]
+    assert "Not rendered: failed: SourceError: cannot decode" in render_markdown(report)
+    meta["video"] = {"status": "skipped", "reason": "PyAV is not installed: pip install 'ssd300-toolkit[video]'"}
+    assert "Not rendered: skipped: PyAV is not installed" in render_markdown(build_report(plan, results, meta))
