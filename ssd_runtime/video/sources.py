@@ -226,9 +226,10 @@ class _AvReader:
             self.container.close()
             raise SourceError(f"video source {text} has no video stream")
         self.stream = self.container.streams.video[0]
-        if self.stream.codec_context is None or self.stream.codec_context.codec is None:
+        if self.stream.codec_context is None:  # PyAV gives no codec context where FFmpeg has no decoder
             self.container.close()
-            raise SourceError(f"video source {text}: no decoder for its codec ({self.stream.codec_tag or 'unknown'})")
+            raise SourceError(f"video source {text}: its video codec is unknown to this FFmpeg ({av.ffmpeg_version_info}), "
+                              "which has no decoder for it; re-encode it, e.g. ffmpeg -i SOURCE -c:v libx264 out.mp4")
         self.stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else None
