@@ -4,7 +4,7 @@ Every evaluation of the toolkit runs here. A :class:`~ssd_runtime.detector.Detec
 preprocess -> backend -> postprocess at the spec's evaluation settings) streams the images
 (:mod:`ssd_runtime.streaming`: batches in a fixed grid, the next one decoded in a thread, memory
 bounded by two batches of pixels plus each image's detections); the one data reader
-(:func:`ssd_runtime.voc.read_voc_split` + the safe image loader) gives the ground truth, in fractions
+(:func:`ssd_runtime.datasets.read_split`, any layout, + the safe image loader) gives the ground truth, in fractions
 of the decoded image size; the one metric (:func:`ssd_runtime.metric.map_of_detections`) scores
 them. ``ssd-runtime eval`` loads a model file; ``ssd-train eval`` and training's periodic evaluation
 (:mod:`ssd_train.evaluation`) serve their network in memory as a backend and call the same functions.
@@ -36,12 +36,13 @@ from ssd_runtime.bootstrap import BootstrapSettings, format_interval, interval_w
 from ssd_runtime.detections_file import (
     DetectionsFileError, DetectionsHeader, ImageRecord, image_list_sha256, read_header, read_parts,
 )  # fmt: skip
+from ssd_runtime.datasets import read_split
 from ssd_runtime.detector import Detector
 from ssd_runtime.metric import GroundTruth, VOCResult, map_of_detections
 from ssd_runtime.sharding import Shard, device_for, part_paths
 from ssd_runtime.streaming import ImageItem, detect_to_file, run_detections
 from ssd_runtime.variants import TARGET_POINTS  # TARGET_POINTS: |delta mAP| targets by precision
-from ssd_runtime.voc import VOCRecord, fit_to_image, read_voc_split
+from ssd_runtime.voc import VOCRecord, fit_to_image
 
 __all__ = [
     "TARGET_POINTS", "compare_map", "detections_report", "evaluate_to_file", "image_items", "map_of_detections_files", "map_of_detector_on_records", "map_of_detector_on_split", "map_of_image_records",
@@ -76,7 +77,7 @@ def map_of_detector_on_split(
 
     Returns the :class:`VOCResult` and run facts (images, seconds, images/s).
     """
-    records = read_voc_split(data, split, detector.spec.class_names, skip_unknown=skip_unknown, max_images=max_images)
+    records = read_split(data, split, detector.spec.class_names, skip_unknown=skip_unknown, max_images=max_images)
     return map_of_detector_on_records(detector, records, batch_size=batch_size, ap_method=ap_method)
 
 
@@ -237,7 +238,7 @@ def evaluate_to_file(
     """
     detector = Detector.load(model, backend, device=device_for(device, shard), postprocess=postprocess,
                              **(backend_options or {}))
-    records = read_voc_split(data, split, detector.spec.class_names, skip_unknown=skip_unknown, max_images=max_images)
+    records = read_split(data, split, detector.spec.class_names, skip_unknown=skip_unknown, max_images=max_images)
     facts = _model_facts(detector, model)
     run = detect_to_file(detector, model, image_items(records), out, detector.spec.evaluation,
                          precision=facts["precision"], batch_size=batch_size, shard=shard, resume=resume,
@@ -287,7 +288,7 @@ def detections_report(
     if records is None:
         header = read_header(paths[0])  # the class names to read the split with, and how many images
         # the files hold the split's first num_images images (all of them, or a --max-images run's)
-        records = read_voc_split(data, split, header.class_names, skip_unknown=skip_unknown)[: header.num_images]
+        records = read_split(data, split, header.class_names, skip_unknown=skip_unknown)[: header.num_images]
     header, result = map_of_detections_files(paths, records, ap_method=ap_method, where=f"split {split!r} of {data}")
     source = header.source or {}
     facts = {key: source.get(key) for key in ("model", "backend", "device", "postprocess", "backend_options")}

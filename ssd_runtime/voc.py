@@ -24,6 +24,7 @@ are kept as negatives; ids whose files are missing are listed together in one pr
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -55,8 +56,11 @@ class VOCRecord:
 
     boxes: float32 (K, 4) pixel xyxy, 0-based (VOC value - 1), clipped to [0, width] x [0, height].
     labels: int64 (K,) class indices, 1..C-1.
-    difficult: bool (K,).
+    difficult: bool (K,): objects evaluation ignores (VOC's difficult; COCO's crowd regions are difficult too).
     width, height: image size in pixels (from ``<size>``, else from the image header).
+    crowd: bool (K,) or None: COCO crowd regions (a subset of ``difficult``), left out of training
+        (:func:`without_crowd`); None for layouts that have none (VOC, YOLO).
+    annotation_path: the file the objects came from (a VOC XML, a COCO JSON, a YOLO label file).
     """
 
     image_id: str
@@ -67,10 +71,20 @@ class VOCRecord:
     boxes: np.ndarray
     labels: np.ndarray
     difficult: np.ndarray
+    crowd: np.ndarray | None = None
 
     @property
     def num_objects(self) -> int:
         return int(self.labels.shape[0])
+
+
+def without_crowd(record: VOCRecord) -> VOCRecord:
+    """``record`` without its crowd regions (what training reads); the record itself when it has none."""
+    if record.crowd is None or not record.crowd.any():
+        return record
+    keep = ~record.crowd
+    return dataclasses.replace(record, boxes=record.boxes[keep], labels=record.labels[keep],
+                               difficult=record.difficult[keep], crowd=record.crowd[keep])
 
 
 @dataclass
@@ -92,6 +106,51 @@ class ReadReport:
 
     def to_dict(self) -> dict:
         return {"counts": dict(self.counts), "examples": {k: list(v) for k, v in self.examples.items()}}
+
+
+# ----------------------------------------------------------------------------------------------
+# What the readers of every layout share (VOC here, COCO in ssd_runtime.coco, YOLO in ssd_runtime.yolo)
+
+
+def clip_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[tuple[float, float, float, float], bool]:
+    """(``box`` pixel xyxy clipped to [0, width] x [0, height], whether clipping changed it)."""
+    x1, y1, x2, y2 = box
+    clipped = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+    return clipped, clipped != (x1, y1, x2, y2)
+
+
+def missing_files_error(split: str, missing: list[str], listed_by: str, fix: str) -> DatasetError:
+    """One error listing every missing file (the first 50) of ``split``."""
+    shown = "\n  ".join(missing[:50])
+    more = f"\n  ... and {len(missing) - 50} more" if len(missing) > 50 else ""
+    return DatasetError(f"split {split!r}: {len(missing)} file(s) listed by {listed_by} are missing:\n  {shown}{more}\n{fix}")
+
+
+def check_class_names(class_names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``class_names`` as a tuple; they must start with background."""
+    names = tuple(class_names)
+    if not names or names[0] != BACKGROUND:
+        raise AnnotationError(f"class_names must start with {BACKGROUND!r}, got {list(names[:3])}...")
+    return names
+
+
+def finish_split(
+    records: list[VOCRecord], split: str, names: tuple[str, ...], report: ReadReport, unknown: dict[str, list[str]] | None,
+    *, warn: bool, max_images: int, what: str, classes_hint: str,
+) -> list[VOCRecord]:
+    """The end of every split read: unknown class names raised together, lenient drops warned about once
+    (``what`` names the layout), the first ``max_images`` records kept (> 0)."""
+    if unknown:
+        lines = [f"  {name!r} in {len(files)} file(s), e.g. {', '.join(files[:3])}" for name, files in sorted(unknown.items())]
+        raise AnnotationError(
+            f"split {split!r}: {len(unknown)} class name(s) not in the class list {list(names[1:])}:\n"
+            + "\n".join(lines)
+            + f"\npass the dataset's own class list ({classes_hint}), or skip_unknown=True to drop those objects"
+        )
+    dropped = {k: v for k, v in report.counts.items() if k not in ("difficult_defaulted",)}
+    if warn and dropped:
+        warnings.warn(f"{what} split {split!r}: {report.summary()}", stacklevel=3)
+    return records[:max_images] if max_images else records
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,7 +179,8 @@ def split_roots(path: str | os.PathLike | Sequence[str | os.PathLike], split: st
     if not roots:
         raise DatasetError(
             f"{path}: no VOC data for split {split!r}: expected {path}/Annotations (a VOC root) or "
-            f"{devkit}/<{'|'.join(years)}>/ImageSets/Main/{split}.txt; generate a dataset with "
+            f"{devkit}/<{'|'.join(years)}>/ImageSets/Main/{split}.txt (or a COCO root: annotations/*.json, or a YOLO root: "
+            "data.yaml, images/ and labels/); generate a dataset with "
             "`ssd-train data --out DIR` or point to your VOCdevkit"
         )
     return roots
@@ -192,12 +252,7 @@ def preflight(roots: list[Path], split: str) -> list[tuple[Path, str, Path, Path
                     missing.append(str(p))
             items.append((root, image_id, image_path, xml_path))
     if missing:
-        shown = "\n  ".join(missing[:50])
-        more = f"\n  ... and {len(missing) - 50} more" if len(missing) > 50 else ""
-        raise DatasetError(
-            f"split {split!r}: {len(missing)} file(s) listed by ImageSets/Main/{split}.txt are missing:\n  "
-            f"{shown}{more}\nrestore them or remove their ids from the split file"
-        )
+        raise missing_files_error(split, missing, f"ImageSets/Main/{split}.txt", "restore them or remove their ids from the split file")
     return items
 
 
@@ -335,10 +390,8 @@ def parse_annotation(
         if obj.find("difficult") is None:
             report.add("difficult_defaulted", where)
         # 1-based VOC pixels -> the reference's 0-based frame (subtract 1 from all four), then clip.
-        x1, y1, x2, y2 = (c - 1.0 for c in coords)
-        cx1, cx2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
-        cy1, cy2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
-        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+        (cx1, cy1, cx2, cy2), clipped = clip_box((coords[0] - 1.0, coords[1] - 1.0, coords[2] - 1.0, coords[3] - 1.0), width, height)
+        if clipped:
             report.add("clipped_box", where)
         if cx2 <= cx1 or cy2 <= cy1:
             if strict:
@@ -383,9 +436,7 @@ def read_voc_split(
     ``report`` and, if ``warn``, summarised in one warning.
     """
     roots = split_roots(data, split)
-    names = tuple(class_names)
-    if not names or names[0] != BACKGROUND:
-        raise AnnotationError(f"class_names must start with {BACKGROUND!r}, got {list(names[:3])}...")
+    names = check_class_names(class_names)
     report = report if report is not None else ReadReport()
     unknown: dict[str, list[str]] | None = None if skip_unknown else {}
     records = []
@@ -395,15 +446,5 @@ def read_voc_split(
             report=report, unknown=unknown,
         )  # fmt: skip
         records.append(VOCRecord(image_id, image_path, xml_path, width, height, boxes, labels, difficult))
-    if unknown:
-        lines = [f"  {name!r} in {len(files)} file(s), e.g. {', '.join(files[:3])}" for name, files in sorted(unknown.items())]
-        raise AnnotationError(
-            f"split {split!r}: {len(unknown)} class name(s) not in the class list {list(names[1:])}:\n"
-            + "\n".join(lines)
-            + "\npass the dataset's own class list (a classes.txt in the VOC root), or skip_unknown=True "
-            "to drop those objects"
-        )
-    dropped = {k: v for k, v in report.counts.items() if k not in ("difficult_defaulted",)}
-    if warn and dropped:
-        warnings.warn(f"VOC split {split!r}: {report.summary()}", stacklevel=2)
-    return records[:max_images] if max_images else records
+    return finish_split(records, split, names, report, unknown, warn=warn, max_images=max_images, what="VOC",
+                        classes_hint="a classes.txt in the VOC root")

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ssd_runtime.classes import dataset_class_names
+from ssd_runtime.datasets import dataset_classes, read_split
 from ssd_runtime.errors import ImageError
 from ssd_runtime.images import open_image
 from ssd_runtime.spec import IMAGENET_MEAN, IMAGENET_STD, normalization
-from ssd_runtime.voc import ReadReport, VOCRecord, fit_to_image, read_voc_split, split_roots
+from ssd_runtime.voc import ReadReport, VOCRecord, fit_to_image, without_crowd
 from ssd_train.augment import AUGMENTATIONS, test_transform, train_transform
 
 #: One sample: image float32 (3, S, S) normalized; boxes float32 (K, 4) fractional xyxy; labels int64
@@ -40,7 +40,8 @@ class VOCDetection(Dataset):
     """VOC-format detection dataset.
 
     Args:
-        records: from :func:`ssd_runtime.voc.read_voc_split`.
+        records: from :func:`ssd_runtime.datasets.read_split`; with ``train`` their crowd regions are left out
+            (:func:`ssd_runtime.voc.without_crowd`), otherwise kept (difficult: evaluation ignores them).
         class_names: background first; travels into the model spec.
         train: apply the training augmentation (else resize + normalize only).
         augment: the training augmentation, "reference" (default), "light" or "flip"
@@ -71,7 +72,7 @@ class VOCDetection(Dataset):
             raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
         if not records:
             raise ValueError("the dataset has no images; check the split file")
-        self.records = list(records)
+        self.records = [without_crowd(r) for r in records] if train else list(records)
         self.class_names = tuple(class_names)
         self.train = train
         self.augment = augment
@@ -96,14 +97,14 @@ class VOCDetection(Dataset):
         report: ReadReport | None = None,
         **kwargs,
     ) -> VOCDetection:
-        """Read ``split`` of a VOC root, a VOCdevkit (07+12 for trainval, 07 for test) or a list of roots.
+        """Read ``split`` of a dataset in any layout (:func:`ssd_runtime.datasets.read_split`): a VOC root, a
+        VOCdevkit (07+12 for trainval, 07 for test), a list of VOC roots, a COCO or a YOLO root.
 
-        ``class_names`` defaults to the dataset's own (:func:`ssd_runtime.classes.dataset_class_names`).
+        ``class_names`` defaults to the dataset's own (:func:`ssd_runtime.datasets.dataset_classes`).
         """
-        roots = split_roots(path, split)
         if class_names is None:
-            class_names = dataset_class_names(roots, split)
-        records = read_voc_split(roots, split, class_names, strict=strict, skip_unknown=skip_unknown, report=report)
+            class_names = dataset_classes(path, split, warn=False)[0]
+        records = read_split(path, split, class_names, strict=strict, skip_unknown=skip_unknown, report=report)
         return cls(records, class_names, train=train, **kwargs)
 
     def __len__(self) -> int:

@@ -1,8 +1,9 @@
 """The training split as ``ssd-train fit`` reads it: the class list and its source, then every image checked.
 
 Before a long run :func:`load_training_set` says which classes it trains and where they came from
-(``--classes``, the root's ``classes.txt``, the Pascal VOC names, or inferred from the annotations -
-with a warning for inferred names that are not VOC names: :func:`ssd_runtime.classes.dataset_classes`),
+(``--classes``, the root's ``classes.txt``, a COCO file's categories, a YOLO data.yaml's names, the Pascal VOC
+names, or inferred from the annotations -
+with a warning for inferred names that are not VOC names: :func:`ssd_runtime.datasets.dataset_classes`),
 reads the split, and checks every image (:mod:`ssd_runtime.image_check`, cached in the run folder), so
 a corrupt image is reported at once, with every other one, instead of hours in.
 """
@@ -12,9 +13,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ssd_runtime.classes import ANNOTATIONS_SOURCE, VOC_SOURCE, dataset_classes
+from ssd_runtime.classes import ANNOTATIONS_SOURCE, VOC_SOURCE
+from ssd_runtime.datasets import dataset_classes
 from ssd_runtime.image_check import CHECK_MODES, ImageCheckReport, check_records
-from ssd_runtime.voc import BACKGROUND, split_roots
+from ssd_runtime.voc import BACKGROUND
 from ssd_train.data import VOCDetection
 from ssd_train.run_log import stderr_note
 
@@ -84,15 +86,14 @@ def load_training_set(
     if check_images not in IMAGE_CHECKS:
         raise ValueError(f"check_images must be one of {IMAGE_CHECKS}, got {check_images!r}")
     split = "trainval"
-    roots = split_roots(data, split)
     if classes is not None:
         class_names, source = (BACKGROUND, *[c for c in classes if c != BACKGROUND]), GIVEN_SOURCE
     else:
-        class_names, source = dataset_classes(roots, split)
+        class_names, source = dataset_classes(data, split)
     if note is not None:
         note(describe_classes(class_names, source))
     train_set = VOCDetection.from_voc(
-        roots, split, class_names=class_names, train=True, skip_unknown=skip_unknown_classes,
+        data, split, class_names=class_names, train=True, skip_unknown=skip_unknown_classes,
         on_bad_image="skip" if skip_bad_images else "error", **dataset_kwargs,
     )  # fmt: skip
     report = None
