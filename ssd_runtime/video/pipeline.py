@@ -253,14 +253,14 @@ class Stream:
                 if frame is None:
                     break
                 self.stats.stages["decode"].add(frame.decode_s)
+                first_clock = frame.clock if first_clock is None else first_clock
+                if self._past_duration(frame, first_clock):  # not counted: frames_in = processed + dropped + skipped
+                    self.ended_by = "limit"
+                    break
                 self.stats.count("frames_in")
                 if frame.index % self.every:
                     self.stats.count("skipped")
                     continue
-                first_clock = frame.clock if first_clock is None else first_clock
-                if self._past_duration(frame, first_clock):
-                    self.ended_by = "limit"
-                    break
                 self._put(self._queues[0], frame)
                 taken += 1
                 if self.max_frames is not None and taken >= self.max_frames:
