@@ -138,7 +138,8 @@ def add_evaluation_flags(p: argparse.ArgumentParser, batch_size: int, data_nargs
     """The flags of a VOC mAP run that ``ssd-runtime eval`` and ``ssd-train eval`` share: data, split, batch size,
     image count, AP method, unknown classes, the detections file and JSON."""
     p.add_argument("--data", required=True, nargs=data_nargs,
-                   help="VOC root, VOCdevkit, or a generated dataset folder" + (" (or several)" if data_nargs else ""))
+                   help="VOC root, VOCdevkit, COCO root (annotations/*.json), YOLO root (data.yaml, images/, labels/) or "
+                        "a generated dataset folder, told apart by what is on disk" + (" (or several VOC roots)" if data_nargs else ""))
     p.add_argument("--split", default=default_of(map_report_of_model_file, "split"))
     options.add(p, BATCH_SIZE, default=batch_size)
     options.add(p, MAX_IMAGES, default=default_of(map_report_of_model_file, "max_images"),

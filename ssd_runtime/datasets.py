@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ssd_runtime.classes import dataset_classes as voc_classes
-from ssd_runtime.coco import coco_classes, is_coco_root, read_coco_split
-from ssd_runtime.voc import ReadReport, VOCRecord, read_voc_split
-from ssd_runtime.yolo import is_yolo_root, read_yolo_split, yolo_classes
+from ssd_runtime.coco import coco_classes, is_coco_root, read_coco_split, split_files
+from ssd_runtime.errors import DatasetError
+from ssd_runtime.voc import ReadReport, VOCRecord, read_voc_split, split_roots
+from ssd_runtime.yolo import is_yolo_root, read_yolo_split, split_images, yolo_classes
 
 #: The layouts, by name (``--format``); "auto" detects.
 FORMATS = ("voc", "coco", "yolo")
@@ -53,6 +54,22 @@ def resolve_format(data: str | os.PathLike | Sequence[str | os.PathLike], format
     if format not in FORMATS:
         raise ValueError(f"dataset format must be one of {(AUTO, *FORMATS)}, got {format!r}")
     return format
+
+
+def has_split(data: str | os.PathLike | Sequence[str | os.PathLike], split: str, *, format: str = AUTO) -> bool:
+    """Whether ``data`` has ``split`` (its split file, annotations file or image folder; not whether it reads)."""
+    fmt = resolve_format(data, format)
+    one = data if isinstance(data, (str, os.PathLike)) else list(data)[0]
+    try:
+        if fmt == "voc":
+            return all((root / "ImageSets" / "Main" / f"{split}.txt").is_file() for root in split_roots(data, split))
+        if fmt == "coco":
+            split_files(one, split)
+        else:
+            split_images(one, split)
+    except DatasetError:
+        return False
+    return True
 
 
 def read_split(

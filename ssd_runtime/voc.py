@@ -448,3 +448,22 @@ def read_voc_split(
         records.append(VOCRecord(image_id, image_path, xml_path, width, height, boxes, labels, difficult))
     return finish_split(records, split, names, report, unknown, warn=warn, max_images=max_images, what="VOC",
                         classes_hint="a classes.txt in the VOC root")
+
+
+def _coordinate(value: float) -> str:
+    """A VOC coordinate: an integral value as an int (``11``), others in full (``11.5``)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def record_xml(record: VOCRecord, class_names: tuple[str, ...] | list[str], file_name: str) -> str:
+    """The VOC annotation of ``record`` (the inverse of :func:`parse_annotation`: 1-based coordinates, each
+    toolkit value + 1), ``<difficult>`` from the record (crowd regions included)."""
+    from xml.sax.saxutils import escape
+
+    parts = ["<annotation>", f"\t<filename>{escape(file_name)}</filename>",
+             f"\t<size><width>{record.width}</width><height>{record.height}</height><depth>3</depth></size>"]
+    for box, label, difficult in zip(record.boxes.tolist(), record.labels.tolist(), record.difficult.tolist()):
+        coords = "".join(f"<{tag}>{_coordinate(v + 1.0)}</{tag}>" for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
+        parts.append(f"\t<object><name>{escape(class_names[label])}</name><difficult>{int(difficult)}</difficult>"
+                     f"<bndbox>{coords}</bndbox></object>")
+    return "\n".join([*parts, "</annotation>\n"])

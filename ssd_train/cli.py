@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ssd_runtime import cli_common, options
 from ssd_runtime.cli import add_evaluation_flags
+from ssd_runtime.datasets import FORMATS
 from ssd_runtime.options import BATCH_SIZE, DEVICE, MODEL, default_of
 from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS
 from ssd_runtime.spec import NORMS
@@ -63,8 +64,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    """Write the generated VOC-format dataset; print a JSON report."""
-    from ssd_train.synthetic import generate_voc_dataset
+    """Write the generated dataset (VOC, COCO or YOLO layout); print a JSON report."""
+    from ssd_train.synthetic import generate_dataset
 
     progress = None
     if not args.json and sys.stderr.isatty():
@@ -75,12 +76,41 @@ def _cmd_data(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-    report = generate_voc_dataset(
-        args.out, images=args.images, test=args.test, seed=args.seed, workers=args.workers, overwrite=args.overwrite,
-        progress=progress,
+    options = {"overwrite": args.overwrite} if args.format == "voc" else {}
+    report = generate_dataset(
+        args.out, format=args.format, images=args.images, test=args.test, seed=args.seed, workers=args.workers,
+        progress=progress, **options,
     )  # fmt: skip
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    """Convert a dataset between the VOC, COCO and YOLO layouts; print a JSON report (what the target cannot carry)."""
+    from ssd_runtime.convert import convert_dataset
+
+    report = convert_dataset(args.data, args.out, args.to, source_format=args.data_format, splits=args.split,
+                             images=args.images)
+    print(json.dumps(report, indent=None if args.json else 2))
+    for kind, lost in report["cannot_carry"].items():
+        print(f"note: {args.to} cannot carry {kind} ({lost['count']}): {lost['note']}", file=sys.stderr)
+    return 0
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    from ssd_runtime.convert import IMAGE_MODES, SPLITS, convert_dataset
+
+    p = sub.add_parser("convert", help="convert a dataset between the Pascal VOC, COCO and YOLO layouts")
+    p.add_argument("--data", required=True, help="the dataset to convert (VOC root or devkit, COCO root, YOLO root)")
+    p.add_argument("--out", required=True, help="a new folder to write the converted dataset to")
+    p.add_argument("--to", required=True, choices=FORMATS, help="the layout to write")
+    p.add_argument("--data-format", choices=("auto", *FORMATS), default=default_of(convert_dataset, "source_format"),
+                   help="the layout of --data (default: detected from what is on disk)")
+    p.add_argument("--split", nargs="+", default=list(SPLITS), help="splits to convert (those the source has)")
+    p.add_argument("--images", choices=IMAGE_MODES, default=default_of(convert_dataset, "images"),
+                   help="copy the images (default), hard-link them, or move them")
+    p.add_argument("--json", action="store_true", help="one-line JSON")
+    p.set_defaults(func=_cmd_convert)
 
 
 def _cmd_import_tutorial(args: argparse.Namespace) -> int:
@@ -101,7 +131,7 @@ def _cmd_import_tutorial(args: argparse.Namespace) -> int:
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    from ssd_train.synthetic import generate_voc_dataset
+    from ssd_train.synthetic import generate_dataset, generate_voc_dataset
 
     def default(name: str):
         return default_of(generate_voc_dataset, name)
@@ -113,7 +143,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", type=int, default=default("test"), help="images in the test split (default 20%% of --num-images)")
     p.add_argument("--seed", type=int, default=default("seed"), help="the dataset is a pure function of the seed")
     p.add_argument("--workers", type=int, default=default("workers"), help="processes to render with")
-    p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds a dataset")
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds a dataset (VOC)")
+    p.add_argument("--format", choices=FORMATS, default=default_of(generate_dataset, "format"),
+                   help="the layout to write: voc (default), coco (annotations/instances_<split>.json) or yolo "
+                        "(data.yaml, images/, labels/; no difficult flags)")
     p.add_argument("--json", action="store_true", help="one-line JSON")
     p.set_defaults(func=_cmd_data)
 
@@ -304,7 +337,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 
 
 #: Each entry adds one subcommand to the parser (a later feature adds one line here).
-COMMANDS = [_add_check, _add_data, _add_fit, _add_eval, _add_detect, _add_import_tutorial]
+COMMANDS = [_add_check, _add_data, _add_convert, _add_fit, _add_eval, _add_detect, _add_import_tutorial]
 
 
 def build_parser() -> argparse.ArgumentParser:

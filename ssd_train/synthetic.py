@@ -3,6 +3,9 @@
 No machine here can download VOC, so ``ssd-train data --out DIR`` writes a dataset in the very same
 on-disk layout (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/{trainval,test}.txt``, plus the
 optional ``classes.txt``) and it is read by the same reader as real VOC (:mod:`ssd_runtime.voc`).
+``--format coco|yolo`` writes the same images and objects in the COCO or YOLO layout instead
+(:func:`generate_dataset`, through :func:`ssd_runtime.convert.convert_dataset`; YOLO cannot carry the
+difficult flags).
 
 Each image is a scene of :mod:`ssd_runtime.scenes` (a pure function of ``(seed, index)``: shapes of
 :data:`CLASSES` on clutter, what it holds is described there), saved as a JPEG (quality 90) beside its
@@ -14,17 +17,21 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ssd_runtime.classes import CLASSES_FILE, write_class_file
+from ssd_runtime.convert import convert_dataset
+from ssd_runtime.datasets import FORMATS
 from ssd_runtime.scenes import CLASSES, SyntheticObject, noise_tile, render_image
 from ssd_runtime.voc import BACKGROUND
 
 __all__ = ["CLASSES", "CLASS_NAMES", "DEFAULT_IMAGES", "GENERATOR_VERSION", "SyntheticObject", "annotation_xml",
-           "generate_voc_dataset", "render_image"]
+           "generate_dataset", "generate_voc_dataset", "render_image"]
 
 #: The model's class list for the generated dataset: background at index 0, then the scenes' shapes.
 CLASS_NAMES: tuple[str, ...] = (BACKGROUND, *CLASSES)
@@ -147,3 +154,29 @@ def generate_voc_dataset(
     }
     (out / "dataset.json").write_text(json.dumps({k: v for k, v in report.items() if k not in ("out", "seconds")}, indent=2) + "\n")
     return report
+
+
+def generate_dataset(out: str | os.PathLike, *, format: str = "voc", **kwargs) -> dict:
+    """The generated dataset written to ``out`` in layout ``format`` ("voc", "coco" or "yolo"); the report of
+    :func:`generate_voc_dataset` with ``format`` and, for COCO and YOLO, ``cannot_carry`` (what the layout
+    loses: :data:`ssd_runtime.convert.CANNOT_CARRY`).
+
+    COCO and YOLO are the VOC dataset (``kwargs`` as :func:`generate_voc_dataset`'s, ``overwrite``
+    excepted) written in a temporary folder beside ``out`` and converted, its images moved; ``out`` must not
+    exist or be empty.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if format == "voc":
+        return {**generate_voc_dataset(out, **kwargs), "format": format}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.voc.", dir=out.parent))
+    try:
+        report = generate_voc_dataset(tmp, **kwargs)
+        converted = convert_dataset(tmp, out, format, images="move")
+        facts = {**json.loads((tmp / "dataset.json").read_text()), "format": format}
+        (out / "dataset.json").write_text(json.dumps(facts, indent=2) + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {**report, "out": str(out), "format": format, "cannot_carry": converted["cannot_carry"]}

@@ -109,3 +109,41 @@ def test_bad_arguments(tmp_path):
         generate_voc_dataset(tmp_path, images=0)
     with pytest.raises(ValueError, match="test"):
         generate_voc_dataset(tmp_path, images=3, test=5)
+
+
+@pytest.mark.parametrize("layout", ["coco", "yolo"])
+def test_the_generated_dataset_in_coco_and_yolo_layouts_reads_back_the_same(dataset, tmp_path, capsys, layout):
+    from ssd_runtime.datasets import dataset_classes, detect_format, read_split
+
+    voc, report = dataset
+    out = tmp_path / layout
+    assert main(["data", "--out", str(out), "--format", layout, "--num-images", "40", "--test", "10", "--seed", "3",
+                 "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written["format"] == layout and written["objects"] == report["objects"]
+    assert json.loads((out / "dataset.json").read_text())["format"] == layout
+    assert detect_format(out) == layout and dataset_classes(out)[0] == CLASS_NAMES
+    assert [p.name for p in tmp_path.iterdir()] == [layout]  # the VOC folder it was converted from is gone
+    lost = written["cannot_carry"]["difficult"]
+    assert lost["count"] == report["difficult"] > 0
+    for split in ("trainval", "test"):
+        expected, got = read_voc_split([voc], split, CLASS_NAMES), read_split(out, split, CLASS_NAMES)
+        assert [r.image_id for r in got] == [r.image_id for r in expected]
+        for e, g in zip(expected, got):
+            assert (g.width, g.height) == (e.width, e.height) and g.labels.tolist() == e.labels.tolist()
+            np.testing.assert_array_equal(g.boxes, e.boxes)
+            assert g.difficult.tolist() == (e.difficult.tolist() if layout == "coco" else [False] * e.num_objects)
+            assert g.image_path.read_bytes() == e.image_path.read_bytes()
+
+
+def test_ssd_train_convert_says_what_the_target_cannot_carry(dataset, tmp_path, capsys):
+    voc, report = dataset
+    out = tmp_path / "yolo"
+    assert main(["convert", "--data", str(voc), "--out", str(out), "--to", "yolo", "--images", "link", "--json"]) == 0
+    captured = capsys.readouterr()
+    converted = json.loads(captured.out)
+    assert converted["from"] == "voc" and {s: v["images"] for s, v in converted["splits"].items()} == {"trainval": 30, "test": 10}
+    assert sum(v["objects"] for v in converted["splits"].values()) == report["objects"]
+    assert f"note: yolo cannot carry difficult ({report['difficult']}): difficult flags dropped" in captured.err
+    assert main(["convert", "--data", str(voc), "--out", str(out), "--to", "coco"]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
