@@ -179,3 +179,31 @@ def test_uint8_batches_normalized_on_the_device_equal_collate():
     raw = Collate(mean, std, normalize=False)(samples)[0]
     assert raw.dtype == torch.uint8
     assert torch.equal(normalize_batch(raw, mean, std), floats)
+
+
+def test_the_coco_and_yolo_layouts_give_the_same_training_samples(root, tmp_path):
+    """Same records, same per-sample generators: a run on either layout trains on the same tensors."""
+    from ssd_runtime.convert import convert_dataset
+
+    voc = VOCDetection.from_voc(root, "trainval", train=True, seed=5)
+    for layout in ("coco", "yolo"):
+        convert_dataset(root, tmp_path / layout, layout, images="link")
+        other = VOCDetection.from_voc(tmp_path / layout, "trainval", train=True, seed=5)
+        assert other.class_names == voc.class_names and len(other) == len(voc)
+        for key in ((0, 0), (3, 1), (1, len(voc) - 1)):
+            for a, b in zip(voc[key], other[key]):
+                if a.dtype != torch.bool or layout == "coco":  # YOLO has no difficult flags
+                    assert torch.equal(a, b)
+
+
+def test_crowd_regions_are_left_out_of_training_and_ignored_in_evaluation(tmp_path):
+    from tests.helpers.dataset_files import coco_ann, coco_image, make_coco
+
+    root = make_coco(tmp_path, [coco_image(1, "a.jpg", size=(120, 90))],
+                     [coco_ann(1, 1, 4, [10, 10, 40, 50]), coco_ann(2, 1, 2, [60, 20, 30, 30], iscrowd=1)],
+                     [(i, name) for i, name in enumerate(CLASS_NAMES[1:], 1)], image_size=(120, 90))
+    evaluation = VOCDetection.from_voc(root, "trainval", train=False)
+    _, boxes, labels, difficult = evaluation[0]
+    assert labels.tolist() == [4, 2] and difficult.tolist() == [False, True]
+    training = VOCDetection.from_voc(root, "trainval", train=True)
+    assert training.records[0].labels.tolist() == [4] and training.records[0].crowd.tolist() == [False]
