@@ -142,7 +142,7 @@ def _add_calibration(sub: argparse._SubParsersAction) -> None:
     from ssd_export.int8.calibration import build_manifest
 
     p = sub.add_parser("calibration", help="choose and hash a class-balanced INT8 calibration set (JSON manifest)")
-    p.add_argument("--data", required=True, help="VOC root, VOCdevkit or a folder holding one")
+    p.add_argument("--data", required=True, help="VOC root, VOCdevkit or a folder holding one, COCO root or YOLO root (told apart by what is on disk)")
     p.add_argument("--split", default=default_of(build_manifest, "split"))
     options.add(p, CALIBRATION_IMAGES, dest="images", default=default_of(build_manifest, "images"), deprecated=("--images",))
     p.add_argument("--seed", type=int, default=default_of(build_manifest, "seed"),

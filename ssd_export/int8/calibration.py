@@ -1,4 +1,5 @@
-"""Calibration sets for INT8: a hashed, class-balanced, deterministic choice of images of a VOC split.
+"""Calibration sets for INT8: a hashed, class-balanced, deterministic choice of images of a dataset split
+(Pascal VOC, COCO or YOLO: :mod:`ssd_runtime.datasets`).
 
 A calibration set is a JSON manifest (kept in the repository's ``calibration/`` folder) naming the
 images by path relative to the dataset root, with each file's sha256, the dataset it came from, the
@@ -30,12 +31,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ssd_runtime.classes import dataset_class_names
+from ssd_runtime.datasets import dataset_classes, detect_format, read_split
 from ssd_runtime.fileio import atomic_write_bytes, sha256_file
 from ssd_runtime.formats import CALIBRATION_MANIFEST
 from ssd_runtime.preprocess import INPUT_KINDS, preprocess
 from ssd_runtime.spec import ModelSpec
-from ssd_runtime.voc import preflight, read_voc_split, split_roots
+from ssd_runtime.voc import VOCRecord, split_roots
 
 __all__ = [
     "CALIBRATION_IMAGES",
@@ -170,7 +171,8 @@ def _regenerate_command(generated: dict | None) -> str | None:
     if not generated or "seed" not in generated or "images" not in generated:
         return None
     test = f" --test {generated['test']}" if "test" in generated else ""
-    return f"ssd-train data --out DIR --images {generated['images']}{test} --seed {generated['seed']}"
+    layout = f" --format {generated['format']}" if generated.get("format", "voc") != "voc" else ""
+    return f"ssd-train data --out DIR --images {generated['images']}{test} --seed {generated['seed']}{layout}"
 
 
 def build_manifest(
@@ -184,7 +186,8 @@ def build_manifest(
 ) -> dict:
     """The manifest (plain JSON-able data) of a calibration set of ``images`` images of ``split``.
 
-    ``data``: a VOC root, a VOCdevkit or a folder holding one (:func:`ssd_runtime.voc.split_roots`);
+    ``data``: a VOC root, a VOCdevkit or a folder holding one (:func:`ssd_runtime.voc.split_roots`), a COCO
+    or a YOLO root (:func:`ssd_runtime.datasets.detect_format`; recorded as ``format`` when not VOC);
     recorded resolved, and every image path is relative to it. The preprocessing recorded is that
     of ``model`` (a model file: its spec and input kind), else of ``spec``, else the default
     ``ModelSpec.create(class_names)``; a model or spec whose class list differs from the dataset's
@@ -197,12 +200,13 @@ def build_manifest(
     if images < MIN_IMAGES:
         raise CalibrationError(f"images must be at least {MIN_IMAGES} (one calibration batch), got {images}")
     root = Path(data).resolve()
-    voc_roots = _calibration_split(root, split)
-    class_names = dataset_class_names(voc_roots, split)
+    layout = detect_format(root)
+    voc_roots = split_roots(root, split) if layout == "voc" else []
+    class_names = dataset_classes(root, split, format=layout, warn=False)[0]
     model_path = None if model is None else Path(model).resolve()
     spec, source, input_kinds = _manifest_spec(model_path, spec, class_names, f"the dataset {root} (split {split!r})")
 
-    records = read_voc_split(voc_roots, split, class_names, warn=False)
+    records = _calibration_split(root, split, read_split(root, split, class_names, format=layout, warn=False))
     relative = {r.image_path: PurePosixPath(r.image_path.relative_to(root)).as_posix() for r in records}
     image_classes = {relative[r.image_path]: frozenset(int(c) for c in r.labels) for r in records}
     by_path = {relative[r.image_path]: r for r in records}
@@ -224,6 +228,7 @@ def build_manifest(
         **CALIBRATION_MANIFEST.header(),
         "dataset": {
             "root": str(root),
+            **({} if layout == "voc" else {"format": layout}),  # VOC manifests stay byte-identical to earlier ones
             "voc_roots": [PurePosixPath(r.relative_to(root)).as_posix() for r in voc_roots],
             "split": split,
             "split_images": len(records),
@@ -253,21 +258,18 @@ def build_manifest(
     }
 
 
-def _calibration_split(root: Path, split: str) -> list[Path]:
-    """The VOC roots of ``split`` of ``root``, which must list at least one batch of images, all present."""
-    voc_roots = split_roots(root, split)
-    items = preflight(voc_roots, split)  # one error lists every missing file
-    if not items:
+def _calibration_split(root: Path, split: str, records: list[VOCRecord]) -> list[VOCRecord]:
+    """``records``, the images of ``split`` of ``root``, which must be at least one batch."""
+    if not records:
         raise CalibrationError(
-            f"split {split!r} of {root} is empty: its ImageSets/Main/{split}.txt lists no image; "
-            "choose another split (--split) or dataset"
+            f"split {split!r} of {root} is empty: it lists no image; choose another split (--split) or dataset"
         )
-    if len(items) < MIN_IMAGES:
+    if len(records) < MIN_IMAGES:
         raise CalibrationError(
-            f"split {split!r} of {root} has {len(items)} image(s), fewer than one calibration batch "
+            f"split {split!r} of {root} has {len(records)} image(s), fewer than one calibration batch "
             f"({MIN_IMAGES}); calibrate on a larger split (at least {CALIBRATION_IMAGES} images recommended)"
         )
-    return voc_roots
+    return records
 
 
 def _manifest_spec(

@@ -309,3 +309,18 @@ def test_embedded_manifest_matches_the_regenerated_dataset(tmp_path):
     assert len(regenerated) >= 4, regenerated
     for rel in regenerated:
         assert sha256_file(tmp_path / rel) == recorded[rel], rel
+
+
+@pytest.mark.parametrize("layout", ["coco", "yolo"])
+def test_a_coco_or_yolo_dataset_calibrates_like_its_voc_twin(tmp_path, layout):
+    from ssd_train.synthetic import generate_dataset
+
+    generate_dataset(tmp_path / layout, format=layout, images=12, test=2, seed=0)
+    manifest = quiet_build(tmp_path / layout, split="trainval", images=MIN_IMAGES)
+    assert manifest["dataset"]["format"] == layout and manifest["dataset"]["voc_roots"] == []
+    assert manifest["dataset"]["split_images"] == 10
+    assert manifest["dataset"]["regenerate"] == f"ssd-train data --out DIR --images 12 --test 2 --seed 0 --format {layout}"
+    assert all(entry["path"].startswith("images/trainval/") for entry in manifest["images"])
+    calibration = CalibrationSet.load(write_manifest(manifest, tmp_path / "set.json"))
+    calibration.verify()
+    assert len(calibration) == MIN_IMAGES
