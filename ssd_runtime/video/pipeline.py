@@ -143,11 +143,11 @@ class Stream:
                 completed.append(time.perf_counter())
                 if len(completed) > 1:
                     result.rate_fps = (len(completed) - 1) / max(completed[-1] - completed[0], 1e-9)
+                self.stats.count("processed")  # before the sinks: Ctrl-C in a callback comes after the files have the frame
                 started = time.perf_counter()
                 for sink in self.sinks:
                     sink.write(result)
                 self.stats.stages["sink"].add(time.perf_counter() - started)
-                self.stats.count("processed")
                 yield result
             keep = True
         except (KeyboardInterrupt, GeneratorExit) as exc:  # the user stopped it: keep what was written
