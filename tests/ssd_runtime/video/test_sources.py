@@ -34,7 +34,7 @@ def test_realtime_paces_a_file_at_its_frame_rate(lossy_clip):
     assert source.live
     for frame in frames:  # frame i is delivered no sooner than i / 25 s after the reading started
         assert frame.clock - start >= frame.pts
-    assert frames[-1].clock - start < frames[-1].pts + 0.25
+    assert frames[-1].clock - start < frames[-1].pts + 1.0  # and not much later (scheduling on a busy CPU)
 
 
 @pytest.mark.parametrize("text,message", [
@@ -127,7 +127,9 @@ def test_a_stalled_network_stream_ends_after_the_read_timeout():
 
     assert (source.kind, source.live, source.ended_by) == ("network", True, "stalled")
     assert sender.url in source.error and "timed out" in source.error
-    assert 0.5 <= ended - last_sent < 0.5 + 1.0  # the read timeout after the last packet, and not much more
+    # the read timeout after the last packet (last_sent is taken just after it went out: up to a GIL
+    # switch late), and not much more
+    assert 0.5 - 0.05 <= ended - last_sent < 0.5 + 1.0
     # the decoder's threads hold the last few frames (measured: 3) when the data stops
     assert [f.index for f in got] == list(range(len(got))) and len(frames) - 5 <= len(got) <= len(frames)
 
