@@ -10,6 +10,7 @@ from ssd_runtime import cli_common, options
 from ssd_runtime.backends import BACKENDS, resolve_backend
 from ssd_runtime.backends.openvino import INFERENCE_PRECISIONS as OV_PRECISIONS
 from ssd_runtime.bench import benchmark
+from ssd_runtime.coco_metric import METRICS
 from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES, Detector
 from ssd_runtime.evaluate import map_report_of_model_file
 from ssd_runtime.metric import AP_METHODS
@@ -84,7 +85,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.model or args.detections_out:
             raise ValueError("--detections evaluates detections files already written: drop --model/--detections-out")
         report = detections_report(args.detections, args.data, split=args.split, ap_method=args.ap_method,
-                                   skip_unknown=args.skip_unknown_classes)
+                                   skip_unknown=args.skip_unknown_classes, metric=args.metric, coco_results=args.coco_results)
     elif not args.model:
         raise ValueError("pass --model (run a model on the data) or --detections FILE... (evaluate written detections)")
     elif args.detections_out or shard.sharded:
@@ -97,7 +98,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             args.model, args.data, args.detections_out, split=args.split, backend=args.backend, device=args.device,
             postprocess=args.postprocess, batch_size=args.batch_size, max_images=args.max_images,
             ap_method=args.ap_method, backend_options=_backend_options(args), shard=shard, resume=args.resume,
-            skip_unknown=args.skip_unknown_classes,
+            skip_unknown=args.skip_unknown_classes, metric=args.metric, coco_results=args.coco_results,
         )  # fmt: skip
         if not report.get("merged", True):
             return _print_part(report, args, shard)
@@ -107,7 +108,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         report = map_report_of_model_file(
             args.model, args.data, checkpoint=args.checkpoint, split=args.split, backend=args.backend,
             device=args.device, postprocess=args.postprocess, batch_size=args.batch_size, max_images=args.max_images,
-            ap_method=args.ap_method, backend_options=_backend_options(args),
+            ap_method=args.ap_method, backend_options=_backend_options(args), metric=args.metric,
+            coco_results=args.coco_results,
         )
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0 if report["within_target"] in (None, True) else 1
@@ -157,6 +159,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     options.add(p, CHECKPOINT, help="the .pt the model was exported from: its mAP is reported beside (delta in points)")
     p.add_argument("--detections", nargs="+", metavar="FILE",
                    help="evaluate detections files (one, or every part of a sharded run) instead of running --model")
+    p.add_argument("--metric", choices=METRICS, default=default_of(map_report_of_model_file, "metric"),
+                   help="coco: COCO's AP, AP50, AP75, AP/AR by size, AR1/10/100 and per-class AP beside the VOC mAP "
+                        "(faster-coco-eval); auto (default): coco on COCO data, voc on the rest")
+    p.add_argument("--coco-results", metavar="FILE",
+                   help="also write the detections in COCO's results format (the dataset's image and category ids "
+                        "for COCO data) for other tools")
     p.set_defaults(func=_cmd_eval)
 
 

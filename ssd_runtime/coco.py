@@ -141,6 +141,13 @@ def category_ids(root: str | os.PathLike, class_names: tuple[str, ...] | list[st
     return {label: by_name[name] for label, name in enumerate(class_names) if label and name in by_name}
 
 
+def image_ids(root: str | os.PathLike, split: str) -> dict[str, int]:
+    """Record image id (``file_name`` without its extension) -> the COCO image id, of ``split`` of a COCO root."""
+    path, folder = split_files(root, split)
+    images, _ = _images(load_json(path), path, folder, ReadReport())
+    return {PurePosixPath(img["file_name"]).with_suffix("").as_posix(): img["id"] for img in images}
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

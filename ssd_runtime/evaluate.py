@@ -36,6 +36,7 @@ from ssd_runtime.bootstrap import BootstrapSettings, format_interval, interval_w
 from ssd_runtime.detections_file import (
     DetectionsFileError, DetectionsHeader, ImageRecord, image_list_sha256, read_header, read_parts,
 )  # fmt: skip
+from ssd_runtime.coco_metric import coco_section, format_coco, resolve_metric
 from ssd_runtime.datasets import read_split
 from ssd_runtime.detector import Detector
 from ssd_runtime.metric import GroundTruth, VOCResult, map_of_detections
@@ -92,11 +93,16 @@ def map_of_detector_on_records(
 
     Returns the :class:`VOCResult` and run facts (images, seconds, images/s).
     """
+    images, facts = _detections_of(detector, records, batch_size)
+    return map_of_image_records(records, images, detector.spec.class_names, ap_method=ap_method), facts
+
+
+def _detections_of(detector: Detector, records: Sequence[VOCRecord], batch_size: int) -> tuple[list[ImageRecord], dict[str, Any]]:
+    """The detections of every image of ``records`` at the model's evaluation settings, and run facts."""
     images: list[ImageRecord] = []
     facts = run_detections(detector, image_items(records), detector.spec.evaluation, images.extend,
                            batch_size=batch_size)
-    result = map_of_image_records(records, images, detector.spec.class_names, ap_method=ap_method)
-    return result, {k: facts[k] for k in ("images", "seconds", "images_per_s")}
+    return images, {k: facts[k] for k in ("images", "seconds", "images_per_s")}
 
 
 def map_of_image_records(
@@ -162,8 +168,13 @@ def map_report_of_model_file(
     ap_method: str = "11point",
     backend_options: dict[str, Any] | None = None,
     bootstrap: BootstrapSettings = BootstrapSettings(),
+    metric: str = "auto",
+    coco_results: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Runtime mAP of ``model`` and, with ``checkpoint``, the PyTorch checkpoint's mAP beside it (a report dict).
+
+    ``metric`` "coco" (or "auto" on COCO data: :func:`ssd_runtime.coco_metric.resolve_metric`) adds the
+    runtime's COCO metrics under ``"coco"``; ``coco_results`` writes its detections in COCO's results format.
 
     ``delta_points`` = (runtime - checkpoint) * 100; ``within_target`` against :data:`TARGET_POINTS`
     for the model's precision. ``delta_points_interval``: [lo, hi] points, the paired bootstrap interval
@@ -171,12 +182,16 @@ def map_report_of_model_file(
     ``interval_wider_than_target``: the interval is wider than the band [-target, +target];
     ``class_deltas``: each class's delta and interval.
     """
+    metric = resolve_metric(metric, data)
     detector = Detector.load(model, backend, device=device, postprocess=postprocess, **(backend_options or {}))
-    result, run = map_of_detector_on_split(detector, data, split, batch_size=batch_size, max_images=max_images,
-                                           ap_method=ap_method)
+    names = detector.spec.class_names
+    records = read_split(data, split, names, max_images=max_images)
+    images, run = _detections_of(detector, records, batch_size)
+    result = map_of_image_records(records, images, names, ap_method=ap_method)
     facts = _model_facts(detector, model)
     precision = facts["precision"]
     report = _report(facts, data, split, ap_method, detector.spec.evaluation.to_dict(), result, run)
+    report.update(metric=metric, coco=coco_section(metric, data, split, records, images, names, coco_results))
     if checkpoint is not None:
         reference = Detector.load(checkpoint, "torch", device=device, postprocess=postprocess)
         if reference.spec.class_names != detector.spec.class_names or reference.spec.priors_sha256 != detector.spec.priors_sha256:
@@ -226,6 +241,8 @@ def evaluate_to_file(
     resume: bool = False,
     skip_unknown: bool = False,
     progress: Callable[[int], Any] | None = None,
+    metric: str = "auto",
+    coco_results: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Detections of ``shard``'s share of ``split`` into its part of ``out``, then the mAP of every part.
 
@@ -246,7 +263,8 @@ def evaluate_to_file(
     parts = [str(p) for p in part_paths(out, shard.count)]
     if not shard.merges:
         return {"shard": str(shard), "merged": False, "run": run, "parts": parts}
-    return {**detections_report(parts, data, split=split, ap_method=ap_method, records=records), "run": run}
+    return {**detections_report(parts, data, split=split, ap_method=ap_method, records=records, metric=metric,
+                                coco_results=coco_results), "run": run}
 
 
 def map_of_detections_files(
@@ -280,21 +298,28 @@ def detections_report(
     ap_method: str = "11point",
     skip_unknown: bool = False,
     records: Sequence[VOCRecord] | None = None,
+    metric: str = "auto",
+    coco_results: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """The evaluation report (as :func:`map_report_of_model_file`'s) of detections files on ``split`` of ``data``.
 
     A ``--max-images`` run's files cover the first images of the split. ``records``: the split already read.
+    ``metric`` and ``coco_results`` as :func:`map_report_of_model_file`'s.
     """
+    metric = resolve_metric(metric, data)
     if records is None:
         header = read_header(paths[0])  # the class names to read the split with, and how many images
         # the files hold the split's first num_images images (all of them, or a --max-images run's)
         records = read_split(data, split, header.class_names, skip_unknown=skip_unknown)[: header.num_images]
     header, result = map_of_detections_files(paths, records, ap_method=ap_method, where=f"split {split!r} of {data}")
+    coco = None
+    if metric == "coco" or coco_results is not None:  # the detections again, for COCO's documents
+        coco = coco_section(metric, data, split, records, read_parts(paths)[1], header.class_names, coco_results)
     source = header.source or {}
     facts = {key: source.get(key) for key in ("model", "backend", "device", "postprocess", "backend_options")}
     report = _report({**facts, "precision": header.precision}, data, split, ap_method, header.settings, result,
                      {"images": len(records)})
-    return {**report, "detections": [str(p) for p in paths]}
+    return {**report, "metric": metric, "coco": coco, "detections": [str(p) for p in paths]}
 
 
 #: The names README and docs used before the names said what they take (kept: public API).
@@ -349,4 +374,6 @@ def format_report(report: dict[str, Any]) -> str:
                          + ("; interval wider than the target: these images cannot tell whether the "
                             f"{report['target_points']} point target is met" if report["interval_wider_than_target"]
                             else ""))
+    if report.get("coco"):
+        lines += format_coco(report["coco"])
     return "\n".join(lines)
