@@ -158,14 +158,24 @@ METRICS = ("auto", "voc", "coco")
 
 
 def resolve_metric(metric: str, data: Any) -> str:
-    """"voc" or "coco": ``metric``, or for "auto" COCO's on a COCO dataset and VOC's on any other."""
+    """"voc" or "coco": ``metric``, or for "auto" COCO's on a COCO dataset (when faster-coco-eval is installed;
+    else VOC's, with a warning saying how to get COCO's) and VOC's on any other."""
+    import importlib.util
+    import warnings
+
     from ssd_runtime.datasets import detect_format
 
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if metric != "auto":
         return metric
-    return "coco" if detect_format(data) == "coco" else "voc"
+    if detect_format(data) != "coco":
+        return "voc"
+    if importlib.util.find_spec("faster_coco_eval") is None:
+        warnings.warn("COCO data: reporting the VOC mAP only; COCO's metrics need faster-coco-eval "
+                      "(pip install 'ssd300-toolkit[coco]')", stacklevel=2)
+        return "voc"
+    return "coco"
 
 
 def dataset_ids(data: Any, split: str, records: Sequence[VOCRecord], class_names: Sequence[str]) -> tuple[dict[int, int] | None, list[int] | None]:
