@@ -28,10 +28,24 @@ def models(runtime_onnx, runtime_checkpoint, engine_sources):
     return {"onnx": runtime_onnx, "checkpoint": runtime_checkpoint, "end2end": engine_sources["end2end"]}
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch at one thread for the test. At its default (one per core) each thread that runs torch (the
+    stream's infer thread, then this one) gets an OpenMP pool spinning against the others on 2 cores:
+    Detector.detect of the checkpoint measured 0.94 s a frame after a stream had run, 38 ms at one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("batch_size", [1, 4])
 @pytest.mark.parametrize("model,postprocess", [("onnx", "numpy"), ("onnx", "torch"), ("checkpoint", "numpy"),
                                                ("checkpoint", "torch"), ("end2end", "numpy")])
-def test_every_frame_of_a_lossless_video_equals_detect(models, lossless_clip, clip_frames, model, postprocess, batch_size):
+def test_every_frame_of_a_lossless_video_equals_detect(models, lossless_clip, clip_frames, one_torch_thread, model, postprocess,
+                                                      batch_size):
     detector = Detector.load(models[model], postprocess=postprocess)
     results = list(detector.stream(lossless_clip, batch_size=batch_size))
 
