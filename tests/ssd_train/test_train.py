@@ -210,3 +210,19 @@ def test_cpu_quick_recipe_is_recorded_and_flags_override_it(dataset, tmp_path, c
     assert saved["head_init"] == recipe["head_init"] and saved["optimizer"] == recipe["optimizer"]
     assert saved["augment"] == "light" and saved["iterations"] == 2 and saved["width"] == 0.0625
     assert saved["match_threshold"] == recipe["match_threshold"]
+
+
+def test_a_run_on_the_coco_layout_is_the_run_on_voc(dataset, tmp_path):
+    """The same dataset as COCO trains the same weights and evaluates to the same mAP with the same seed (#27)."""
+    from ssd_runtime.convert import convert_dataset
+
+    torch.set_num_threads(1)  # bit-exact arithmetic across the two runs
+    convert_dataset(dataset, tmp_path / "coco", "coco", images="link")
+    voc = fit(config(dataset, tmp_path / "voc", iterations=4, eval_every=4))
+    coco = fit(config(tmp_path / "coco", tmp_path / "coco-run", iterations=4, eval_every=4))
+    assert losses(tmp_path / "coco-run") == losses(tmp_path / "voc")
+    assert coco.best_map == voc.best_map and coco.history == voc.history
+    a, b = load_checkpoint(tmp_path / "voc" / "last.pt"), load_checkpoint(tmp_path / "coco-run" / "last.pt")
+    assert a.spec.class_names == b.spec.class_names
+    for key in a.model_state:
+        torch.testing.assert_close(a.model_state[key], b.model_state[key], rtol=0, atol=0, msg=key)
