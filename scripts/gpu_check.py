@@ -24,6 +24,11 @@ BENCHMARKS = [
     ("benchmarks.postprocess_gpu", ["--batch", "1"], 60),
     ("benchmarks.postprocess_gpu", ["--batch", "32", "--repeats", "30"], 90),
     ("benchmarks.runtime_gpu", [], 150),
+    # the stream pipeline against one frame at a time on a 120-frame H.264 clip, the full-width network in
+    # FP16 on the GPU (random weights): 12 runs of 120 frames plus a live run; not run on a GPU yet, so the
+    # 40 s it should take is an estimate (~20 ms a frame one at a time: decode, preprocess and the encoder
+    # on the CPU); prints {"skipped": ...} without PyAV or CUDA
+    ("benchmarks.stream", ["--device", "cuda", "--frames", "120", "--repeats", "2", "--batch-sizes", "1", "4"], 120),
 ]
 
 
