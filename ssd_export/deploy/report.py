@@ -377,7 +377,7 @@ def _video_lines(video: dict[str, Any] | None) -> list[str]:
         "",
         (f"Latency, decode to detections: p50 {_fmt(latency['p50_ms'], '.0f')} ms, p90 {_fmt(latency['p90_ms'], '.0f')} "
          f"ms, p99 {_fmt(latency['p99_ms'], '.0f')} ms (a file is read ahead of the model, so its frames wait in the "
-         "pipeline's queues: a camera's latency is the stages' sum, see docs/streams.md). Per stage (ms per frame):"),
+         "pipeline's queues; a live source's stays within a few stage times). Per stage (ms per frame):"),
         "",
     ]
     return lines + _table(["stage", "mean", "p50", "p90", "p99"], [

@@ -72,8 +72,8 @@ CURVE_POINTS = 400
 
 #: The deploy's annotated video: its frames (the first test images), their rate, and their size (VOC's usual
 #: 500x375 with an even height, which H.264's 4:2:0 needs; the model resizes every frame to its input anyway).
-#: 48 frames at 12 fps: a 4 s clip; the whole step (encode, stream, write) took 1.9 s with the main job's INT8 model
-#: on 2 shared AMD EPYC cores (48 frames at 35 frames/s).
+#: 48 frames at 12 fps: a 4 s clip; the whole step (encode, stream, write) took 1.9-3.0 s with the main job's INT8
+#: model on 2 shared AMD EPYC cores (24-35 frames/s; 3.0 s at load average 5, in a rerun of the main job's deploy).
 VIDEO_FRAMES = 48
 VIDEO_FPS = 12.0
 VIDEO_SIZE = (500, 376)
