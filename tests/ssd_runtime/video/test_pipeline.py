@@ -1,9 +1,10 @@
 """The stream pipeline (ssd_runtime/video/pipeline.py) on real video: a lossless clip's detections equal
 Detector.detect on the same frames for every backend, postprocess and batch size; stride and limits;
 a live source faster than inference (latency bounded, drops counted); a network stream from a real
-encoder read end to end; memory flat over a long live run."""
+encoder read end to end, and one that stalls; memory flat over a long live run."""
 from __future__ import annotations
 
+import time
 import tracemalloc
 
 import numpy as np
@@ -116,6 +117,22 @@ def test_network_stream_from_a_loopback_encoder_end_to_end(detector):
         assert int(np.argmin(errors)) == result.index and errors[result.index] < 20  # measured: <= 8.2, others >= 65
         assert result.pts == pytest.approx(result.index / 25, abs=1e-3)
         _assert_same(result.detections, detector.detect(result.rgb))
+
+
+def test_a_stalled_network_stream_ends_the_run_after_the_read_timeout(detector):
+    frames = scene_frames(40, (160, 128))
+    with LoopbackSender(frames, fps=25, burst=40, stall=True) as sender:  # all at once, then nothing, open
+        stream = detector.stream(sender.url, read_timeout=0.5)
+        results = list(stream)
+        ended = time.perf_counter()
+        last_sent = sender.last_sent
+    report = stream.report()
+
+    assert (report["ended_by"], report["reconnects"]) == ("stalled", 0)
+    assert sender.url in report["error"] and "timed out" in report["error"]
+    assert ended - last_sent < 0.5 + 1.0  # the read timeout, then the stages stop at once
+    assert report["processed"] == len(results) > 0
+    assert report["frames_in"] == report["processed"] + report["dropped"] <= 40
 
 
 def test_memory_stays_flat_over_a_long_live_run(runtime_onnx, tmp_path):
