@@ -14,7 +14,9 @@ from ssd_runtime.coco_metric import METRICS
 from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES, Detector
 from ssd_runtime.evaluate import map_report_of_model_file
 from ssd_runtime.metric import AP_METHODS
-from ssd_runtime.options import BATCH_SIZE, BATCH_SIZES, CHECKPOINT, DEVICE, IMAGE_PATHS, MAX_IMAGES, MODEL, default_of
+from ssd_runtime.options import (
+    BATCH_SIZE, BATCH_SIZES, CHECKPOINT, DATA_FORMAT, DEVICE, IMAGE_PATHS, MAX_IMAGES, MODEL, default_of,
+)  # fmt: skip
 from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS, PriorConfig
 from ssd_runtime.sharding import Shard, resolve_shard
 from ssd_runtime.streaming import detect_to_file
@@ -85,7 +87,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.model or args.detections_out:
             raise ValueError("--detections evaluates detections files already written: drop --model/--detections-out")
         report = detections_report(args.detections, args.data, split=args.split, ap_method=args.ap_method,
-                                   skip_unknown=args.skip_unknown_classes, metric=args.metric, coco_results=args.coco_results)
+                                   skip_unknown=args.skip_unknown_classes, metric=args.metric, coco_results=args.coco_results,
+                                   data_format=args.data_format)
     elif not args.model:
         raise ValueError("pass --model (run a model on the data) or --detections FILE... (evaluate written detections)")
     elif args.detections_out or shard.sharded:
@@ -99,6 +102,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             postprocess=args.postprocess, batch_size=args.batch_size, max_images=args.max_images,
             ap_method=args.ap_method, backend_options=_backend_options(args), shard=shard, resume=args.resume,
             skip_unknown=args.skip_unknown_classes, metric=args.metric, coco_results=args.coco_results,
+            data_format=args.data_format,
         )  # fmt: skip
         if not report.get("merged", True):
             return _print_part(report, args, shard)
@@ -109,7 +113,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             args.model, args.data, checkpoint=args.checkpoint, split=args.split, backend=args.backend,
             device=args.device, postprocess=args.postprocess, batch_size=args.batch_size, max_images=args.max_images,
             ap_method=args.ap_method, backend_options=_backend_options(args), metric=args.metric,
-            coco_results=args.coco_results,
+            coco_results=args.coco_results, data_format=args.data_format,
         )
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0 if report["within_target"] in (None, True) else 1
@@ -141,7 +145,9 @@ def add_evaluation_flags(p: argparse.ArgumentParser, batch_size: int, data_nargs
     image count, AP method, unknown classes, the detections file and JSON."""
     p.add_argument("--data", required=True, nargs=data_nargs,
                    help="VOC root, VOCdevkit, COCO root (annotations/*.json), YOLO root (data.yaml, images/, labels/) or "
-                        "a generated dataset folder, told apart by what is on disk" + (" (or several VOC roots)" if data_nargs else ""))
+                        "a generated dataset folder, told apart by what is on disk (or --data-format)"
+                        + (" (or several VOC roots)" if data_nargs else ""))
+    options.add(p, DATA_FORMAT, default=default_of(map_report_of_model_file, "data_format"))
     p.add_argument("--split", default=default_of(map_report_of_model_file, "split"))
     options.add(p, BATCH_SIZE, default=batch_size)
     options.add(p, MAX_IMAGES, default=default_of(map_report_of_model_file, "max_images"),

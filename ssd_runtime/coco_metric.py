@@ -157,19 +157,19 @@ def coco_results_json(path: str | os.PathLike, results: list[dict[str, Any]]) ->
 METRICS = ("auto", "voc", "coco")
 
 
-def resolve_metric(metric: str, data: Any) -> str:
+def resolve_metric(metric: str, data: Any, data_format: str = "auto") -> str:
     """"voc" or "coco": ``metric``, or for "auto" COCO's on a COCO dataset (when faster-coco-eval is installed;
     else VOC's, with a warning saying how to get COCO's) and VOC's on any other."""
     import importlib.util
     import warnings
 
-    from ssd_runtime.datasets import detect_format
+    from ssd_runtime.datasets import resolve_format
 
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if metric != "auto":
         return metric
-    if detect_format(data) != "coco":
+    if resolve_format(data, data_format) != "coco":
         return "voc"
     if importlib.util.find_spec("faster_coco_eval") is None:
         warnings.warn("COCO data: reporting the VOC mAP only; COCO's metrics need faster-coco-eval "
@@ -178,13 +178,14 @@ def resolve_metric(metric: str, data: Any) -> str:
     return "coco"
 
 
-def dataset_ids(data: Any, split: str, records: Sequence[VOCRecord], class_names: Sequence[str]) -> tuple[dict[int, int] | None, list[int] | None]:
+def dataset_ids(data: Any, split: str, records: Sequence[VOCRecord], class_names: Sequence[str],
+                data_format: str = "auto") -> tuple[dict[int, int] | None, list[int] | None]:
     """(label -> category id, image id per record) of a COCO dataset, so results name its own ids; (None,
     None) for other layouts. A model class the dataset has no category for gets an id above the dataset's."""
     from ssd_runtime.coco import category_ids, coco_classes, image_ids
-    from ssd_runtime.datasets import detect_format
+    from ssd_runtime.datasets import resolve_format
 
-    if detect_format(data) != "coco":
+    if resolve_format(data, data_format) != "coco":
         return None, None
     root = data if isinstance(data, (str, os.PathLike)) else list(data)[0]
     ids = category_ids(root, class_names, split)
@@ -197,14 +198,14 @@ def dataset_ids(data: Any, split: str, records: Sequence[VOCRecord], class_names
 
 def coco_section(
     metric: str, data: Any, split: str, records: Sequence[VOCRecord], images: Sequence[ImageRecord],
-    class_names: Sequence[str], results_path: str | os.PathLike | None = None,
+    class_names: Sequence[str], results_path: str | os.PathLike | None = None, data_format: str = "auto",
 ) -> dict[str, Any] | None:
     """The evaluation report's ``"coco"`` entry (:class:`COCOResult` as a dict) when ``metric`` is "coco", and
     the detections written to ``results_path`` in COCO's results format when given (the dataset's own
     image and category ids for COCO data); None when neither is asked."""
     if metric != "coco" and results_path is None:
         return None
-    category_ids, image_ids = dataset_ids(data, split, records, class_names)
+    category_ids, image_ids = dataset_ids(data, split, records, class_names, data_format)
     if results_path is not None:
         coco_results_json(results_path, coco_documents(records, images, class_names, category_ids, image_ids)[1])
     if metric != "coco":

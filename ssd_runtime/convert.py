@@ -120,11 +120,12 @@ def convert_dataset(
     out: str | os.PathLike,
     to: str,
     *,
-    source_format: str = "auto",
+    data_format: str = "auto",
     splits: Sequence[str] = SPLITS,
     images: str = "copy",
 ) -> dict[str, Any]:
-    """Write the dataset ``data`` (any layout) to ``out`` in layout ``to`` (module docstring); return a report.
+    """Write the dataset ``data`` (layout ``data_format``, "auto": detected) to ``out`` in layout ``to`` (module
+    docstring); return a report.
 
     splits: the splits to convert; one the source does not have is skipped (listed in the report),
     none at all is an error. images: :data:`IMAGE_MODES`. The report (plain data): source and target
@@ -136,7 +137,7 @@ def convert_dataset(
     if images not in IMAGE_MODES:
         raise ValueError(f"images must be one of {IMAGE_MODES}, got {images!r}")
     start = time.perf_counter()
-    source_format = resolve_format(data, source_format)
+    source_format = resolve_format(data, data_format)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: exists and is not an empty folder; choose a new folder to write the {to} dataset to")

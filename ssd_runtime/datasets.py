@@ -16,12 +16,13 @@ from pathlib import Path
 from ssd_runtime.classes import dataset_classes as voc_classes
 from ssd_runtime.coco import coco_classes, is_coco_root, read_coco_split, split_files
 from ssd_runtime.errors import DatasetError
+from ssd_runtime.options import DATA_FORMATS
 from ssd_runtime.voc import ReadReport, VOCRecord, read_voc_split, split_roots
 from ssd_runtime.yolo import is_yolo_root, read_yolo_split, split_images, yolo_classes
 
-#: The layouts, by name (``--format``); "auto" detects.
-FORMATS = ("voc", "coco", "yolo")
-AUTO = "auto"
+#: The layouts, by name (``--data-format``, :data:`ssd_runtime.options.DATA_FORMATS`); "auto" detects.
+AUTO, *_layouts = DATA_FORMATS
+FORMATS: tuple[str, ...] = tuple(_layouts)
 
 _READERS = {"voc": read_voc_split, "coco": read_coco_split, "yolo": read_yolo_split}
 

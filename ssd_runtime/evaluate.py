@@ -73,12 +73,15 @@ def map_of_detector_on_split(
     max_images: int = 0,
     ap_method: str = "11point",
     skip_unknown: bool = False,
+    data_format: str = "auto",
 ) -> tuple[VOCResult, dict[str, Any]]:
-    """VOC mAP of ``detector`` on ``split`` of ``data`` at the model's evaluation settings.
+    """VOC mAP of ``detector`` on ``split`` of ``data`` (layout ``data_format``, "auto": detected) at the model's
+    evaluation settings.
 
     Returns the :class:`VOCResult` and run facts (images, seconds, images/s).
     """
-    records = read_split(data, split, detector.spec.class_names, skip_unknown=skip_unknown, max_images=max_images)
+    records = read_split(data, split, detector.spec.class_names, format=data_format, skip_unknown=skip_unknown,
+                         max_images=max_images)
     return map_of_detector_on_records(detector, records, batch_size=batch_size, ap_method=ap_method)
 
 
@@ -170,11 +173,13 @@ def map_report_of_model_file(
     bootstrap: BootstrapSettings = BootstrapSettings(),
     metric: str = "auto",
     coco_results: str | os.PathLike | None = None,
+    data_format: str = "auto",
 ) -> dict[str, Any]:
     """Runtime mAP of ``model`` and, with ``checkpoint``, the PyTorch checkpoint's mAP beside it (a report dict).
 
     ``metric`` "coco" (or "auto" on COCO data: :func:`ssd_runtime.coco_metric.resolve_metric`) adds the
     runtime's COCO metrics under ``"coco"``; ``coco_results`` writes its detections in COCO's results format.
+    ``data_format``: the layout of ``data`` (:func:`ssd_runtime.datasets.read_split`; "auto": detected).
 
     ``delta_points`` = (runtime - checkpoint) * 100; ``within_target`` against :data:`TARGET_POINTS`
     for the model's precision. ``delta_points_interval``: [lo, hi] points, the paired bootstrap interval
@@ -182,22 +187,24 @@ def map_report_of_model_file(
     ``interval_wider_than_target``: the interval is wider than the band [-target, +target];
     ``class_deltas``: each class's delta and interval.
     """
-    metric = resolve_metric(metric, data)
+    metric = resolve_metric(metric, data, data_format)
     detector = Detector.load(model, backend, device=device, postprocess=postprocess, **(backend_options or {}))
     names = detector.spec.class_names
-    records = read_split(data, split, names, max_images=max_images)
+    records = read_split(data, split, names, format=data_format, max_images=max_images)
     images, run = _detections_of(detector, records, batch_size)
     result = map_of_image_records(records, images, names, ap_method=ap_method)
     facts = _model_facts(detector, model)
     precision = facts["precision"]
     report = _report(facts, data, split, ap_method, detector.spec.evaluation.to_dict(), result, run)
-    report.update(metric=metric, coco=coco_section(metric, data, split, records, images, names, coco_results))
+    report.update(metric=metric, coco=coco_section(metric, data, split, records, images, names, coco_results,
+                                                   data_format))
     if checkpoint is not None:
         reference = Detector.load(checkpoint, "torch", device=device, postprocess=postprocess)
         if reference.spec.class_names != detector.spec.class_names or reference.spec.priors_sha256 != detector.spec.priors_sha256:
             raise ValueError(f"{checkpoint} and {model} describe different models (classes or priors differ)")
         ref_result, ref_facts = map_of_detector_on_split(reference, data, split, batch_size=batch_size,
-                                                         max_images=max_images, ap_method=ap_method)
+                                                         max_images=max_images, ap_method=ap_method,
+                                                         data_format=data_format)
         delta = (result.map - ref_result.map) * 100.0
         intervals = paired_bootstrap(result.matches, ref_result.matches, bootstrap)
         report.update(
@@ -243,6 +250,7 @@ def evaluate_to_file(
     progress: Callable[[int], Any] | None = None,
     metric: str = "auto",
     coco_results: str | os.PathLike | None = None,
+    data_format: str = "auto",
 ) -> dict[str, Any]:
     """Detections of ``shard``'s share of ``split`` into its part of ``out``, then the mAP of every part.
 
@@ -255,7 +263,8 @@ def evaluate_to_file(
     """
     detector = Detector.load(model, backend, device=device_for(device, shard), postprocess=postprocess,
                              **(backend_options or {}))
-    records = read_split(data, split, detector.spec.class_names, skip_unknown=skip_unknown, max_images=max_images)
+    records = read_split(data, split, detector.spec.class_names, format=data_format, skip_unknown=skip_unknown,
+                         max_images=max_images)
     facts = _model_facts(detector, model)
     run = detect_to_file(detector, model, image_items(records), out, detector.spec.evaluation,
                          precision=facts["precision"], batch_size=batch_size, shard=shard, resume=resume,
@@ -264,7 +273,7 @@ def evaluate_to_file(
     if not shard.merges:
         return {"shard": str(shard), "merged": False, "run": run, "parts": parts}
     return {**detections_report(parts, data, split=split, ap_method=ap_method, records=records, metric=metric,
-                                coco_results=coco_results), "run": run}
+                                coco_results=coco_results, data_format=data_format), "run": run}
 
 
 def map_of_detections_files(
@@ -300,21 +309,23 @@ def detections_report(
     records: Sequence[VOCRecord] | None = None,
     metric: str = "auto",
     coco_results: str | os.PathLike | None = None,
+    data_format: str = "auto",
 ) -> dict[str, Any]:
     """The evaluation report (as :func:`map_report_of_model_file`'s) of detections files on ``split`` of ``data``.
 
     A ``--max-images`` run's files cover the first images of the split. ``records``: the split already read.
-    ``metric`` and ``coco_results`` as :func:`map_report_of_model_file`'s.
+    ``metric``, ``coco_results`` and ``data_format`` as :func:`map_report_of_model_file`'s.
     """
-    metric = resolve_metric(metric, data)
+    metric = resolve_metric(metric, data, data_format)
     if records is None:
         header = read_header(paths[0])  # the class names to read the split with, and how many images
         # the files hold the split's first num_images images (all of them, or a --max-images run's)
-        records = read_split(data, split, header.class_names, skip_unknown=skip_unknown)[: header.num_images]
+        records = read_split(data, split, header.class_names, format=data_format, skip_unknown=skip_unknown)[: header.num_images]
     header, result = map_of_detections_files(paths, records, ap_method=ap_method, where=f"split {split!r} of {data}")
     coco = None
     if metric == "coco" or coco_results is not None:  # the detections again, for COCO's documents
-        coco = coco_section(metric, data, split, records, read_parts(paths)[1], header.class_names, coco_results)
+        coco = coco_section(metric, data, split, records, read_parts(paths)[1], header.class_names, coco_results,
+                            data_format)
     source = header.source or {}
     facts = {key: source.get(key) for key in ("model", "backend", "device", "postprocess", "backend_options")}
     report = _report({**facts, "precision": header.precision}, data, split, ap_method, header.settings, result,

@@ -11,6 +11,7 @@ One flag per idea, in every command that has the idea:
                                 (``--calibration-images``, ``--holdout-images``, ``--num-images``)
 ``--image-paths PATH...``       image files or folders (``detect`` takes them as arguments)
 ``--device DEVICE``             ``cpu``, ``cuda`` or ``cuda:N``, checked by :func:`check_device`
+``--data-format FORMAT``        the layout of ``--data``: ``auto`` (detected), ``voc``, ``coco``, ``yolo``
 ==============================  ===============================================================
 
 Each option is an :class:`Option` record: its flag, the API parameter it feeds (``dest``), how its text
@@ -38,7 +39,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "BATCH_PROFILE", "BATCH_SIZE", "BATCH_SIZES", "CHECKPOINT", "DEVICE", "IMAGE_PATHS", "MAX_IMAGES", "MODEL",
+    "BATCH_PROFILE", "BATCH_SIZE", "BATCH_SIZES", "CHECKPOINT", "DATA_FORMAT", "DATA_FORMATS", "DEVICE", "IMAGE_PATHS",
+    "MAX_IMAGES", "MODEL",
     "Option", "Parser", "add", "check_device", "default_of", "device_index", "format_batch_profile",
     "parse_batch_profile", "to_argv",
 ]  # fmt: skip
@@ -249,3 +251,7 @@ MAX_IMAGES = Option(("--max-images",), "max_images", "the first N images only (0
 IMAGE_PATHS = Option(("--image-paths",), "image_paths", "JPEG/PNG files or folders of them", nargs="+",
                      metavar="IMAGE_OR_FOLDER")
 DEVICE = Option(("--device",), "device", "cpu, cuda, cuda:N", parse=check_device, metavar="DEVICE", default="cpu")
+#: The dataset layouts (ssd_runtime.datasets reads them), "auto" first: detected from what is on disk.
+DATA_FORMATS = ("auto", "voc", "coco", "yolo")
+DATA_FORMAT = Option(("--data-format",), "data_format", "the layout of --data: auto (detected from what is on disk), "
+                     "voc, coco or yolo", choices=DATA_FORMATS, metavar="FORMAT", default="auto")

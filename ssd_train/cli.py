@@ -89,7 +89,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     """Convert a dataset between the VOC, COCO and YOLO layouts; print a JSON report (what the target cannot carry)."""
     from ssd_runtime.convert import convert_dataset
 
-    report = convert_dataset(args.data, args.out, args.to, source_format=args.data_format, splits=args.split,
+    report = convert_dataset(args.data, args.out, args.to, data_format=args.data_format, splits=args.split,
                              images=args.images)
     print(json.dumps(report, indent=None if args.json else 2))
     for kind, lost in report["cannot_carry"].items():
@@ -104,8 +104,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="the dataset to convert (VOC root or devkit, COCO root, YOLO root)")
     p.add_argument("--out", required=True, help="a new folder to write the converted dataset to")
     p.add_argument("--to", required=True, choices=FORMATS, help="the layout to write")
-    p.add_argument("--data-format", choices=("auto", *FORMATS), default=default_of(convert_dataset, "source_format"),
-                   help="the layout of --data (default: detected from what is on disk)")
+    options.add(p, options.DATA_FORMAT, default=default_of(convert_dataset, "data_format"))
     p.add_argument("--split", nargs="+", default=list(SPLITS), help="splits to convert (those the source has)")
     p.add_argument("--images", choices=IMAGE_MODES, default=default_of(convert_dataset, "images"),
                    help="copy the images (default), hard-link them, or move them")
@@ -270,7 +269,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     device = torch.device(device_for(args.device, shard))
     dataset = VOCDetection.from_voc(args.data if len(args.data) > 1 else args.data[0], args.split,
                                     class_names=spec.class_names, train=False, mean=spec.mean, std=spec.std,
-                                    size=spec.input_size, skip_unknown=args.skip_unknown_classes)
+                                    size=spec.input_size, skip_unknown=args.skip_unknown_classes,
+                                    data_format=args.data_format)
     if args.max_images:
         dataset.records = dataset.records[: args.max_images]
     if args.detections_out or shard.sharded:

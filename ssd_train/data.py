@@ -95,16 +95,19 @@ class VOCDetection(Dataset):
         strict: bool = False,
         skip_unknown: bool = False,
         report: ReadReport | None = None,
+        data_format: str = "auto",
         **kwargs,
     ) -> VOCDetection:
         """Read ``split`` of a dataset in any layout (:func:`ssd_runtime.datasets.read_split`): a VOC root, a
         VOCdevkit (07+12 for trainval, 07 for test), a list of VOC roots, a COCO or a YOLO root.
 
-        ``class_names`` defaults to the dataset's own (:func:`ssd_runtime.datasets.dataset_classes`).
+        ``class_names`` defaults to the dataset's own (:func:`ssd_runtime.datasets.dataset_classes`);
+        ``data_format``: the layout ("auto": detected from what is on disk).
         """
         if class_names is None:
-            class_names = dataset_classes(path, split, warn=False)[0]
-        records = read_split(path, split, class_names, strict=strict, skip_unknown=skip_unknown, report=report)
+            class_names = dataset_classes(path, split, format=data_format, warn=False)[0]
+        records = read_split(path, split, class_names, format=data_format, strict=strict, skip_unknown=skip_unknown,
+                             report=report)
         return cls(records, class_names, train=train, **kwargs)
 
     def __len__(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -115,3 +116,26 @@ def test_conversion_refusals(tmp_path, voc_root):
     with pytest.raises(DatasetError, match="would both be VOC id 'a'"):
         convert_dataset(src, tmp_path / "clash", "voc")
     assert not (tmp_path / "clash").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_explicit_data_format_reads_a_folder_that_holds_two_layouts(layouts, runtime_onnx, tmp_path, capsys):
+    from ssd_runtime.cli import main
+
+    paths, _ = layouts
+    both = tmp_path / "both"
+    shutil.copytree(paths["coco"], both)
+    shutil.copytree(paths["yolo"] / "labels", both / "labels")
+    shutil.copy(paths["yolo"] / "data.yaml", both / "data.yaml")
+    names = read_class_file(paths["voc"] / "classes.txt")
+    assert detect_format(both) == "coco"
+    assert _facts(read_split(both, "test", names, format="yolo")) == _facts(read_split(paths["yolo"], "test", names))
+    assert _facts(read_split(both, "test", names)) == _facts(read_split(paths["coco"], "test", names))
+    reports = {}
+    for name, data, layout in (("yolo", paths["yolo"], "auto"), ("both-as-yolo", both, "yolo")):
+        assert main(["eval", "--model", str(runtime_onnx), "--data", str(data), "--data-format", layout, "--json"]) == 0
+        reports[name] = json.loads(capsys.readouterr().out)
+    assert reports["both-as-yolo"]["runtime"] == {**reports["yolo"]["runtime"], "seconds": reports["both-as-yolo"]["runtime"]["seconds"],
+                                                  "images_per_s": reports["both-as-yolo"]["runtime"]["images_per_s"]}
+    assert reports["both-as-yolo"]["metric"] == "voc"  # COCO's metrics are the default on data read as COCO only
+    with pytest.raises(ValueError, match="dataset format must be one of"):
+        read_split(both, "test", names, format="kitti")
