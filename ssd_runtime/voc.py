@@ -179,8 +179,8 @@ def split_roots(path: str | os.PathLike | Sequence[str | os.PathLike], split: st
     if not roots:
         raise DatasetError(
             f"{path}: no VOC data for split {split!r}: expected {path}/Annotations (a VOC root) or "
-            f"{devkit}/<{'|'.join(years)}>/ImageSets/Main/{split}.txt (or a COCO root: annotations/*.json, or a YOLO root: "
-            "data.yaml, images/ and labels/); generate a dataset with "
+            f"{devkit}/<{'|'.join(years)}>/ImageSets/Main/{split}.txt (a COCO or YOLO dataset: `ssd-train convert --to voc` "
+            "makes a VOC root of it where a command reads VOC only); generate a dataset with "
             "`ssd-train data --out DIR` or point to your VOCdevkit"
         )
     return roots
