@@ -12,6 +12,7 @@ import pytest
 
 from ssd_runtime import Detector
 from ssd_runtime.video import open_source
+pytest.importorskip("av", reason="PyAV is not installed: pip install 'ssd300-toolkit[video]'")
 from tests.helpers.videos import LoopbackSender, scene_frames, write_video
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ssd_runtime.video import JsonLinesSink, VideoFileSink
+av = pytest.importorskip("av", reason="PyAV is not installed: pip install 'ssd300-toolkit[video]'")
 from tests.helpers.videos import read_video
 
 
@@ -34,8 +35,6 @@ def test_annotated_video_plays_back_with_every_processed_frame_at_the_strides_ra
     assert len(frames) == len(results) == sink.frames == 4
     assert fps == pytest.approx(25.0 / 3, rel=1e-3)
     assert frames[0].shape == clip_frames[0].shape
-    import av
-
     with av.open(str(out)) as container:
         assert container.streams.video[0].codec_context.name == codec
     for frame, result in zip(frames, results):  # the frame itself, with boxes and labels drawn over it
@@ -53,7 +52,8 @@ def test_callback_sees_every_result_in_order_before_it_is_yielded(detector, loss
     assert seen == yielded and [r.index for r in seen] == list(range(10))
 
 
-def _outputs(folder, video, jsonl):
+def _outputs(video, jsonl):
+    """The user's files already there, and the sinks that will replace them."""
     video.write_bytes(b"the user's old video")
     jsonl.write_text("the user's old detections\n")
     return [VideoFileSink(video, 25.0), JsonLinesSink(jsonl)]
@@ -61,7 +61,7 @@ def _outputs(folder, video, jsonl):
 
 def test_ctrl_c_leaves_complete_files_of_the_frames_processed(detector, lossless_clip, tmp_path):
     video, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
-    sinks = _outputs(tmp_path, video, jsonl)
+    sinks = _outputs(video, jsonl)
     untouched = []
 
     def interrupt_after_four(result):
@@ -85,7 +85,7 @@ def test_ctrl_c_leaves_complete_files_of_the_frames_processed(detector, lossless
 
 def test_an_error_mid_run_leaves_what_the_user_had(detector, lossless_clip, tmp_path):
     video, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
-    sinks = _outputs(tmp_path, video, jsonl)
+    sinks = _outputs(video, jsonl)
 
     def fail_at_the_third(result):
         if result.index == 2:

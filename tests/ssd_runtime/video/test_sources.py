@@ -11,6 +11,7 @@ import pytest
 
 from ssd_runtime.errors import SourceError
 from ssd_runtime.video import open_source
+pytest.importorskip("av", reason="PyAV is not installed: pip install 'ssd300-toolkit[video]'")
 from tests.helpers.videos import LoopbackSender, scene_frames, write_video
 
 

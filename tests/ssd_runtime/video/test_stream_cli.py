@@ -7,6 +7,7 @@ import json
 import pytest
 
 from ssd_runtime.cli import main
+pytest.importorskip("av", reason="PyAV is not installed: pip install 'ssd300-toolkit[video]'")
 from tests.helpers.videos import read_video
 
 
