@@ -130,17 +130,19 @@ def slowest(report: dict) -> tuple[str, float]:
     return name, row["mean_ms"] / 1e3
 
 
+def med(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
 def summarize(runs: list[dict]) -> dict:
     """The median over repeats of each run's numbers (one dict, the shape of one run's)."""
-    med = lambda values: round(statistics.median(values), 3)  # noqa: E731
-    out = {"repeats": len(runs), "processed": runs[0]["processed"], "dropped": med([r["dropped"] for r in runs]),
+    return {"repeats": len(runs), "processed": runs[0]["processed"], "dropped": med([r["dropped"] for r in runs]),
            "frames_in": runs[0]["frames_in"], "throughput_fps": med([r["throughput_fps"] for r in runs]),
            "throughput_fps_per_repeat": [r["throughput_fps"] for r in runs],
            "cpu_s_per_frame": med([r["cpu_s_per_frame"] for r in runs]), "cores_busy": med([r["cores_busy"] for r in runs]),
            "latency_ms": {k: med([r["latency"][k] for r in runs]) for k in ("p50_ms", "p90_ms", "p99_ms")},
            "stages_ms": {name: {k: med([r["stages"][name][k] for r in runs]) for k in ("mean_ms", "p50_ms", "p90_ms")}
                          for name, row in runs[0]["stages"].items() if row["count"]}}
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:  # long: the run's plan, alternation and ratios read in one place
@@ -223,12 +225,10 @@ def main(argv: list[str] | None = None) -> int:  # long: the run's plan, alterna
                 own = [r["throughput_fps"] * slowest(r)[1] for r in per_repeat[config]]
                 alone = [r["throughput_fps"] * slowest(s)[1] for r, s in zip(per_repeat[config], sequential)]
                 entry.update(
-                    slowest_stage=slowest(per_repeat[config][0])[0],
-                    slowest_stage_alone=slowest(sequential[0])[0],
-                    of_slowest_stage_rate=round(statistics.median(own), 3),
-                    of_sequential_slowest_stage_rate=round(statistics.median(alone), 3),
-                    speedup_vs_sequential=round(statistics.median(
-                        [r["throughput_fps"] / s["throughput_fps"] for r, s in zip(per_repeat[config], sequential)]), 3))
+                    slowest_stage=slowest(per_repeat[config][0])[0], slowest_stage_alone=slowest(sequential[0])[0],
+                    of_slowest_stage_rate=med(own), of_sequential_slowest_stage_rate=med(alone),
+                    speedup_vs_sequential=med([r["throughput_fps"] / s["throughput_fps"]
+                                               for r, s in zip(per_repeat[config], sequential)]))
             runs.append(entry)
         report["file_seconds"] = round(time.perf_counter() - start, 1)
         # live: a source faster than inference, paced as a camera would deliver it
