@@ -227,7 +227,7 @@ def read_coco_split(
         raise missing_files_error(split, missing, str(path), f"restore them under {folder} or remove their entries")
     index = {name: i for i, name in enumerate(names)}
     unknown: dict[str, list[str]] | None = None if skip_unknown else {}
-    objects: list[list[tuple[list[float], int, bool, bool]]] = [[] for _ in images]
+    objects: list[list[tuple[list[float], int, bool, bool, float]]] = [[] for _ in images]
     sizes = [img["size"] for img in images]
     seen_ids: set[int] = set()
     for k, ann in enumerate(doc.get("annotations", [])):
@@ -275,7 +275,9 @@ def read_coco_split(
                 )
             report.add("degenerate_box", where)
             continue
-        objects[at].append((list(clipped), index[name], difficult or crowd, crowd))
+        area = ann.get("area")
+        area = float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) and area >= 0 else math.nan
+        objects[at].append((list(clipped), index[name], difficult or crowd, crowd, area))
     records = []
     for img, size, objs in zip(images, sizes, objects):
         width, height = size if size is not None else _size_from_image(img, report)
@@ -285,6 +287,7 @@ def read_coco_split(
             boxes=np.asarray([o[0] for o in objs], dtype=np.float32).reshape(-1, 4),
             labels=np.asarray([o[1] for o in objs], dtype=np.int64),
             difficult=np.asarray([o[2] for o in objs], dtype=bool), crowd=np.asarray([o[3] for o in objs], dtype=bool),
+            area=np.asarray([o[4] for o in objs], dtype=np.float64),
         ))  # fmt: skip
     return finish_split(records, split, names, report, unknown, warn=warn, max_images=max_images, what="COCO",
                         classes_hint=f"the categories of {path.name}")
@@ -315,8 +318,8 @@ def coco_document(
 
     ``category_ids``: label -> COCO category id (default: the label itself); ``image_ids``: one per
     record (default 1..N). Annotation ids are 1..M in record order. Boxes are written as ``[x, y, w, h]``
-    (``w = x2 - x1 + 1``: the inverse of the reader's frame); crowd regions as ``iscrowd: 1``, difficult
-    objects with the extra ``"difficult": 1`` key.
+    (``w = x2 - x1 + 1``: the inverse of the reader's frame), ``area`` as read (:func:`box_areas`); crowd regions
+    as ``iscrowd: 1``, difficult objects with the extra ``"difficult": 1`` key.
     """
     ids = category_ids or {label: label for label in range(1, len(class_names))}
     cats = [{"id": ids[label], "name": class_names[label], "supercategory": "none"} for label in range(1, len(class_names))]
@@ -325,16 +328,27 @@ def coco_document(
     for record, image_id, file_name in zip(records, image_ids, file_names):
         images.append({"id": image_id, "file_name": file_name, "width": record.width, "height": record.height})
         crowd = record.crowd if record.crowd is not None else np.zeros(record.num_objects, dtype=bool)
-        for box, label, difficult, is_crowd in zip(record.boxes.tolist(), record.labels.tolist(), record.difficult.tolist(), crowd.tolist()):
+        for box, label, difficult, is_crowd, area in zip(record.boxes.tolist(), record.labels.tolist(),
+                                                         record.difficult.tolist(), crowd.tolist(), box_areas(record)):
             x1, y1, x2, y2 = box
             w, h = x2 - x1 + 1.0, y2 - y1 + 1.0
             ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": ids[label],
-                   "bbox": [_number(v) for v in (x1, y1, w, h)], "area": _number(w * h), "iscrowd": int(is_crowd)}
+                   "bbox": [_number(v) for v in (x1, y1, w, h)], "area": _number(area), "iscrowd": int(is_crowd)}
             if difficult and not is_crowd:
                 ann[DIFFICULT_KEY] = 1
             annotations.append(ann)
     return {"info": {"description": "written by ssd300-toolkit"}, "images": images, "annotations": annotations,
             "categories": cats}
+
+
+def box_areas(record: VOCRecord) -> list[float]:
+    """COCO's ``area`` of each object of ``record``: the annotated one where the record has it, else the box's
+    (``w * h`` in the reader's frame)."""
+    boxes = record.boxes.astype(np.float64)
+    areas = (boxes[:, 2] - boxes[:, 0] + 1.0) * (boxes[:, 3] - boxes[:, 1] + 1.0)
+    if record.area is not None:
+        areas = np.where(np.isnan(record.area), areas, record.area)
+    return areas.tolist()
 
 
 def _number(value: float) -> int | float:

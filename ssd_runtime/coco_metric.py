@@ -6,9 +6,9 @@ The toolkit's records and detections are turned into COCO's two documents, one i
 
 - ground truth: the record's objects (:func:`ssd_runtime.voc.fit_to_image` to the decoded image, as the VOC
   mAP takes them) as ``[x, y, w, h]`` pixels with ``w = x2 - x1 + 1`` (the frame of
-  :mod:`ssd_runtime.coco`: a COCO dataset's boxes come back as they were), ``area = w * h`` (a COCO
-  file's own ``area``, a segment's, is not kept by the records: sizes are by box), crowd regions
-  ``iscrowd: 1``, and VOC's difficult objects ``iscrowd: 1`` too (COCO's one way to ignore an object);
+  :mod:`ssd_runtime.coco`: a COCO dataset's boxes come back as they were), a COCO file's own ``area``
+  (a segment's: what COCO sorts objects by size with) where the record has it, else ``w * h``; crowd
+  regions ``iscrowd: 1``, and VOC's difficult objects ``iscrowd: 1`` too (COCO's one way to ignore an object);
 - detections (the results format): each box, fractions times the decoded size, in the same frame, its
   ``category_id`` the dataset's (:func:`ssd_runtime.coco.category_ids` for COCO data; else the label).
 
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ssd_runtime.detections_file import ImageRecord
+from ssd_runtime.coco import box_areas
 from ssd_runtime.fileio import atomic_write_bytes
 from ssd_runtime.voc import VOCRecord, fit_to_image
 
@@ -70,10 +71,12 @@ def coco_documents(
         width, height = image.width, image.height
         gt_images.append({"id": image_id, "width": width, "height": height, "file_name": record.image_id})
         boxes, labels, difficult = fit_to_image(record, (width, height))
-        for box, label, ignore in zip(boxes.tolist(), labels.tolist(), difficult.tolist()):
+        # the annotated areas (COCO's own, a segment's) while the boxes are the record's; else the boxes'
+        areas = box_areas(record) if boxes is record.boxes else [None] * len(boxes)
+        for box, label, ignore, area in zip(boxes.tolist(), labels.tolist(), difficult.tolist(), areas):
             xywh = _xywh(box)
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": ids[label],
-                                "bbox": xywh, "area": xywh[2] * xywh[3], "iscrowd": int(ignore)})
+                                "bbox": xywh, "area": xywh[2] * xywh[3] if area is None else area, "iscrowd": int(ignore)})
         d = image.detections
         scale = np.asarray([width, height, width, height], dtype=np.float64)
         for box, label, score in zip((d.boxes.astype(np.float64) * scale).tolist(), d.labels.tolist(), d.scores.tolist()):

@@ -60,6 +60,8 @@ class VOCRecord:
     width, height: image size in pixels (from ``<size>``, else from the image header).
     crowd: bool (K,) or None: COCO crowd regions (a subset of ``difficult``), left out of training
         (:func:`without_crowd`); None for layouts that have none (VOC, YOLO).
+    area: float64 (K,) or None: COCO's annotated ``area`` of each object (a segment's; ``nan`` where the
+        file gives none), which COCO's metrics sort objects by size with; None: the box areas are used.
     annotation_path: the file the objects came from (a VOC XML, a COCO JSON, a YOLO label file).
     """
 
@@ -72,6 +74,7 @@ class VOCRecord:
     labels: np.ndarray
     difficult: np.ndarray
     crowd: np.ndarray | None = None
+    area: np.ndarray | None = None
 
     @property
     def num_objects(self) -> int:
@@ -84,7 +87,8 @@ def without_crowd(record: VOCRecord) -> VOCRecord:
         return record
     keep = ~record.crowd
     return dataclasses.replace(record, boxes=record.boxes[keep], labels=record.labels[keep],
-                               difficult=record.difficult[keep], crowd=record.crowd[keep])
+                               difficult=record.difficult[keep], crowd=record.crowd[keep],
+                               area=None if record.area is None else record.area[keep])
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """COCO metrics through faster-coco-eval, held equal to pycocotools (the reference) to 1e-6: random detections
 with crowd regions and empty images, and a real model's detections through ``ssd-runtime eval --metric coco``,
-whose results file names the dataset's own (non-contiguous) image and category ids."""
+whose results file names the dataset's own (non-contiguous) image and category ids, objects sized by the
+dataset's own areas."""
 from __future__ import annotations
 
 import json
@@ -95,9 +96,10 @@ def test_ssd_runtime_eval_metric_coco_and_its_results_file(voc_root, runtime_onn
         cat["id"] = cat["id"] * 10 - 7
     for image in doc["images"]:
         image["id"] = 100 + 7 * image["id"]
-    for ann in doc["annotations"]:
+    for k, ann in enumerate(doc["annotations"]):
         ann.update(category_id=ann["category_id"] * 10 - 7, image_id=100 + 7 * ann["image_id"],
-                   iscrowd=ann.pop("difficult", 0))  # COCO's way to ignore an object, read back as a crowd region
+                   iscrowd=ann.pop("difficult", 0),  # COCO's way to ignore an object, read back as a crowd region
+                   area=ann["area"] * (0.3 + 0.1 * (k % 7)))  # a segment's area, as COCO's: what sizes go by
     path.write_text(json.dumps(doc))
     assert resolve_metric("auto", root) == "coco" and resolve_metric("auto", voc_root) == "voc"
     results = tmp_path / "results.json"

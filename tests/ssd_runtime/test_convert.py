@@ -75,7 +75,7 @@ def test_every_layout_gives_the_same_map_through_ssd_runtime_eval(layouts, runti
 def test_non_contiguous_coco_ids_and_fractional_boxes_round_trip(tmp_path):
     categories = [(42, "dog"), (7, "cat"), (90, "bird")]
     src = make_coco(tmp_path / "src", [coco_image(3, "x/a.jpg"), coco_image(9, "b.jpg", size=(100, 90))],
-                    [coco_ann(5, 3, 42, [10.25, 20.5, 30.125, 40.3]), coco_ann(6, 3, 90, [1, 2, 3, 4], iscrowd=1),
+                    [coco_ann(5, 3, 42, [10.25, 20.5, 30.125, 40.3], area=512.5), coco_ann(6, 3, 90, [1, 2, 3, 4], iscrowd=1),
                      coco_ann(8, 9, 7, [0.1, 0.2, 50.7, 60.9], difficult=1)], categories)
     names, ids, _ = coco_classes(src)
     assert names == ("background", "cat", "dog", "bird") and ids == (7, 42, 90)
@@ -85,6 +85,9 @@ def test_non_contiguous_coco_ids_and_fractional_boxes_round_trip(tmp_path):
     written = json.loads((tmp_path / "coco" / "annotations" / "instances_trainval.json").read_text())
     assert sorted((a["category_id"], a["iscrowd"], a.get("difficult", 0)) for a in written["annotations"]) == [
         (7, 0, 1), (42, 0, 0), (90, 1, 0)]
+    # a segment's area is kept; where the file gives none, the box's
+    assert sorted((a["category_id"], a["area"]) for a in written["annotations"]) == [
+        (7, pytest.approx(50.7 * 60.9)), (42, 512.5), (90, 12)]
     original = read_split(src, "trainval", names)
     assert _facts(read_split(tmp_path / "coco", "trainval", names)) == _facts(original)
     assert [r.crowd.tolist() for r in read_split(tmp_path / "coco", "trainval", names)] == [[False, True], [False]]
