@@ -341,12 +341,12 @@ def coco_document(
             "categories": cats}
 
 
-def box_areas(record: VOCRecord) -> list[float]:
-    """COCO's ``area`` of each object of ``record``: the annotated one where the record has it, else the box's
-    (``w * h`` in the reader's frame)."""
+def box_areas(record: VOCRecord, *, annotated: bool = True) -> list[float]:
+    """COCO's ``area`` of each object of ``record``: the annotated one where the record has it (and
+    ``annotated``), else the box's (``w * h`` in the reader's frame)."""
     boxes = record.boxes.astype(np.float64)
     areas = (boxes[:, 2] - boxes[:, 0] + 1.0) * (boxes[:, 3] - boxes[:, 1] + 1.0)
-    if record.area is not None:
+    if annotated and record.area is not None:
         areas = np.where(np.isnan(record.area), areas, record.area)
     return areas.tolist()
 

@@ -7,12 +7,13 @@ each reader (:func:`ssd_runtime.voc.record_xml`, :func:`ssd_runtime.coco.coco_do
 back from the result is the same records, except what the target cannot carry, which the report
 states with counts (:data:`CANNOT_CARRY`):
 
-- VOC has no crowd regions (written as difficult objects: still ignored by evaluation, but trained on)
-  and no category ids; its image ids are plain file names (``a/b`` becomes ``a_b``).
+- VOC has no crowd regions (written as difficult objects: still ignored by evaluation, but trained on),
+  no category ids and no annotated areas; its image ids are plain file names (``a/b`` becomes ``a_b``).
 - COCO has no difficult flag: written as the extra annotation key ``"difficult": 1``, which this
   toolkit reads and other tools ignore (they see ordinary objects).
 - YOLO has no difficult flag (those objects become ordinary ones), no crowd regions (left out, as
-  Ultralytics' own COCO converter does), no image size (read from the images) and no category ids.
+  Ultralytics' own COCO converter does), no image size (read from the images), no category ids and no
+  annotated areas.
 
 The result is written into a temporary folder beside ``out`` and moved into place at the end, so an
 interrupted conversion leaves nothing half-written; ``out`` must not exist or be empty.
@@ -27,7 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ssd_runtime.coco import coco_classes, coco_document, write_coco_json
+import numpy as np
+
+from ssd_runtime.coco import box_areas, coco_classes, coco_document, write_coco_json
 from ssd_runtime.datasets import FORMATS, dataset_classes, has_split, read_split, resolve_format
 from ssd_runtime.errors import DatasetError
 from ssd_runtime.fileio import atomic_write_bytes
@@ -42,12 +45,14 @@ IMAGE_MODES = ("copy", "link", "move")
 CANNOT_CARRY: dict[str, dict[str, str]] = {
     "voc": {"crowd": "crowd regions written as difficult objects (evaluation still ignores them; training uses them)",
             "category_ids": "COCO category ids other than 1..C not kept (VOC has class names only)",
-            "flattened_ids": "image ids in subfolders flattened ('a/b' -> 'a_b')"},
+            "flattened_ids": "image ids in subfolders flattened ('a/b' -> 'a_b')",
+            "area": "COCO's annotated areas (a segment's) not kept: COCO metrics size those objects by their boxes"},
     "coco": {"difficult": "difficult flags written as the extra key 'difficult' (read by this toolkit, ignored by other tools)"},
     "yolo": {"difficult": "difficult flags dropped (the objects become ordinary ones)",
              "crowd": "crowd regions left out (YOLO has none)",
              "image_size": "image sizes not stored (read from the images)",
-             "category_ids": "COCO category ids not kept (YOLO classes are 0..C-1)"},
+             "category_ids": "COCO category ids not kept (YOLO classes are 0..C-1)",
+             "area": "COCO's annotated areas (a segment's) not kept: COCO metrics size those objects by their boxes"},
 }
 #: The YOLO data.yaml key of each toolkit split (Ultralytics' names).
 YOLO_KEYS = {"trainval": "train", "test": "val"}
@@ -110,7 +115,8 @@ def _lost(to: str, records: list[VOCRecord]) -> dict[str, int]:
     """Counts of what ``to`` cannot carry in ``records`` (keys of :data:`CANNOT_CARRY`)."""
     crowd = sum(int(r.crowd.sum()) for r in records if r.crowd is not None)
     difficult = sum(int(r.difficult.sum()) for r in records) - crowd
-    counts = {"crowd": crowd, "difficult": difficult, "image_size": len(records) if to == "yolo" else 0,
+    area = sum(int(np.sum(~np.isclose(box_areas(r, annotated=False), r.area) & ~np.isnan(r.area))) for r in records if r.area is not None)
+    counts = {"crowd": crowd, "difficult": difficult, "image_size": len(records) if to == "yolo" else 0, "area": area,
               "flattened_ids": sum("/" in r.image_id for r in records) if to == "voc" else 0}
     return {kind: n for kind, n in counts.items() if kind in CANNOT_CARRY[to] and n}
 

@@ -92,10 +92,11 @@ def test_non_contiguous_coco_ids_and_fractional_boxes_round_trip(tmp_path):
     assert _facts(read_split(tmp_path / "coco", "trainval", names)) == _facts(original)
     assert [r.crowd.tolist() for r in read_split(tmp_path / "coco", "trainval", names)] == [[False, True], [False]]
     voc = convert_dataset(src, tmp_path / "voc", "voc")
-    assert set(voc["cannot_carry"]) == {"category_ids", "crowd", "flattened_ids"}
+    assert set(voc["cannot_carry"]) == {"area", "category_ids", "crowd", "flattened_ids"}
+    assert voc["cannot_carry"]["area"]["count"] == 1  # the one annotation whose area is not its box's
     assert _facts(read_split(tmp_path / "voc", "trainval", names))[1] == _facts(original)[1]  # floats kept exactly
     yolo = convert_dataset(tmp_path / "coco", tmp_path / "yolo", "yolo")
-    assert set(yolo["cannot_carry"]) == {"category_ids", "crowd", "difficult", "image_size"}
+    assert set(yolo["cannot_carry"]) == {"area", "category_ids", "crowd", "difficult", "image_size"}
     yolo_records = {r.image_id: r for r in read_split(tmp_path / "yolo", "trainval", names)}
     assert sorted(yolo_records) == ["b", "x/a"]  # sorted by path
     np.testing.assert_array_equal(yolo_records["x/a"].boxes, original[0].boxes[:1])  # the crowd region left out, the box exact
