@@ -362,7 +362,7 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="every artifact of a checkpoint built, verified, evaluated, timed and drawn, "
                        "with a report (report.md, report.json, figures)")
     options.add(p, MODEL, help="toolkit checkpoint (.pt)", deprecated=("--checkpoint",))
-    p.add_argument("--data", required=True, help="VOC root or generated dataset: test split evaluated, trainval calibrates")
+    p.add_argument("--data", required=True, help="VOC, COCO or YOLO root (told apart by what is on disk) or generated dataset: test split evaluated, trainval calibrates")
     p.add_argument("--out", required=True, help="folder of the artifacts and the report (a rerun reuses what still matches)")
     p.add_argument("--artifacts", nargs="+", choices=defaults.DEPLOY_ARTIFACTS, default=list(default("artifacts")),
                    metavar="NAME", help=f"what to build, of {', '.join(defaults.DEPLOY_ARTIFACTS)} (default: "

@@ -187,8 +187,8 @@ def deploy(
     """Build, verify, evaluate, time and draw every artifact of ``checkpoint``; write the report into ``out``.
 
     Args:
-        data: VOC root (or generated dataset) whose ``test`` split is evaluated; its ``trainval`` split
-            gives the calibration set when ``calibration`` is None (and the held-out images of ``max_drop``).
+        data: VOC, COCO or YOLO root (:func:`ssd_runtime.datasets.read_split`) whose ``test`` split is
+            evaluated; its ``trainval`` split gives the calibration set when ``calibration`` is None (and the held-out images of ``max_drop``).
         artifacts: names from :data:`ssd_export.defaults.DEPLOY_ARTIFACTS`; ``engines`` adds a TensorRT
             engine of each ONNX artifact in :data:`~ssd_export.defaults.ENGINE_SOURCES`.
         calibration: a calibration manifest (``ssd-export calibration``); its dataset is found where it

@@ -43,7 +43,8 @@ from ssd_runtime.fileio import atomic_path, sha256_file
 from ssd_runtime.metric import VOCResult
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
 from ssd_runtime.variants import PRECISIONS, VARIANT_PRECISION
-from ssd_runtime.voc import VOCRecord, read_voc_split
+from ssd_runtime.datasets import read_split
+from ssd_runtime.voc import VOCRecord
 
 __all__ = [
     "Artifact",
@@ -140,8 +141,9 @@ def report_settings(spec: ModelSpec) -> PostprocessSettings:
 
 def test_records(data: str | os.PathLike, class_names: tuple[str, ...], split: str = "test",
                  max_images: int = 0) -> list[VOCRecord]:
-    """The annotated images of ``split`` of ``data`` (the first ``max_images`` when > 0)."""
-    records = read_voc_split(data, split, class_names, max_images=max_images)
+    """The annotated images of ``split`` of ``data`` in any layout (:func:`ssd_runtime.datasets.read_split`; the first
+    ``max_images`` when > 0)."""
+    records = read_split(data, split, class_names, max_images=max_images)
     if not records:
         raise DeployError(f"split {split!r} of {data} lists no image: nothing to evaluate on")
     return records

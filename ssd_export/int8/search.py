@@ -69,13 +69,14 @@ from ssd_export.int8.quantize import quantize_int8
 from ssd_export.int8.surgery import keep_float, quantized_convs
 from ssd_export.parity import write_report
 from ssd_runtime.backends.onnxruntime import OrtBackend
+from ssd_runtime.datasets import detect_format, has_split, read_split
 from ssd_runtime.detector import Detector
 from ssd_runtime.errors import DatasetError
 from ssd_runtime.evaluate import map_of_detector_on_records
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import read_onnx_info
 from ssd_runtime.preprocess import preprocess
-from ssd_runtime.voc import VOCRecord, preflight, read_voc_split, split_roots
+from ssd_runtime.voc import VOCRecord
 
 __all__ = [
     "HeldOut",
@@ -130,15 +131,17 @@ def heldout_images(
     (:class:`HeldOutWarning`) when fewer are left; raises :class:`Int8Error` when none is.
     """
     base = Path(data).resolve()
-    records = read_voc_split(base, HOLDOUT_SPLIT, tuple(class_names), warn=False)
+    layout = detect_format(base)  # any layout (ssd_runtime.datasets)
+    records = read_split(base, HOLDOUT_SPLIT, tuple(class_names), format=layout, warn=False)
     calib_files = {p.resolve() for p in calibration.image_paths}
     calib_hashes = {str(entry["sha256"]) for entry in calibration.manifest["images"]}
-    try:
-        test_items = preflight(split_roots(base, "test"), "test")
-    except DatasetError:  # no test split in this dataset: nothing to keep apart
+    try:  # the test split's images, their annotations' classes aside
+        test_items = read_split(base, "test", tuple(class_names), format=layout, skip_unknown=True, warn=False) \
+            if has_split(base, "test", format=layout) else []
+    except DatasetError:  # no readable test split in this dataset: nothing to keep apart
         test_items = []
-    test_files = {image.resolve() for _, _, image, _ in test_items}
-    test_ids = {image_id for _, image_id, _, _ in test_items}
+    test_files = {r.image_path.resolve() for r in test_items}
+    test_ids = {r.image_id for r in test_items}
     test_hashes = {sha256_file(image) for image in test_files}
     by_path: dict[str, VOCRecord] = {}
     in_calibration = in_test = 0

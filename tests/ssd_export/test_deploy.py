@@ -17,6 +17,7 @@ import pytest
 from ssd_export.deploy import run as deploy_module
 from ssd_export.deploy.run import DeployError, deploy, plan_artifacts, runtime_support
 from ssd_export.deploy.steps import VIDEO_FPS, VIDEO_SIZE, report_settings, write_video
+from ssd_runtime.convert import convert_dataset
 from ssd_runtime.bootstrap import BootstrapSettings, format_interval, paired_bootstrap
 from ssd_runtime.detector import Detector
 from ssd_runtime.evaluate import TARGET_POINTS, map_of_detector_on_records
@@ -144,6 +145,23 @@ def test_report_values_equal_separate_runs_of_the_same_apis(deployed, runtime_ch
     worst = max((r for r in rows.values() if r["delta_points"] is not None), key=lambda r: abs(r["delta_points"]))
     assert report["worst"] == worst["name"]
     assert report["bootstrap"] == BootstrapSettings().to_dict()
+
+
+def test_deploy_reads_the_coco_layout_of_the_same_dataset(deployed, runtime_checkpoint, voc_root, tmp_path):
+    coco = tmp_path / "coco"
+    convert_dataset(voc_root, coco, "coco", images="link")  # the same images, COCO's annotations
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = deploy(runtime_checkpoint, coco, tmp_path / "out", **{**FAST, "artifacts": ["fp32", "int8"]})
+    rows, voc_rows = _rows(report), _rows(deployed[1])
+    assert list(rows) == ["pytorch", "fp32", "int8"] and report["images"] == 8
+    assert all(row["status"] == "ok" for row in rows.values()), {n: r["error"] for n, r in rows.items()}
+    for name in ("pytorch", "fp32"):
+        assert rows[name]["map"] == voc_rows[name]["map"], name
+        assert [c["ap"] for c in rows[name]["classes"]] == [c["ap"] for c in voc_rows[name]["classes"]]
+    # INT8 calibrates on the COCO layout's images (chosen by their paths, which differ from VOC's: another mAP)
+    manifest = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert manifest["dataset"]["format"] == "coco" and len(manifest["images"]) == 8
 
 
 def test_rerun_reuses_matching_steps_and_redoes_changed_ones(deployed, runtime_checkpoint, voc_root, tmp_path):

@@ -17,6 +17,7 @@ from ssd_export.int8.quantize import Int8Error, quantize_int8
 from ssd_export.qdq_rules import check_qdq_rules
 from ssd_export.int8.search import HeldOutWarning, heldout_images, layer_sensitivity, search_int8, trial_sizes
 from ssd_export.int8.surgery import keep_float, quantized_convs
+from ssd_runtime.convert import convert_dataset
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import read_onnx_info
 from ssd_runtime.preprocess import preprocess
@@ -78,6 +79,16 @@ def test_heldout_never_meets_calibration_or_test(voc_root, calib, spec):
     again = heldout_images(voc_root, calib, spec.class_names, images=5)  # deterministic, a prefix-free choice
     assert again.paths == heldout_images(voc_root, calib, spec.class_names, images=5).paths
     assert set(again.paths) <= set(heldout.paths)
+
+
+def test_heldout_of_the_coco_layout_is_the_voc_layouts(voc_root, calib, spec, tmp_path):
+    convert_dataset(voc_root, tmp_path / "coco", "coco", images="link")  # same image files, COCO's annotations
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HeldOutWarning)
+        voc, coco = (heldout_images(root, calib, spec.class_names, images=200) for root in (voc_root, tmp_path / "coco"))
+    assert (coco.available, coco.in_calibration, coco.in_test) == (voc.available, voc.in_calibration, voc.in_test)
+    by_id = {r.image_id: r.boxes.tolist() for r in voc.records}  # the choice's order follows the paths, which differ
+    assert len(coco.records) == 8 and {r.image_id: r.boxes.tolist() for r in coco.records} == by_id
 
 
 def test_heldout_leaves_out_a_copy_of_a_test_image(voc_root, calib, spec, tmp_path):
