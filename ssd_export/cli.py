@@ -336,7 +336,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
             bench_warmup=args.bench_warmup, bench_iterations=args.bench_iterations, draw_images=args.draw_images,
             max_drop=args.max_drop, int8_method=args.method, int8_parity=not args.no_int8_parity,
             max_images=args.max_images, targets=targets, backends=args.backends,
-            progress=not args.no_progress,
+            progress=not args.no_progress, metric=args.metric,
         )
     except KeyboardInterrupt:
         print(f"ssd-export deploy: interrupted; the report of what finished is in {args.out}/report.md", file=sys.stderr)
@@ -396,6 +396,9 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", action="append", metavar="PRECISION=POINTS",
                    help="override a |delta mAP| target in points (defaults: "
                    f"{', '.join(f'{k}={v}' for k, v in TARGET_POINTS.items())})")
+    options.add(p, options.METRIC, default=default("metric"),
+                help="coco: COCO's AP, AP50 and AP75 of each artifact beside its VOC mAP (faster-coco-eval; targets "
+                     "stay judged on the VOC mAP); voc: the VOC mAP only; auto (default): coco on COCO data")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print report.json's content instead of the tables")
     p.set_defaults(func=_cmd_deploy)

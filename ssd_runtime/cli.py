@@ -10,12 +10,11 @@ from ssd_runtime import cli_common, options
 from ssd_runtime.backends import BACKENDS, resolve_backend
 from ssd_runtime.backends.openvino import INFERENCE_PRECISIONS as OV_PRECISIONS
 from ssd_runtime.bench import benchmark
-from ssd_runtime.coco_metric import METRICS
 from ssd_runtime.detector import POSTPROCESS_ALIASES, POSTPROCESSES, Detector
 from ssd_runtime.evaluate import map_report_of_model_file
 from ssd_runtime.metric import AP_METHODS
 from ssd_runtime.options import (
-    BATCH_SIZE, BATCH_SIZES, CHECKPOINT, DATA_FORMAT, DEVICE, IMAGE_PATHS, MAX_IMAGES, MODEL, default_of,
+    BATCH_SIZE, BATCH_SIZES, CHECKPOINT, DATA_FORMAT, DEVICE, IMAGE_PATHS, MAX_IMAGES, METRIC, MODEL, default_of,
 )  # fmt: skip
 from ssd_runtime.priors import CLIP_MODES, PRIOR_PRESETS, PriorConfig
 from ssd_runtime.sharding import Shard, resolve_shard
@@ -165,9 +164,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     options.add(p, CHECKPOINT, help="the .pt the model was exported from: its mAP is reported beside (delta in points)")
     p.add_argument("--detections", nargs="+", metavar="FILE",
                    help="evaluate detections files (one, or every part of a sharded run) instead of running --model")
-    p.add_argument("--metric", choices=METRICS, default=default_of(map_report_of_model_file, "metric"),
-                   help="coco: COCO's AP, AP50, AP75, AP/AR by size, AR1/10/100 and per-class AP beside the VOC mAP "
-                        "(faster-coco-eval); auto (default): coco on COCO data, voc on the rest")
+    options.add(p, METRIC, default=default_of(map_report_of_model_file, "metric"),
+                help="coco: COCO's AP, AP50, AP75, AP/AR by size, AR1/10/100 and per-class AP beside the VOC mAP "
+                     "(faster-coco-eval); voc: the VOC mAP only; auto (default): coco on COCO data, voc on the rest")
     p.add_argument("--coco-results", metavar="FILE",
                    help="also write the detections in COCO's results format (the dataset's image and category ids "
                         "for COCO data) for other tools")

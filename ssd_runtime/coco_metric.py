@@ -30,6 +30,7 @@ import numpy as np
 from ssd_runtime.detections_file import ImageRecord
 from ssd_runtime.coco import box_areas
 from ssd_runtime.fileio import atomic_write_bytes
+from ssd_runtime.options import METRICS  # --metric's values: "auto" is COCO's for COCO data, VOC's for the rest
 from ssd_runtime.voc import VOCRecord, fit_to_image
 
 #: The twelve numbers of COCO's summary, in its order (``stats``).
@@ -156,8 +157,6 @@ def coco_results_json(path: str | os.PathLike, results: list[dict[str, Any]]) ->
     return path
 
 
-#: ``--metric`` values: "auto" is COCO's for COCO data and VOC's for the rest.
-METRICS = ("auto", "voc", "coco")
 
 
 def resolve_metric(metric: str, data: Any, data_format: str = "auto") -> str:

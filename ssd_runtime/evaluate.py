@@ -46,7 +46,7 @@ from ssd_runtime.variants import TARGET_POINTS  # TARGET_POINTS: |delta mAP| tar
 from ssd_runtime.voc import VOCRecord, fit_to_image
 
 __all__ = [
-    "TARGET_POINTS", "compare_map", "detections_report", "evaluate_to_file", "image_items", "map_of_detections_files", "map_of_detector_on_records", "map_of_detector_on_split", "map_of_image_records",
+    "TARGET_POINTS", "compare_map", "detections_of_records", "detections_report", "evaluate_to_file", "image_items", "map_of_detections_files", "map_of_detector_on_records", "map_of_detector_on_split", "map_of_image_records",
     "map_report_of_model_file", "precision_of", "runtime_map",
 ]  # fmt: skip
 
@@ -96,11 +96,11 @@ def map_of_detector_on_records(
 
     Returns the :class:`VOCResult` and run facts (images, seconds, images/s).
     """
-    images, facts = _detections_of(detector, records, batch_size)
+    images, facts = detections_of_records(detector, records, batch_size)
     return map_of_image_records(records, images, detector.spec.class_names, ap_method=ap_method), facts
 
 
-def _detections_of(detector: Detector, records: Sequence[VOCRecord], batch_size: int) -> tuple[list[ImageRecord], dict[str, Any]]:
+def detections_of_records(detector: Detector, records: Sequence[VOCRecord], batch_size: int) -> tuple[list[ImageRecord], dict[str, Any]]:
     """The detections of every image of ``records`` at the model's evaluation settings, and run facts."""
     images: list[ImageRecord] = []
     facts = run_detections(detector, image_items(records), detector.spec.evaluation, images.extend,
@@ -191,7 +191,7 @@ def map_report_of_model_file(
     detector = Detector.load(model, backend, device=device, postprocess=postprocess, **(backend_options or {}))
     names = detector.spec.class_names
     records = read_split(data, split, names, format=data_format, max_images=max_images)
-    images, run = _detections_of(detector, records, batch_size)
+    images, run = detections_of_records(detector, records, batch_size)
     result = map_of_image_records(records, images, names, ap_method=ap_method)
     facts = _model_facts(detector, model)
     precision = facts["precision"]

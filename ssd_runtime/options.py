@@ -40,7 +40,7 @@ from typing import Any
 
 __all__ = [
     "BATCH_PROFILE", "BATCH_SIZE", "BATCH_SIZES", "CHECKPOINT", "DATA_FORMAT", "DATA_FORMATS", "DEVICE", "IMAGE_PATHS",
-    "MAX_IMAGES", "MODEL",
+    "MAX_IMAGES", "METRIC", "METRICS", "MODEL",
     "Option", "Parser", "add", "check_device", "default_of", "device_index", "format_batch_profile",
     "parse_batch_profile", "to_argv",
 ]  # fmt: skip
@@ -255,3 +255,8 @@ DEVICE = Option(("--device",), "device", "cpu, cuda, cuda:N", parse=check_device
 DATA_FORMATS = ("auto", "voc", "coco", "yolo")
 DATA_FORMAT = Option(("--data-format",), "data_format", "the layout of --data: auto (detected from what is on disk), "
                      "voc, coco or yolo", choices=DATA_FORMATS, metavar="FORMAT", default="auto")
+#: The evaluation metrics (``ssd_runtime.coco_metric.resolve_metric``): "auto" is COCO's for COCO data, VOC's for the rest.
+METRICS = ("auto", "voc", "coco")
+METRIC = Option(("--metric",), "metric", "coco: COCO's AP, AP50, AP75 (and more, where the command reports them) beside "
+                "the VOC mAP (faster-coco-eval); voc: the VOC mAP only; auto (default): coco on COCO data, voc on the "
+                "rest", choices=METRICS, default="auto")

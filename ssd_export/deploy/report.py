@@ -9,7 +9,7 @@ minus PyTorch, judged against the target of the artifact's precision.
 ``created_at`` (UTC), ``machine`` (cpu, cores, platform, gpu), ``versions``, the run's facts (``command``,
 ``checkpoint`` and its sha256, ``data``, ``split``, ``images``, ``data_sha256``, ``out``, ``engines``
 (mode, built, reason), ``runtimes`` (used: the runtimes reading the ONNX artifacts, default: whether the
-list was the default one, left_out: runtime -> why not used), ``targets``, ``bench`` settings, ``calibration``,
+list was the default one, left_out: runtime -> why not used), ``targets``, ``bench`` settings, ``calibration``, ``metric`` ("voc", or "coco": COCO's metrics on too),
 ``video`` (the annotated video: status ok/skipped/failed, reason or error, artifact, runtime, and
 :func:`ssd_export.deploy.steps.stream_video`'s video, link (relative to the report), frames, fps, size,
 throughput_fps, latency and stages (ms), detections per frame, seconds; reused), ``seconds``, ``interrupted``),
@@ -20,7 +20,8 @@ ok/failed/interrupted/not run, error, traceback, reused and finished_at per step
 build, verify (a second runtime's parity check), verified, runtime_options (the backend's ``options``:
 OpenVINO's inference precision, threads and version), map, delta_points, delta_points_interval, target_points,
 within_target, interval_wider_than_target, interval_error, evaluation, classes (per-class AP, and
-beside PyTorch each class's delta_points and delta_points_interval), bench
+beside PyTorch each class's delta_points and delta_points_interval), coco (with ``metric`` "coco": COCO's AP,
+AP50 and AP75 of the same detections; None otherwise; targets stay judged on the VOC mAP's delta), bench
 (:func:`ssd_runtime.bench.benchmark`'s results), drawings), ``bootstrap`` (method, resamples,
 interval_level, seed of the intervals), ``worst``, ``passed``, ``failures``, ``figures`` (paths relative
 to the report's folder), ``report_json``, ``report_md``.
@@ -47,6 +48,7 @@ from ssd_runtime.bootstrap import (
     BootstrapError, BootstrapSettings, MatchesFileError, check_paired, format_interval, interval_wider_than_target,
     load_matches, paired_intervals, resample_weights, resampled_aps,
 )  # fmt: skip
+from ssd_runtime.coco_metric import COCO_STATS
 from ssd_runtime.fileio import atomic_write_bytes
 from ssd_runtime.formats import DEPLOY_REPORT
 
@@ -57,6 +59,8 @@ REPORT_FORMAT = DEPLOY_REPORT.name
 #: Bumped when a field changes meaning or is removed (adding fields keeps it: the intervals were added at 1).
 REPORT_SCHEMA = DEPLOY_REPORT.version
 STEPS = ("build", "verify", "evaluate", "bench", "draw")
+#: COCO's numbers a row shows beside its VOC mAP (``--metric coco``; ssd_runtime.coco_metric.COCO_STATS' first three).
+COCO_HEADLINE = COCO_STATS[:3]
 
 
 def machine_info() -> dict[str, Any]:
@@ -110,7 +114,7 @@ def _row(artifact: Any, entry: dict[str, Any], reference: dict[str, Any] | None,
         "size_bytes": build["size_bytes"] if build else None, "sha256": build["sha256"] if build else None,
         "build": None, "verify": None, "verified": None, "runtime_options": None, "map": None, "delta_points": None, "delta_points_interval": None,
         "target_points": None if artifact.kind == "checkpoint" else targets[artifact.precision],
-        "within_target": None, "interval_wider_than_target": None, "interval_error": None, "evaluation": None, "classes": None, "bench": None, "drawings": None,
+        "within_target": None, "interval_wider_than_target": None, "interval_error": None, "evaluation": None, "classes": None, "coco": None, "bench": None, "drawings": None,
     }
     if build:
         row["build"] = {k: v for k, v in build.items() if k not in ("reused", "finished_at", "sha256", "size_bytes")}
@@ -123,6 +127,8 @@ def _row(artifact: Any, entry: dict[str, Any], reference: dict[str, Any] | None,
     if evaluation:
         row["map"] = evaluation["map"]
         row["classes"] = [{"name": c["name"], "ap": c["ap"]} for c in evaluation["classes"]]
+        coco = evaluation.get("coco")  # COCO's metrics of the same detections, when on (--metric)
+        row["coco"] = None if not coco else {name: coco["stats"][name] for name in COCO_HEADLINE}
         row["evaluation"] = {k: evaluation[k] for k in ("images", "seconds", "images_per_s", "ap_method", "settings",
                                                         "curves")}
         if reference_map is not None and artifact.kind != "checkpoint":
@@ -278,6 +284,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                    f"and PyTorch, seed {bootstrap['seed']}). \"interval wider than the target\": the interval is "
                    "wider than the band -target..+target, so these images cannot tell whether the target is met; "
                    "the result is still the delta's."), ""]
+    with_coco = report.get("metric") == "coco"  # absent from reports written before COCO's metrics
+    if with_coco:
+        lines += [f"COCO {', '.join(COCO_HEADLINE)}: COCO's metrics of the same detections (AP over IoU 0.50:0.95, at "
+                  "0.50, at 0.75; faster-coco-eval), shown beside the VOC mAP; deltas and targets are the VOC mAP's.", ""]
     table = []
     for r in rows:
         target = "reference" if r["kind"] == "checkpoint" else f"<= {r['target_points']}"
@@ -288,10 +298,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             verdict += " (interval wider than the target)"
         interval = "-" if r["kind"] == "checkpoint" else format_interval(r.get("delta_points_interval"))
         verified = {True: "yes", False: "**no**", None: "-"}[r["verified"]]
-        table.append([r["name"], r.get("runtime", "-"), r["precision"], _fmt(r["map"]), _fmt(r["delta_points"], "+.3f"), interval, target,
-                      verdict, verified, "yes" if r["reused"] and all(r["reused"].values()) else "no"])
-    lines += _table(["artifact", "runtime", "precision", "mAP", "delta (points)", level, "target", "result", "verified",
-                     "reused"], table)
+        coco = [_fmt((r.get("coco") or {}).get(name)) for name in COCO_HEADLINE] if with_coco else []
+        table.append([r["name"], r.get("runtime", "-"), r["precision"], _fmt(r["map"]), *coco, _fmt(r["delta_points"], "+.3f"),
+                      interval, target, verdict, verified, "yes" if r["reused"] and all(r["reused"].values()) else "no"])
+    coco_columns = [f"COCO {name}" for name in COCO_HEADLINE] if with_coco else []
+    lines += _table(["artifact", "runtime", "precision", "mAP", *coco_columns, "delta (points)", level, "target", "result",
+                     "verified", "reused"], table)
     lines += [f"- {r['name']}: no interval ({r['interval_error']})" for r in rows if r.get("interval_error")]
     worst = next((r for r in rows if r["name"] == report["worst"]), None)
     reference = next((r for r in rows if r["kind"] == "checkpoint"), None)

@@ -65,6 +65,7 @@ from ssd_export.deploy.steps import (
 )
 from ssd_runtime.bench import benchmark
 from ssd_runtime.bootstrap import MATCHES_SCHEMA, BootstrapSettings
+from ssd_runtime.coco_metric import resolve_metric
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.options import default_of
 from ssd_runtime.spec import ModelSpec
@@ -183,6 +184,7 @@ def deploy(
     bootstrap: BootstrapSettings = BootstrapSettings(),
     video_frames: int = VIDEO_FRAMES,
     progress: bool = True,
+    metric: str = "auto",
 ) -> dict[str, Any]:
     """Build, verify, evaluate, time and draw every artifact of ``checkpoint``; write the report into ``out``.
 
@@ -206,6 +208,9 @@ def deploy(
         bootstrap: resamples, level and seed of the paired bootstrap interval beside every delta
             (:mod:`ssd_runtime.bootstrap`; recorded in the report).
         video_frames: the annotated video's frames (the first test images; 0: none), the report's ``video``.
+        metric: "coco" adds COCO's AP, AP50 and AP75 of each artifact beside its VOC mAP (faster-coco-eval);
+            "auto": coco on COCO data (:func:`ssd_runtime.coco_metric.resolve_metric`); targets stay judged
+            on the VOC mAP's delta.
 
     Returns the report (also in ``out/report.json``); ``report["passed"]`` is False when an artifact
     failed or missed its target. KeyboardInterrupt is re-raised after the report of what finished is written.
@@ -217,6 +222,7 @@ def deploy(
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     targets = _checked_settings(targets, bench_batches, bench_warmup, bench_iterations, video_frames)
+    asked_metric, metric = metric, resolve_metric(metric, data)  # "voc" or "coco" (auto: coco on COCO data)
     engine_module, engine_line = _engine_support(engines, "engines" in artifacts)
     runtimes, runtime_line = runtime_support(backends)
     plan = plan_artifacts(out, checkpoint, artifacts, engine_module is not None, runtimes)
@@ -231,6 +237,7 @@ def deploy(
         max_drop=max_drop, int8_method=int8_method, int8_parity=int8_parity, bench=bench,
         draw=[r.image_path for r in records[:draw_images]], video=[r.image_path for r in records[:video_frames]],
         cpu=machine_info()["cpu"], state=DeployState(out / STATE_NAME), detectors={plan[0].name: reference},
+        metric=metric,
     )
     command = ["ssd-export", "deploy", "--model", str(checkpoint), "--data", str(data), "--out", str(out),
                "--artifacts", *artifacts, "--engines", engines, "--bench-batch-sizes", *map(str, bench_batches),
@@ -242,8 +249,9 @@ def deploy(
     command += [f"--max-images={max_images}"] if max_images else []
     command += [f"--target={k}={v}" for k, v in targets.items() if v != TARGET_POINTS[k]]
     command += [] if backends is None else ["--backends", *runtimes]
+    command += [] if asked_metric == "auto" else ["--metric", asked_metric]
     run.meta = {"command": command, "checkpoint": str(checkpoint), "checkpoint_sha256": run.checkpoint_sha256,
-                "data": str(data), "split": "test", "images": len(records), "data_sha256": run.data_sha256,
+                "data": str(data), "split": "test", "images": len(records), "data_sha256": run.data_sha256, "metric": metric,
                 "out": str(out), "engines": engine_line, "runtimes": runtime_line, "targets": targets, "bench": bench,
                 "calibration": None, "video": None}
     results: dict[str, dict[str, Any]] = {}
@@ -304,6 +312,7 @@ class _Run:
     cpu: str  # the bench results are this CPU's
     state: DeployState
     detectors: dict[str, Any]  # loaded Detectors by artifact name (the reference and the current one)
+    metric: str = "voc"  # "coco": COCO's AP, AP50 and AP75 beside the VOC mAP (ssd_runtime.coco_metric)
     meta: dict[str, Any] = field(default_factory=dict)  # the report's run facts
 
 
@@ -440,12 +449,15 @@ def _verify(artifact: Artifact, run: _Run) -> dict[str, Any]:
 def _evaluate(artifact: Artifact, run: _Run) -> dict[str, Any]:
     # the matches file's schema is an input: an evaluation recorded before it existed (or of another
     # schema) is redone, so every reused evaluation has the file the report's intervals need
+    # COCO's metrics are an input only when on, so VOC evaluations recorded before them stay reusable
     inputs = {"model_sha256": _model_sha(artifact, run), "data_sha256": run.data_sha256,
-              "matches_schema": MATCHES_SCHEMA, **_runtime_inputs(artifact)}
+              "matches_schema": MATCHES_SCHEMA, **_runtime_inputs(artifact),
+              **({"metric": "coco"} if run.metric == "coco" else {})}
     curves = run.out / "eval" / f"{artifact.name}.json"
     matches = run.out / "eval" / f"{artifact.name}.matches.npz"
+    coco_data = run.data if run.metric == "coco" else None
     result = _step(run.state, f"{artifact.name}/evaluate", inputs,
-                   lambda: evaluate_artifact(_detector(artifact, run), run.records, curves, matches),
+                   lambda: evaluate_artifact(_detector(artifact, run), run.records, curves, matches, coco_data=coco_data),
                    lambda r: [curves, matches])
     # where they are now (the folder may have moved since it was recorded)
     result.update(curves=str(curves), matches=str(matches))

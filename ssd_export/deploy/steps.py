@@ -6,8 +6,9 @@
   against the checkpoint before its file appears), :func:`ssd_export.int8.quantize.quantize_int8` or, with a
   target, :func:`ssd_export.int8.search.search_int8` (int8), ``ssd_export.tensorrt.engine.build_engine``
   (TensorRT engines; the module is imported only when engines are asked for);
-- evaluate: :func:`ssd_runtime.evaluate.map_of_detector_on_records` through a :class:`~ssd_runtime.detector.Detector`
-  at the model's evaluation settings (the one metric, :func:`ssd_runtime.metric.map_of_detections`);
+- evaluate: the detections of :func:`ssd_runtime.evaluate.detections_of_records` through a
+  :class:`~ssd_runtime.detector.Detector` at the model's evaluation settings, scored by the one metric
+  (:func:`ssd_runtime.metric.map_of_detections`) and, when asked, COCO's (:mod:`ssd_runtime.coco_metric`);
 - bench: :func:`ssd_runtime.bench.benchmark`;
 - draw: :func:`ssd_runtime.draw.draw_detections`;
 - video (once per deploy, after the artifacts): the first test images encoded as a short clip
@@ -38,7 +39,8 @@ from ssd_runtime.bootstrap import save_matches
 from ssd_runtime.detections_file import image_list_sha256
 from ssd_runtime.detector import Detector
 from ssd_runtime.draw import draw_detections
-from ssd_runtime.evaluate import map_of_detector_on_records
+from ssd_runtime.coco_metric import coco_section
+from ssd_runtime.evaluate import detections_of_records, map_of_image_records
 from ssd_runtime.fileio import atomic_path, sha256_file
 from ssd_runtime.metric import VOCResult
 from ssd_runtime.spec import ModelSpec, PostprocessSettings
@@ -320,17 +322,23 @@ def thin_curve(precision: np.ndarray, recall: np.ndarray, points: int = CURVE_PO
 
 
 def evaluate_artifact(detector: Detector, records: list[VOCRecord], curves_path: Path, matches_path: Path,
-                      batch_size: int = EVALUATION_BATCH) -> dict[str, Any]:
-    """VOC mAP at the evaluation settings (``map_of_detector_on_records``); per-class AP, curves saved to
+                      batch_size: int = EVALUATION_BATCH, coco_data: str | os.PathLike | None = None) -> dict[str, Any]:
+    """VOC mAP at the evaluation settings (the detections of ``detections_of_records``, scored by
+    ``map_of_image_records``, as ``map_of_detector_on_records`` does); per-class AP, curves saved to
     ``curves_path``, the matched detections to ``matches_path`` (``ssd_runtime.bootstrap.save_matches``:
-    the report's paired intervals pair them with the reference's)."""
-    result, facts = map_of_detector_on_records(detector, records, batch_size=batch_size)
+    the report's paired intervals pair them with the reference's). With ``coco_data`` (the dataset of
+    ``records``' test split), COCO's metrics of the same detections under ``"coco"``
+    (:func:`ssd_runtime.coco_metric.coco_section`), else None."""
+    images, facts = detections_of_records(detector, records, batch_size)
+    result = map_of_image_records(records, images, detector.spec.class_names)
+    coco = None if coco_data is None else coco_section("coco", coco_data, "test", records, images,
+                                                       detector.spec.class_names)
     curves = {c.name: dict(zip(("precision", "recall"), thin_curve(c.precision, c.recall))) for c in result.classes}
     with atomic_path(curves_path) as tmp:
         tmp.write_text(json.dumps({"map": result.map, "ap": _ap(result), "curves": curves}) + "\n")
     save_matches(matches_path, result.matches, image_list_sha256(r.image_id for r in records))
     return {**result.to_dict(), **facts, "settings": detector.spec.evaluation.to_dict(), "curves": str(curves_path),
-            "matches": str(matches_path), "backend_options": detector.backend.options}
+            "matches": str(matches_path), "backend_options": detector.backend.options, "coco": coco}
 
 
 def _ap(result: VOCResult) -> dict[str, float | None]:

@@ -20,7 +20,7 @@ from ssd_export.deploy.steps import VIDEO_FPS, VIDEO_SIZE, report_settings, writ
 from ssd_runtime.convert import convert_dataset
 from ssd_runtime.bootstrap import BootstrapSettings, format_interval, paired_bootstrap
 from ssd_runtime.detector import Detector
-from ssd_runtime.evaluate import TARGET_POINTS, map_of_detector_on_records
+from ssd_runtime.evaluate import TARGET_POINTS, map_of_detector_on_records, map_report_of_model_file
 from ssd_runtime.fileio import sha256_file
 from ssd_runtime.onnx_model import read_onnx_info
 from ssd_runtime.video.stats import STAGES
@@ -162,6 +162,15 @@ def test_deploy_reads_the_coco_layout_of_the_same_dataset(deployed, runtime_chec
     # INT8 calibrates on the COCO layout's images (chosen by their paths, which differ from VOC's: another mAP)
     manifest = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert manifest["dataset"]["format"] == "coco" and len(manifest["images"]) == 8
+    # COCO data: COCO's AP, AP50, AP75 beside the VOC mAP (--metric auto), those of ssd-runtime eval on the same model
+    assert report["metric"] == "coco" and deployed[1]["metric"] == "voc"
+    assert all(row["coco"] is None for row in voc_rows.values())
+    runtime = map_report_of_model_file(tmp_path / "out" / "ssd300_fp32.onnx", coco, metric="coco")["coco"]["stats"]
+    assert rows["fp32"]["coco"] == {name: runtime[name] for name in ("AP", "AP50", "AP75")}
+    assert all(set(row["coco"]) == {"AP", "AP50", "AP75"} for row in rows.values())
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| COCO AP | COCO AP50 | COCO AP75 |" in markdown and f"| {rows['fp32']['coco']['AP50']:.4f} |" in markdown
+    assert "COCO AP" not in (deployed[0] / "report.md").read_text()
 
 
 def test_rerun_reuses_matching_steps_and_redoes_changed_ones(deployed, runtime_checkpoint, voc_root, tmp_path):
