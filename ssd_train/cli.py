@@ -20,7 +20,7 @@ from ssd_train.augment import AUGMENTATIONS
 from ssd_train.config import (
     AMP_MODES, DEFAULT_RECIPE, DEVICES, HEAD_INITS, OPTIMIZERS, RECIPE_NAMES, RECIPES, SCHEDULES, TrainConfig,
 )  # fmt: skip
-from ssd_train.evaluation import evaluate, evaluate_to_file
+from ssd_train.evaluation import evaluate, evaluate_detections, evaluate_to_file
 from ssd_train.loss import LOC_LOSSES
 from ssd_train.training_set import IMAGE_CHECKS
 
@@ -254,20 +254,24 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    """VOC mAP of a checkpoint on a VOC-format split; table or JSON, optional PR plot."""
+    """VOC mAP (and COCO's metrics with --metric) of a checkpoint on a split of any layout; table or JSON, optional PR plot."""
     import torch
 
     from ssd_train.checkpoint import load_model
     from ssd_train.data import VOCDetection
-    from ssd_runtime.sharding import device_for, part_path, resolve_shard
+    from ssd_runtime.coco_metric import coco_section, format_coco, resolve_metric
+    from ssd_runtime.detections_file import read_parts
+    from ssd_runtime.sharding import device_for, part_path, part_paths, resolve_shard
 
     if args.workers is not None:  # DataLoader workers before evaluation ran through the runtime's loop
         print("ssd-train eval: --workers is deprecated and goes in the next release: it has no effect (images are "
               "decoded by the runtime's streaming loop)", file=sys.stderr)
+    data = args.data if len(args.data) > 1 else args.data[0]
+    metric = resolve_metric(args.metric, data, args.data_format)  # "auto": COCO's on COCO data, as ssd-runtime eval
     model, spec = load_model(args.model)
     shard = resolve_shard(args.shard, os.environ)
     device = torch.device(device_for(args.device, shard))
-    dataset = VOCDetection.from_voc(args.data if len(args.data) > 1 else args.data[0], args.split,
+    dataset = VOCDetection.from_voc(data, args.split,
                                     class_names=spec.class_names, train=False, mean=spec.mean, std=spec.std,
                                     size=spec.input_size, skip_unknown=args.skip_unknown_classes,
                                     data_format=args.data_format)
@@ -284,11 +288,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 print(f"shard {shard}: {part_path(args.detections_out, shard)} written; once every shard is done: "
                       f"ssd-runtime eval --data DATA --split {args.split} --detections <every part>")
             return 0
+        images = read_parts(part_paths(args.detections_out, shard.count))[1] if metric == "coco" else []
     else:
         if args.resume:
             raise ValueError("--resume continues a --detections-out file: pass the file to continue")
-        result = evaluate(model.to(device), dataset, spec, device, args.batch_size, ap_method=args.ap_method)
-    report = {"checkpoint": args.model, "split": args.split, "images": len(dataset), **result.to_dict()}
+        result, images = evaluate_detections(model.to(device), dataset, spec, device, args.batch_size,
+                                             ap_method=args.ap_method)
+    report = {"checkpoint": args.model, "split": args.split, "images": len(dataset), **result.to_dict(), "metric": metric,
+              "coco": coco_section(metric, data, args.split, dataset.records, images, spec.class_names,
+                                   data_format=args.data_format)}
     if args.plot:
         from ssd_train.plots import plot_precision_recall
 
@@ -302,6 +310,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         for c in result.classes:
             ap = "n/a" if c.ap != c.ap else f"{c.ap:.4f}"
             print(f"{c.name:<16}{ap:>8}{c.num_positives:>7}{c.num_detections:>8}{c.num_true_positives:>7}")
+        if report["coco"]:
+            print("\n".join(format_coco(report["coco"])))
     return 0
 
 
@@ -318,6 +328,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     add_evaluation_flags(p, batch_size=EVAL_BATCH_SIZE, data_nargs="+", max_images_aliases=("--images",))
     p.add_argument("--workers", type=int, help="deprecated, no effect: images are decoded by the runtime's streaming "
                    "loop, a batch ahead of the model")
+    options.add(p, options.METRIC, help="coco: COCO's AP, AP50, AP75, AP/AR by size, AR1/10/100 and per-class AP "
+                "beside the VOC mAP (faster-coco-eval), as ssd-runtime eval; voc: the VOC mAP only; auto (default): "
+                "coco on COCO data, voc on the rest")
     p.add_argument("--plot", help="write a precision-recall plot (PNG; needs matplotlib)")
     p.set_defaults(func=_cmd_eval)
 

@@ -78,3 +78,24 @@ def test_eval_takes_the_runtime_evals_flags_for_the_shared_ideas():
     for flag in ("--split", "--max-images", "--ap-method", "--skip-unknown-classes", "--detections-out", "--resume",
                  "--shard", "--json"):
         assert train[(flag,)] == runtime[(flag,)], flag  # the same definition, default included
+
+
+def test_eval_metric_gives_ssd_runtime_evals_coco_metrics(runtime_checkpoint, voc_root, tmp_path, capsys):
+    from ssd_runtime.convert import convert_dataset
+    from ssd_runtime.evaluate import map_report_of_model_file
+
+    coco = tmp_path / "coco"
+    convert_dataset(voc_root, coco, "coco", images="link")  # the same images, COCO's annotations
+    expected = map_report_of_model_file(runtime_checkpoint, coco, metric="coco")  # ssd-runtime eval's report
+    assert main(["eval", "--model", str(runtime_checkpoint), "--data", str(coco), "--json"]) == 0  # auto: coco
+    report = json.loads(capsys.readouterr().out)
+    assert report["metric"] == "coco" and report["map"] == expected["runtime"]["map"]
+    assert report["coco"]["stats"] == expected["coco"]["stats"] and report["coco"]["images"] == 8
+    out = tmp_path / "dets.json"  # the detections-file path: COCO's metrics of the file's detections
+    assert main(["eval", "--model", str(runtime_checkpoint), "--data", str(coco), "--detections-out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["coco"]["stats"] == expected["coco"]["stats"]
+    assert main(["eval", "--model", str(runtime_checkpoint), "--data", str(coco), "--metric", "voc", "--json"]) == 0
+    voc = json.loads(capsys.readouterr().out)
+    assert voc["metric"] == "voc" and voc["coco"] is None and voc["map"] == report["map"]
+    assert main(["eval", "--model", str(runtime_checkpoint), "--data", str(voc_root), "--metric", "coco"]) == 0
+    assert "COCO metrics (faster-coco-eval, 8 images):" in capsys.readouterr().out  # VOC data, COCO's metrics asked
