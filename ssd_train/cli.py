@@ -20,7 +20,7 @@ from ssd_train.augment import AUGMENTATIONS
 from ssd_train.config import (
     AMP_MODES, DEFAULT_RECIPE, DEVICES, HEAD_INITS, OPTIMIZERS, RECIPE_NAMES, RECIPES, SCHEDULES, TrainConfig,
 )  # fmt: skip
-from ssd_train.evaluation import evaluate, evaluate_detections, evaluate_to_file
+from ssd_train.evaluation import evaluate, evaluate_to_file
 from ssd_train.loss import LOC_LOSSES
 from ssd_train.training_set import IMAGE_CHECKS
 
@@ -292,8 +292,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         if args.resume:
             raise ValueError("--resume continues a --detections-out file: pass the file to continue")
-        result, images = evaluate_detections(model.to(device), dataset, spec, device, args.batch_size,
-                                             ap_method=args.ap_method)
+        images = []  # the scored detections, for COCO's metrics
+        result = evaluate(model.to(device), dataset, spec, device, args.batch_size, ap_method=args.ap_method,
+                          detections=images)
     report = {"checkpoint": args.model, "split": args.split, "images": len(dataset), **result.to_dict(), "metric": metric,
               "coco": coco_section(metric, data, args.split, dataset.records, images, spec.class_names,
                                    data_format=args.data_format)}

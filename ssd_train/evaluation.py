@@ -26,7 +26,7 @@ from ssd_runtime.backends import BackendClosedError
 from ssd_runtime.detector import Detector
 from ssd_runtime.detections_file import ImageRecord
 from ssd_runtime.evaluate import (
-    detections_of_records, image_items, map_of_detections_files, map_of_detector_on_records, map_of_image_records,
+    detections_of_records, image_items, map_of_detections_files, map_of_image_records,
 )  # fmt: skip
 from ssd_runtime.metric import VOCResult
 from ssd_runtime.sharding import Shard, part_paths
@@ -36,7 +36,7 @@ from ssd_train.config import TrainConfig
 from ssd_train.data import VOCDetection
 from ssd_train.model import SSD300
 
-__all__ = ["ModelBackend", "eval_dataset", "evaluate", "evaluate_detections", "evaluate_to_file"]
+__all__ = ["ModelBackend", "eval_dataset", "evaluate", "evaluate_to_file"]
 
 #: What the detections header names as the backend of a file this module writes.
 BACKEND_NAME = "ssd_train.evaluation"
@@ -123,31 +123,19 @@ def evaluate(
     *,
     ap_method: str = "11point",
     channels_last: bool = False,
+    detections: list[ImageRecord] | None = None,
 ) -> VOCResult:
     """VOC mAP of ``model`` on the images of ``dataset`` (its records) at the spec's evaluation settings.
 
-    :func:`ssd_runtime.evaluate.map_of_detector_on_records` with the model as the backend.
+    :func:`ssd_runtime.evaluate.map_of_detector_on_records`'s steps with the model as the backend.
+    ``detections``: a list the scored detections are added to (one record per image, in pixels of the
+    decoded image), for other metrics of the same detections (COCO's: :func:`ssd_runtime.coco_metric.coco_section`).
     """
     with _detector(model, spec, torch.device(device), channels_last) as detector:
-        return map_of_detector_on_records(detector, dataset.records, batch_size=batch_size, ap_method=ap_method)[0]
-
-
-def evaluate_detections(
-    model: SSD300,
-    dataset: VOCDetection,
-    spec: ModelSpec,
-    device: torch.device | str = "cpu",
-    batch_size: int = 32,
-    *,
-    ap_method: str = "11point",
-    channels_last: bool = False,
-) -> tuple[VOCResult, list[ImageRecord]]:
-    """:func:`evaluate`'s result and the detections it scored (one record per image of ``dataset``, in
-    pixels of the decoded image), for other metrics of the same detections (COCO's:
-    :func:`ssd_runtime.coco_metric.coco_section`)."""
-    with _detector(model, spec, torch.device(device), channels_last) as detector:
         images, _ = detections_of_records(detector, dataset.records, batch_size)
-    return map_of_image_records(dataset.records, images, spec.class_names, ap_method=ap_method), images
+    if detections is not None:
+        detections.extend(images)
+    return map_of_image_records(dataset.records, images, spec.class_names, ap_method=ap_method)
 
 
 def evaluate_to_file(
