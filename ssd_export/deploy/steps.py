@@ -27,7 +27,6 @@ import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -381,33 +380,24 @@ def write_video(images: Iterable[str | os.PathLike | np.ndarray], path: Path, fp
                 size: tuple[int, int] = VIDEO_SIZE, quality: int = 18) -> int:
     """Encode images (paths or uint8 (H, W, 3) RGB arrays) as an H.264 .mp4 (yuv420p, constant quality
     ``quality``: x264's crf, 18 is near-transparent) at ``fps``, each resized (bilinear) to ``size``
-    (width, height; even); written atomically. Returns the frames written. Needs PyAV."""
-    import av
+    (width, height; even), through :class:`ssd_runtime.video.sinks.VideoWriter` (atomic). Returns the
+    frames written. Needs PyAV."""
     from PIL import Image
+
+    from ssd_runtime.video.sinks import VideoWriter
 
     if size[0] % 2 or size[1] % 2:
         raise ValueError(f"H.264 in yuv420p needs an even width and height, got {size}")
-    rate = Fraction(fps).limit_denominator(1001)
-    written = 0
-    with atomic_path(path) as tmp:
-        container = av.open(str(tmp), mode="w", format="mp4")
-        try:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.width, stream.height = size
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(quality), "preset": "veryfast"}
-            for image in images:
-                picture = Image.fromarray(image) if isinstance(image, np.ndarray) else Image.open(image)
-                frame = av.VideoFrame.from_image(picture.convert("RGB").resize(size, Image.BILINEAR))
-                frame.pts, frame.time_base = written, 1 / rate
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-                written += 1
-            for packet in stream.encode(None):  # the encoder's delayed frames
-                container.mux(packet)
-        finally:
-            container.close()
-    return written
+    writer = VideoWriter(path, fps, codec="libx264", quality=quality)
+    try:
+        for image in images:
+            picture = Image.fromarray(image) if isinstance(image, np.ndarray) else Image.open(image)
+            writer.write(picture.convert("RGB").resize(size, Image.BILINEAR))
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return writer.frames
 
 
 def stream_video(detector: Detector, image_paths: list[Path], output: Path, fps: float = VIDEO_FPS) -> dict[str, Any]:
